@@ -38,7 +38,7 @@ def _register_proto_namespaces() -> None:
     spec = importlib.util.find_spec("tensorflow")
     if spec is None or not spec.submodule_search_locations:
         raise ImportError("tensorflow-serving-api needs the tensorflow package's proto modules installed")
-    root = list(spec.submodule_search_locations)[0]
+    root = next(iter(spec.submodule_search_locations))
     for name in _PROTO_PACKAGES:
         module = types.ModuleType(name)
         module.__path__ = [os.path.join(root, *name.split(".")[1:])]
@@ -53,6 +53,7 @@ from tensorflow.core.framework import (  # noqa: E402
     tensor_shape_pb2,
     types_pb2,
 )
+from tensorflow.core.protobuf import meta_graph_pb2  # noqa: E402
 from tensorflow_serving.apis import (  # noqa: E402
     get_model_metadata_pb2,
     get_model_status_pb2,
@@ -61,7 +62,6 @@ from tensorflow_serving.apis import (  # noqa: E402
     predict_pb2,
     prediction_service_pb2_grpc,
 )
-from tensorflow.core.protobuf import meta_graph_pb2  # noqa: E402
 
 __all__ = [
     "get_model_metadata_pb2",

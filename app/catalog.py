@@ -1,0 +1,67 @@
+"""Model listing, status, metadata and readiness, for the handlers."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from typing import Any
+
+from app.pipeline import ServedModel
+from app.tfserving import ModelRef, TFServingClient, VersionStatus
+from processing.errors import GatewayError, ModelNotFound
+
+STATUS_TIMEOUT_S = 2.0
+
+
+class Catalog:
+    def __init__(self, models: Mapping[str, ServedModel], client: TFServingClient) -> None:
+        self._models = models
+        self._client = client
+
+    def _model(self, name: str) -> ServedModel:
+        model = self._models.get(name)
+        if model is None:
+            raise ModelNotFound(f"model {name!r} is not configured")
+        return model
+
+    def describe(self) -> list[dict[str, Any]]:
+        return [model.describe() for model in self._models.values()]
+
+    async def status(self, name: str, version: int | None) -> dict[str, Any]:
+        model = self._model(name)
+        statuses = await self._client.status(
+            model.address, ModelRef(model.served_name, version), STATUS_TIMEOUT_S
+        )
+        return {"model_version_status": [_status_json(s) for s in statuses]}
+
+    async def metadata(self, name: str, version: int | None) -> dict[str, Any]:
+        model = self._model(name)
+        meta = await self._client.metadata(
+            model.address, ModelRef(model.served_name, version), STATUS_TIMEOUT_S
+        )
+        return {"model_spec": {"name": name, "version": meta.version}, "metadata": meta.raw}
+
+    async def readiness(self) -> tuple[bool, dict[str, Any]]:
+        names = list(self._models)
+        results = await asyncio.gather(*(self._is_available(name) for name in names))
+        details = dict(zip(names, results, strict=True))
+        return all(state == "AVAILABLE" for state in details.values()), details
+
+    async def _is_available(self, name: str) -> str:
+        model = self._models[name]
+        try:
+            statuses = await self._client.status(model.address, ModelRef(model.served_name), STATUS_TIMEOUT_S)
+        except GatewayError as exc:
+            return exc.code
+        return "AVAILABLE" if any(s.state == "AVAILABLE" for s in statuses) else "NOT_AVAILABLE"
+
+
+def _status_json(status: VersionStatus) -> dict[str, Any]:
+    return {
+        "version": str(status.version),
+        "state": status.state,
+        "status": {
+            "error_code": "OK" if status.error_code == 0 else str(status.error_code),
+            "error_message": status.error_message,
+        },
+    }

@@ -1,0 +1,76 @@
+"""The tier's command line: ``python -m app --config deploy/config.dev.yaml``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from app.server import build_services, listen, make_app
+from app.settings import Settings, SettingsError, load_settings
+
+log = logging.getLogger("imagegate")
+
+
+def parse_args(argv: Sequence[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="imagegate", description="Image-inference gateway for TF Serving.")
+    parser.add_argument("--config", type=Path, help="YAML settings file (see deploy/config.example.yaml)")
+    parser.add_argument("--host", help="listen address (server.host)")
+    parser.add_argument("--port", help="listen port (server.port)")
+    parser.add_argument("--backend", help="default TF Serving address host:port (backend.address)")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="any setting, e.g. fetch.max_bytes=1000000",
+    )
+    parser.add_argument("--log-level", default="INFO")
+    return parser.parse_args(argv)
+
+
+def settings_from_args(args: argparse.Namespace, environ: Mapping[str, str]) -> Settings:
+    overrides = list(args.set)
+    for flag, key in (("host", "server.host"), ("port", "server.port"), ("backend", "backend.address")):
+        value = getattr(args, flag)
+        if value is not None:
+            overrides.append(f"{key}={value}")
+    return load_settings(args.config, environ, overrides)
+
+
+async def serve(settings: Settings, announce: str = "") -> None:
+    """Serve until SIGTERM or SIGINT, then stop accepting, finish, and close the backend channels."""
+    services = await build_services(settings)
+    server, port = listen(make_app(services), settings)
+    host = settings.server.host
+    print(f"imagegate: ready on http://{host}:{port} models={','.join(settings.models)}", flush=True)
+    if announce:
+        print(announce.format(host=host, port=port), flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    server.stop()
+    await server.close_all_connections()
+    await services.close()
+    print("imagegate: stopped", flush=True)
+
+
+def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        settings = settings_from_args(args, os.environ if environ is None else environ)
+        asyncio.run(serve(settings))
+    except SettingsError as exc:
+        print(f"imagegate: configuration error: {exc}", file=sys.stderr)
+        return 2
+    return 0

@@ -1,0 +1,152 @@
+"""Completing each configured model from the backend's GetModelMetadata at start.
+
+What the configuration leaves out (input name, dtype, size, output name) is taken from
+the signature; what it states must agree with the signature, or the tier refuses to
+start with a message naming the key.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Mapping
+
+from app.pipeline import ServedModel
+from app.settings import ModelSettings, Settings, SettingsError
+from app.tfserving import ModelMetadata, ModelRef, SignatureInfo, TensorInfo, TFServingClient
+from processing.errors import GatewayError
+from processing.image import PreprocessSpec
+from processing.postprocess import PostprocessSpec, parse_labels
+
+METADATA_RETRY_S = 0.2
+
+
+async def resolve_models(settings: Settings, client: TFServingClient) -> dict[str, ServedModel]:
+    """Every configured model as a ServedModel; raises SettingsError on a mismatch."""
+    names = list(settings.models)
+    metadata = await asyncio.gather(*(_wait_for_metadata(settings, client, name) for name in names))
+    return {
+        name: build_served_model(name, settings, meta) for name, meta in zip(names, metadata, strict=True)
+    }
+
+
+async def _wait_for_metadata(settings: Settings, client: TFServingClient, name: str) -> ModelMetadata:
+    model = settings.models[name]
+    address = settings.backend_address(name)
+    ref = ModelRef(model.served_name or name)
+    deadline = time.monotonic() + settings.backend.startup_timeout_s
+    while True:
+        try:
+            return await client.metadata(address, ref, timeout=min(5.0, settings.backend.timeout_s))
+        except GatewayError as exc:  # NOT_FOUND too: the backend may still be loading it
+            if time.monotonic() >= deadline:
+                raise SettingsError(
+                    f"models.{name}: no metadata from the backend at {address} within "
+                    f"{settings.backend.startup_timeout_s:g} s: {exc.log_message}"
+                ) from exc
+        await asyncio.sleep(METADATA_RETRY_S)
+
+
+def build_served_model(name: str, settings: Settings, meta: ModelMetadata) -> ServedModel:
+    model = settings.models[name]
+    path = f"models.{name}"
+    signature = meta.signatures.get(model.signature)
+    if signature is None:
+        known = ", ".join(sorted(meta.signatures)) or "none"
+        raise SettingsError(f"{path}.signature: {model.signature!r} is not in the model (it has: {known})")
+    input_info = _pick(signature.inputs, model.input.name, f"{path}.input.name")
+    return ServedModel(
+        name=name,
+        served_name=model.served_name or name,
+        address=settings.backend_address(name),
+        signature=model.signature,
+        input_name=input_info.name,
+        output_names=_output_names(model, signature, path),
+        preprocess=_preprocess_spec(model, input_info, path),
+        postprocess=_postprocess_spec(model),
+        max_batch_size=model.batching.max_batch_size,
+        max_wait_ms=model.batching.max_wait_ms,
+    )
+
+
+def _pick(infos: Mapping[str, TensorInfo], wanted: str | None, key: str) -> TensorInfo:
+    if wanted is not None:
+        if wanted not in infos:
+            raise SettingsError(
+                f"{key}: {wanted!r} is not in the signature (it has: {', '.join(sorted(infos))})"
+            )
+        return infos[wanted]
+    if len(infos) != 1:
+        raise SettingsError(
+            f"{key}: the signature has {len(infos)} tensors ({', '.join(sorted(infos))}); name one"
+        )
+    return next(iter(infos.values()))
+
+
+def _output_names(model: ModelSettings, signature: SignatureInfo, path: str) -> tuple[str, ...]:
+    if model.postprocess.kind == "raw" and model.output is None:
+        return tuple(sorted(signature.outputs))
+    return (_pick(signature.outputs, model.output, f"{path}.output").name,)
+
+
+def _preprocess_spec(model: ModelSettings, info: TensorInfo, path: str) -> PreprocessSpec:
+    cfg = model.input
+    dtype = cfg.dtype or info.dtype
+    if dtype != info.dtype:
+        raise SettingsError(f"{path}.input.dtype: configured {cfg.dtype} but the model takes {info.dtype}")
+    if dtype not in ("float32", "uint8"):
+        raise SettingsError(
+            f"{path}.input.dtype: the model takes {dtype}; only float32 and uint8 are supported"
+        )
+    height, width, channels = _image_dims(info, cfg.layout, path)
+    height = _agree(cfg.height, height, f"{path}.input.height")
+    width = _agree(cfg.width, width, f"{path}.input.width")
+    expected_channels = 1 if cfg.color == "gray" else 3
+    if channels not in (-1, expected_channels):
+        raise SettingsError(
+            f"{path}.input.color: {cfg.color} gives {expected_channels} channels; the model takes {channels}"
+        )
+    return PreprocessSpec(
+        height=height,
+        width=width,
+        resize=cfg.resize,
+        resize_shorter=cfg.resize_shorter,
+        color=cfg.color,
+        dtype=dtype,  # type: ignore[arg-type]
+        scale=cfg.scale,
+        mean=cfg.mean,
+        std=cfg.std,
+        layout=cfg.layout,
+        pad_value=cfg.pad_value,
+    )
+
+
+def _image_dims(info: TensorInfo, layout: str, path: str) -> tuple[int, int, int]:
+    if info.shape is None:
+        return -1, -1, -1
+    if len(info.shape) != 4:
+        raise SettingsError(
+            f"{path}.input: the model's input has shape {list(info.shape)}, not a 4-D image batch"
+        )
+    if layout == "nchw":
+        _, c, h, w = info.shape
+    else:
+        _, h, w, c = info.shape
+    return h, w, c
+
+
+def _agree(configured: int | None, discovered: int, key: str) -> int:
+    if configured is not None and discovered > 0 and configured != discovered:
+        raise SettingsError(f"{key}: configured {configured} but the model takes {discovered}")
+    value = configured if configured is not None else discovered
+    if value <= 0:
+        raise SettingsError(f"{key}: the model does not fix it; set it in the configuration")
+    return value
+
+
+def _postprocess_spec(model: ModelSettings) -> PostprocessSpec:
+    post = model.postprocess
+    labels: tuple[str, ...] = ()
+    if post.labels is not None:
+        labels = parse_labels(post.labels.read_text(encoding="utf-8"))
+    return PostprocessSpec(kind=post.kind, softmax=post.softmax, top_k=post.top_k, labels=labels)

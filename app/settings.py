@@ -1,0 +1,307 @@
+"""One frozen settings object, built from a YAML file, an environment mapping and CLI overrides.
+
+Precedence: defaults < file < environment (``IMAGEGATE_SECTION__KEY=value``) < CLI
+(``--set section.key=value``). Values from the environment and the CLI are parsed as
+YAML scalars (``8080``, ``true``, ``[a, b]``). Any unknown key, wrong type or bad value
+raises ``SettingsError`` naming the key. Nothing outside ``app/`` reads the environment.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import types
+import typing
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Union
+
+import yaml
+
+ENV_PREFIX = "IMAGEGATE_"
+MIB = 1 << 20
+
+
+class SettingsError(ValueError):
+    """A wrong or missing configuration value; the message names the key."""
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    page: bool = True  # serve the browser page at /
+    max_json_bytes: int = 1 * MIB
+    max_upload_bytes: int = 20 * MIB  # per uploaded file
+    max_body_bytes: int = 64 * MIB  # whole request body
+    max_parts: int = 32  # multipart parts
+    max_images_per_request: int = 32
+    idle_connection_timeout_s: float = 60.0
+    body_timeout_s: float = 30.0
+    max_in_flight_images: int = 512  # backpressure bound across all requests
+    retry_after_s: int = 1
+    decode_threads: int = 0  # 0: one per core
+
+
+@dataclass(frozen=True)
+class FetchSettings:
+    connect_timeout_s: float = 3.0
+    total_timeout_s: float = 10.0
+    max_bytes: int = 20 * MIB
+    max_redirects: int = 3
+    max_concurrent: int = 64  # downloads in flight per process
+    max_concurrent_per_request: int = 8
+    allow_cidrs: tuple[str, ...] = ()  # allowed even if in a denied range (e.g. 127.0.0.0/8 for dev)
+    deny_cidrs: tuple[str, ...] = ()  # denied on top of the built-in forbidden ranges
+    allow_hosts: tuple[str, ...] = ()  # if set, only these host names may be fetched
+    deny_hosts: tuple[str, ...] = ()
+    content_types: tuple[str, ...] = (
+        "image/jpeg",
+        "image/png",
+        "image/webp",
+        "image/gif",
+        "image/bmp",
+        "application/octet-stream",
+    )
+
+
+@dataclass(frozen=True)
+class DecodeSettings:
+    max_pixels: int = 16_777_216
+    max_side: int = 16_384
+
+
+@dataclass(frozen=True)
+class BackendSettings:
+    address: str = "127.0.0.1:8500"
+    timeout_s: float = 10.0  # deadline of every Predict call
+    startup_timeout_s: float = 30.0  # how long to wait for model metadata at start
+    load_balancing: Literal["pick_first", "round_robin"] = "pick_first"
+
+
+@dataclass(frozen=True)
+class InputSettings:
+    name: str | None = None  # discovered from metadata when left out
+    dtype: Literal["float32", "uint8"] | None = None
+    height: int | None = None
+    width: int | None = None
+    resize: Literal["stretch", "crop", "letterbox"] = "stretch"
+    resize_shorter: int | None = None
+    color: Literal["rgb", "bgr", "gray"] = "rgb"
+    scale: float = 1.0
+    mean: tuple[float, ...] = (0.0,)
+    std: tuple[float, ...] = (1.0,)
+    layout: Literal["nhwc", "nchw"] = "nhwc"
+    pad_value: int = 0
+
+
+@dataclass(frozen=True)
+class PostprocessSettings:
+    kind: Literal["classification", "raw"] = "classification"
+    softmax: bool = False
+    top_k: int = 5
+    labels: Path | None = None  # relative paths are relative to the config file
+
+
+@dataclass(frozen=True)
+class BatchingSettings:
+    max_batch_size: int = 0  # 0 or 1: no micro-batching across requests
+    max_wait_ms: float = 2.0
+
+
+@dataclass(frozen=True)
+class ModelSettings:
+    backend: str | None = None  # address; default: backend.address
+    served_name: str | None = None  # name on the backend; default: the key
+    signature: str = "serving_default"
+    output: str | None = None  # discovered when the signature has one output
+    input: InputSettings = field(default_factory=InputSettings)
+    postprocess: PostprocessSettings = field(default_factory=PostprocessSettings)
+    batching: BatchingSettings = field(default_factory=BatchingSettings)
+
+
+@dataclass(frozen=True)
+class Settings:
+    server: ServerSettings = field(default_factory=ServerSettings)
+    fetch: FetchSettings = field(default_factory=FetchSettings)
+    decode: DecodeSettings = field(default_factory=DecodeSettings)
+    backend: BackendSettings = field(default_factory=BackendSettings)
+    models: Mapping[str, ModelSettings] = field(default_factory=dict)
+
+    def backend_address(self, model: str) -> str:
+        return self.models[model].backend or self.backend.address
+
+
+def load_settings(path: Path | None, environ: Mapping[str, str], overrides: Iterable[str] = ()) -> Settings:
+    """Build and validate the settings; raises SettingsError naming the offending key."""
+    raw: dict[str, Any] = _read_file(path) if path else {}
+    for key, value in environ.items():
+        if key.startswith(ENV_PREFIX):
+            dotted = key[len(ENV_PREFIX) :].lower().replace("__", ".")
+            _set_path(raw, dotted, value, f"environment variable {key}")
+    for item in overrides:
+        dotted, sep, value = item.partition("=")
+        if not sep:
+            raise SettingsError(f"override {item!r} must look like section.key=value")
+        _set_path(raw, dotted.strip(), value, f"override {dotted.strip()}")
+    settings: Settings = _build(Settings, raw, "")
+    base = path.parent if path else Path.cwd()
+    settings = dataclasses.replace(settings, models=_resolve_label_paths(settings.models, base))
+    validate(settings)
+    return settings
+
+
+def _read_file(path: Path) -> dict[str, Any]:
+    try:
+        document = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise SettingsError(f"cannot read config file {path}: {exc.strerror}") from exc
+    except yaml.YAMLError as exc:
+        raise SettingsError(f"config file {path} is not valid YAML: {exc}") from exc
+    if document is None:
+        return {}
+    if not isinstance(document, dict):
+        raise SettingsError(f"config file {path} must hold a mapping at the top level")
+    return document
+
+
+def _set_path(raw: dict[str, Any], dotted: str, text: str, origin: str) -> None:
+    parts = [p for p in dotted.split(".") if p]
+    if not parts:
+        raise SettingsError(f"{origin}: empty key")
+    node = raw
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise SettingsError(f"{origin}: {part} is not a section")
+        node = child
+    try:
+        node[parts[-1]] = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise SettingsError(f"{origin}: value {text!r} is not valid") from exc
+
+
+def _build(cls: type[Any], raw: Any, path: str) -> Any:
+    if not isinstance(raw, Mapping):
+        raise SettingsError(f"{path or 'settings'}: must be a mapping")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(raw) - names)
+    if unknown:
+        raise SettingsError(f"unknown key {_join(path, str(unknown[0]))}")
+    values = {name: _convert(hints[name], raw[name], _join(path, name)) for name in names if name in raw}
+    return cls(**values)
+
+
+def _join(path: str, key: str) -> str:
+    return f"{path}.{key}" if path else key
+
+
+def _convert(hint: Any, value: Any, path: str) -> Any:
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin in (Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        (inner,) = [a for a in args if a is not type(None)]
+        return _convert(inner, value, path)
+    if origin is Literal:
+        if value not in args:
+            raise SettingsError(f"{path}: must be one of {', '.join(map(str, args))}, not {value!r}")
+        return value
+    if origin is tuple:
+        items = value if isinstance(value, list | tuple) else [value]
+        return tuple(_convert(args[0], item, f"{path}[{i}]") for i, item in enumerate(items))
+    if origin in (Mapping, dict):
+        if not isinstance(value, Mapping):
+            raise SettingsError(f"{path}: must be a mapping")
+        return {
+            str(k): _convert(args[1], v if v is not None else {}, _join(path, str(k)))
+            for k, v in value.items()
+        }
+    if dataclasses.is_dataclass(hint):
+        return _build(typing.cast(type[Any], hint), value if value is not None else {}, path)
+    return _convert_scalar(hint, value, path)
+
+
+def _convert_scalar(hint: Any, value: Any, path: str) -> Any:
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise SettingsError(f"{path}: must be true or false, not {value!r}")
+        return value
+    if hint is int and isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if hint is float and isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    if hint is str and isinstance(value, str | int | float) and not isinstance(value, bool):
+        return str(value)
+    if hint is Path and isinstance(value, str):
+        return Path(value)
+    raise SettingsError(f"{path}: must be {getattr(hint, '__name__', hint)}, not {value!r}")
+
+
+def _resolve_label_paths(models: Mapping[str, ModelSettings], base: Path) -> dict[str, ModelSettings]:
+    resolved = {}
+    for name, model in models.items():
+        labels = model.postprocess.labels
+        if labels is not None and not labels.is_absolute():
+            post = dataclasses.replace(model.postprocess, labels=(base / labels).resolve())
+            model = dataclasses.replace(model, postprocess=post)
+        resolved[name] = model
+    return resolved
+
+
+def validate(settings: Settings) -> None:
+    """Checks that span several values; raises SettingsError naming the key."""
+    _positive(
+        settings.server, "server", ("max_json_bytes", "max_upload_bytes", "max_body_bytes", "max_parts")
+    )
+    _positive(settings.server, "server", ("max_images_per_request", "max_in_flight_images"))
+    _positive(
+        settings.fetch, "fetch", ("connect_timeout_s", "total_timeout_s", "max_bytes", "max_concurrent")
+    )
+    _positive(settings.fetch, "fetch", ("max_concurrent_per_request",))
+    _positive(settings.decode, "decode", ("max_pixels", "max_side"))
+    _positive(settings.backend, "backend", ("timeout_s",))
+    if not 0 < settings.server.port < 65536 and settings.server.port != 0:
+        raise SettingsError("server.port: must be from 0 to 65535")
+    for key in ("allow_cidrs", "deny_cidrs"):
+        for i, cidr in enumerate(getattr(settings.fetch, key)):
+            try:
+                ipaddress.ip_network(cidr, strict=False)
+            except ValueError as exc:
+                raise SettingsError(f"fetch.{key}[{i}]: {cidr!r} is not an IP network") from exc
+    for name, model in settings.models.items():
+        _validate_model(name, model)
+
+
+def _positive(section: Any, prefix: str, keys: Iterable[str]) -> None:
+    for key in keys:
+        if getattr(section, key) <= 0:
+            raise SettingsError(f"{prefix}.{key}: must be positive")
+
+
+def _validate_model(name: str, model: ModelSettings) -> None:
+    path = f"models.{name}"
+    inp = model.input
+    for key in ("height", "width", "resize_shorter"):
+        value = getattr(inp, key)
+        if value is not None and not 0 < value <= 8192:
+            raise SettingsError(f"{path}.input.{key}: must be from 1 to 8192")
+    channels = 1 if inp.color == "gray" else 3
+    for key in ("mean", "std"):
+        if len(getattr(inp, key)) not in (1, channels):
+            raise SettingsError(f"{path}.input.{key}: needs 1 or {channels} values")
+    if any(s == 0 for s in inp.std):
+        raise SettingsError(f"{path}.input.std: must not be zero")
+    uses_normalisation = inp.scale != 1.0 or any(inp.mean) or any(s != 1.0 for s in inp.std)
+    if inp.dtype == "uint8" and uses_normalisation:
+        raise SettingsError(f"{path}.input: a uint8 input takes raw pixels; remove scale/mean/std")
+    if not 1 <= model.postprocess.top_k <= 1000:
+        raise SettingsError(f"{path}.postprocess.top_k: must be from 1 to 1000")
+    if model.batching.max_batch_size < 0 or model.batching.max_wait_ms < 0:
+        raise SettingsError(f"{path}.batching: values must not be negative")
+    labels = model.postprocess.labels
+    if labels is not None and not labels.is_file():
+        raise SettingsError(f"{path}.postprocess.labels: file {labels} does not exist")

@@ -1,0 +1,92 @@
+"""numpy arrays to and from TensorProto, through ``tensor_content`` bytes.
+
+No ``tf.make_tensor_proto``/``tf.make_ndarray`` on the request path: they need the
+TensorFlow runtime and copy element by element.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from app.protos import tensor_pb2, tensor_shape_pb2, types_pb2
+
+_DTYPES: dict[int, np.dtype[np.generic]] = {
+    types_pb2.DT_FLOAT: np.dtype(np.float32),
+    types_pb2.DT_DOUBLE: np.dtype(np.float64),
+    types_pb2.DT_HALF: np.dtype(np.float16),
+    types_pb2.DT_INT8: np.dtype(np.int8),
+    types_pb2.DT_INT16: np.dtype(np.int16),
+    types_pb2.DT_INT32: np.dtype(np.int32),
+    types_pb2.DT_INT64: np.dtype(np.int64),
+    types_pb2.DT_UINT8: np.dtype(np.uint8),
+    types_pb2.DT_UINT16: np.dtype(np.uint16),
+    types_pb2.DT_UINT32: np.dtype(np.uint32),
+    types_pb2.DT_UINT64: np.dtype(np.uint64),
+    types_pb2.DT_BOOL: np.dtype(np.bool_),
+}
+_ENUMS = {dtype: enum for enum, dtype in _DTYPES.items()}
+
+# Which repeated field holds the values of each dtype when tensor_content is empty.
+_VAL_FIELDS = {
+    types_pb2.DT_FLOAT: "float_val",
+    types_pb2.DT_DOUBLE: "double_val",
+    types_pb2.DT_HALF: "half_val",
+    types_pb2.DT_INT8: "int_val",
+    types_pb2.DT_INT16: "int_val",
+    types_pb2.DT_INT32: "int_val",
+    types_pb2.DT_UINT8: "int_val",
+    types_pb2.DT_UINT16: "int_val",
+    types_pb2.DT_INT64: "int64_val",
+    types_pb2.DT_UINT32: "uint32_val",
+    types_pb2.DT_UINT64: "uint64_val",
+    types_pb2.DT_BOOL: "bool_val",
+}
+
+
+class UnsupportedTensor(ValueError):
+    """A tensor whose dtype or encoding we do not handle."""
+
+
+def dtype_name(enum: int) -> str:
+    """``DT_FLOAT`` -> ``float32``; unknown enums by their proto name."""
+    dtype = _DTYPES.get(enum)
+    return dtype.name if dtype is not None else types_pb2.DataType.Name(enum)
+
+
+def to_tensor_proto(array: np.ndarray) -> tensor_pb2.TensorProto:
+    """One TensorProto holding ``array``'s bytes in ``tensor_content``."""
+    enum = _ENUMS.get(array.dtype)
+    if enum is None:
+        raise UnsupportedTensor(f"no TensorProto dtype for {array.dtype}")
+    shape = tensor_shape_pb2.TensorShapeProto(
+        dim=[tensor_shape_pb2.TensorShapeProto.Dim(size=d) for d in array.shape]
+    )
+    little = array.astype(array.dtype.newbyteorder("<"), copy=False)
+    return tensor_pb2.TensorProto(dtype=enum, tensor_shape=shape, tensor_content=little.tobytes())
+
+
+def from_tensor_proto(proto: tensor_pb2.TensorProto) -> np.ndarray:
+    """The array a TensorProto holds, from ``tensor_content`` or the typed ``*_val`` field."""
+    dtype = _DTYPES.get(proto.dtype)
+    if dtype is None:
+        raise UnsupportedTensor(f"unsupported tensor dtype {dtype_name(proto.dtype)}")
+    shape = tuple(d.size for d in proto.tensor_shape.dim)
+    if proto.tensor_content:
+        return np.frombuffer(proto.tensor_content, dtype=dtype.newbyteorder("<")).reshape(shape).astype(dtype)
+    return _from_val_field(proto, dtype, shape)
+
+
+def _from_val_field(
+    proto: tensor_pb2.TensorProto, dtype: np.dtype[np.generic], shape: tuple[int, ...]
+) -> np.ndarray:
+    values = getattr(proto, _VAL_FIELDS[proto.dtype])
+    if proto.dtype == types_pb2.DT_HALF:
+        flat = np.asarray(values, dtype=np.uint16).view(np.float16)
+    else:
+        flat = np.asarray(values, dtype=dtype)
+    count = int(np.prod(shape)) if shape else 1
+    if flat.size == count:
+        return flat.reshape(shape)
+    if flat.size == 1:
+        return np.full(shape, flat[0], dtype=dtype)
+    raise UnsupportedTensor(f"tensor holds {flat.size} values for shape {list(shape)}")

@@ -1,0 +1,80 @@
+"""The base of our handlers: JSON bodies and one error format for every failure."""
+
+from __future__ import annotations
+
+import json
+import logging
+from http import HTTPStatus
+from types import TracebackType
+from typing import Any
+
+from tornado.web import HTTPError, RequestHandler
+
+from handlers.errors import status_for
+from processing.errors import GatewayError, Overloaded
+
+log = logging.getLogger("imagegate.http")
+
+ExcInfo = tuple[type[BaseException], BaseException, TracebackType | None]
+
+
+class BaseHandler(RequestHandler):
+    """Writes ``{"error": {"code", "message"}}`` for every error, ours or Tornado's."""
+
+    def set_default_headers(self) -> None:
+        self.set_header("X-Content-Type-Options", "nosniff")
+
+    def write_json(self, document: Any, status: int = 200) -> None:
+        self.set_status(status)
+        self.set_header("Content-Type", "application/json; charset=utf-8")
+        self.finish(json.dumps(document, separators=(",", ":")))
+
+    def send_error(self, status_code: int = 500, **kwargs: Any) -> None:
+        exc_info = kwargs.get("exc_info")
+        if exc_info is not None and isinstance(exc_info[1], GatewayError):
+            status_code = status_for(exc_info[1])
+        super().send_error(status_code, **kwargs)
+
+    def log_exception(
+        self, typ: type[BaseException] | None, value: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if isinstance(value, GatewayError):
+            log.info("%s %s -> %s: %s", self.request.method, self.request.path, value.code, value.log_message)
+            return
+        super().log_exception(typ, value, tb)
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        exc = kwargs["exc_info"][1] if "exc_info" in kwargs else None
+        if isinstance(exc, GatewayError):
+            code, message = exc.code, exc.message
+            if isinstance(exc, Overloaded):
+                self.set_header("Retry-After", str(exc.retry_after_s))
+        elif isinstance(exc, HTTPError) and exc.reason:
+            code, message = _code_for_status(status_code), exc.reason
+        else:
+            code, message = _code_for_status(status_code), _phrase(status_code)
+        self.set_header("Content-Type", "application/json; charset=utf-8")
+        self.finish(json.dumps({"error": {"code": code, "message": message}}))
+
+
+def _code_for_status(status: int) -> str:
+    if status == 500:
+        return "internal_error"
+    try:
+        return HTTPStatus(status).phrase.lower().replace(" ", "_").replace("-", "_")
+    except ValueError:
+        return "http_error"
+
+
+def _phrase(status: int) -> str:
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return "error"
+
+
+class NotFoundHandler(BaseHandler):
+    """Unknown paths get the same JSON error format."""
+
+    def prepare(self) -> None:
+        raise HTTPError(404, reason=f"no such path: {self.request.path}")

@@ -1,0 +1,36 @@
+"""Model listing, status and metadata, as TF Serving's REST API lays them out."""
+
+from __future__ import annotations
+
+from handlers.base import BaseHandler
+from handlers.ports import ModelCatalog
+
+
+class ModelListHandler(BaseHandler):
+    """GET /v1/models: the models this tier serves, with what the browser page needs."""
+
+    def initialize(self, catalog: ModelCatalog) -> None:
+        self.catalog = catalog
+
+    def get(self) -> None:
+        self.write_json({"models": self.catalog.describe()})
+
+
+class ModelStatusHandler(BaseHandler):
+    """GET /v1/models/{name}[/versions/{n}]: ModelService.GetModelStatus."""
+
+    def initialize(self, catalog: ModelCatalog) -> None:
+        self.catalog = catalog
+
+    async def get(self, name: str, version: str | None = None) -> None:
+        self.write_json(await self.catalog.status(name, int(version) if version else None))
+
+
+class ModelMetadataHandler(BaseHandler):
+    """GET /v1/models/{name}[/versions/{n}]/metadata: PredictionService.GetModelMetadata."""
+
+    def initialize(self, catalog: ModelCatalog) -> None:
+        self.catalog = catalog
+
+    async def get(self, name: str, version: str | None = None) -> None:
+        self.write_json(await self.catalog.metadata(name, int(version) if version else None))

@@ -1,0 +1,43 @@
+"""What the handlers need from the application, as protocols and plain values.
+
+Handlers receive objects satisfying these through ``initialize()``; they never import
+``app`` (dependencies point one way: app -> handlers -> processing).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from processing.sources import ImageSource
+
+
+@dataclass(frozen=True)
+class RequestLimits:
+    max_json_bytes: int
+    max_upload_bytes: int  # per uploaded file or raw body
+    max_body_bytes: int  # whole multipart body
+    max_parts: int
+    max_images: int
+
+
+class PredictService(Protocol):
+    async def predict(
+        self,
+        name: str,
+        sources: Sequence[ImageSource],
+        version: int | None = None,
+        label: str | None = None,
+        top_k: int | None = None,
+    ) -> dict[str, Any]: ...
+
+
+class ModelCatalog(Protocol):
+    def describe(self) -> list[dict[str, Any]]: ...
+
+    async def status(self, name: str, version: int | None) -> dict[str, Any]: ...
+
+    async def metadata(self, name: str, version: int | None) -> dict[str, Any]: ...
+
+    async def readiness(self) -> tuple[bool, dict[str, Any]]: ...

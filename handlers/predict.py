@@ -1,0 +1,118 @@
+"""POST /v1/models/{name}[/versions/{n}|/labels/{label}]:predict
+
+Three body forms: JSON (a list of URLs, or ``{"instances": [...], "top_k": k}``),
+multipart/form-data (file fields ``image`` or ``data``), or a raw image body. The body
+streams in: its caps are enforced chunk by chunk, and an oversized request is answered
+413 as soon as it crosses the cap.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tornado.web import stream_request_body
+
+from handlers.base import BaseHandler
+from handlers.ports import PredictService, RequestLimits
+from processing.errors import GatewayError, InvalidRequest, PayloadTooLarge, UnsupportedMediaType
+from processing.multipart import MultipartParser, Part, boundary_from_content_type
+from processing.sources import ImageSource, PredictRequest, parse_json_request, parse_top_k
+
+FILE_FIELDS = frozenset({"image", "images", "data", "file"})
+RAW_TYPES = ("image/", "application/octet-stream")
+
+
+@stream_request_body
+class PredictHandler(BaseHandler):
+    def initialize(self, pipeline: PredictService, limits: RequestLimits) -> None:
+        self.pipeline = pipeline
+        self.limits = limits
+        self._chunks: list[bytes] = []
+        self._received = 0
+        self._parser: MultipartParser | None = None
+        self._kind = ""
+        self._limit = 0
+        self._rejected = False
+
+    def prepare(self) -> None:
+        content_type = self.request.headers.get("Content-Type", "")
+        self._kind, self._limit = self._body_kind(content_type)
+        if self._kind == "multipart":
+            boundary = boundary_from_content_type(content_type)
+            self._parser = MultipartParser(boundary, self.limits.max_parts, self.limits.max_upload_bytes)
+        declared = self.request.headers.get("Content-Length", "")
+        if declared.isdigit() and int(declared) > self._limit:
+            raise PayloadTooLarge(f"the body is {int(declared)} bytes; the limit is {self._limit}")
+
+    def _body_kind(self, content_type: str) -> tuple[str, int]:
+        media = content_type.split(";")[0].strip().lower()
+        if media == "application/json":
+            return "json", self.limits.max_json_bytes
+        if media == "multipart/form-data":
+            return "multipart", self.limits.max_body_bytes
+        if media.startswith(RAW_TYPES):
+            return "raw", self.limits.max_upload_bytes
+        raise UnsupportedMediaType(
+            "send application/json, multipart/form-data or an image body (image/*), "
+            f"not {media or 'no Content-Type'!r}"
+        )
+
+    def data_received(self, chunk: bytes) -> None:
+        if self._rejected:
+            return
+        self._received += len(chunk)
+        try:
+            if self._received > self._limit:
+                raise PayloadTooLarge(f"the body is larger than {self._limit} bytes")
+            if self._parser is not None:
+                self._parser.feed(chunk)
+            else:
+                self._chunks.append(chunk)
+        except GatewayError as exc:
+            self._chunks.clear()
+            self._parser = None
+            self._rejected = True  # answer now; Tornado closes the connection instead of reading on
+            self.log_exception(type(exc), exc, None)
+            self.send_error(exc_info=(type(exc), exc, None))
+
+    async def post(self, name: str, version: str | None = None, label: str | None = None) -> None:
+        if self._rejected:
+            return
+        request = self._parse_body()
+        top_k = (
+            request.top_k
+            if request.top_k is not None
+            else parse_top_k(self.get_query_argument("top_k", None))
+        )
+        answer = await self.pipeline.predict(
+            name, request.sources, version=int(version) if version else None, label=label, top_k=top_k
+        )
+        self.write_json(answer)
+
+    def _parse_body(self) -> PredictRequest:
+        body = b"".join(self._chunks)
+        self._chunks.clear()
+        if self._kind == "json":
+            return parse_json_request(body, self.limits.max_images)
+        if self._kind == "raw":
+            if not body:
+                raise InvalidRequest("the request body is empty")
+            return PredictRequest((ImageSource(name="body", data=body),))
+        assert self._parser is not None
+        return _sources_from_parts(self._parser.finish(), self.limits.max_images)
+
+
+def _sources_from_parts(parts: list[Part], max_images: int) -> PredictRequest:
+    files = [p for p in parts if p.name in FILE_FIELDS and not (p.filename == "" and not p.data)]
+    if not files:
+        raise InvalidRequest("no image given: send files in form fields named 'image' or 'data'")
+    if len(files) > max_images:
+        raise PayloadTooLarge(f"{len(files)} images given; at most {max_images} per request")
+    fields: dict[str, Any] = {
+        p.name: p.data.decode("utf-8", errors="replace") for p in parts if p.filename is None
+    }
+    top_k = parse_top_k(fields.get("top_k"))
+    sources = tuple(
+        ImageSource(name=p.filename or f"{p.name}[{i}]", data=bytes(p.data)) for i, p in enumerate(files)
+    )
+    return PredictRequest(sources, top_k)

@@ -1,0 +1,205 @@
+"""Decoding bytes into RGB pixels and preprocessing them into model input tensors.
+
+Everything here is pure and CPU-bound: the tier runs ``image_to_tensor`` in a thread
+pool (OpenCV releases the GIL while it works).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+
+from processing.cv import cv2
+from processing.errors import ImageDecodeFailed, ImageTooLarge
+from processing.sniff import ImageHeader, read_header
+
+ResizeMode = Literal["stretch", "crop", "letterbox"]
+ColorOrder = Literal["rgb", "bgr", "gray"]
+TensorDtype = Literal["float32", "uint8"]
+Layout = Literal["nhwc", "nchw"]
+
+_REDUCED_FLAGS = (
+    (8, cv2.IMREAD_REDUCED_COLOR_8),
+    (4, cv2.IMREAD_REDUCED_COLOR_4),
+    (2, cv2.IMREAD_REDUCED_COLOR_2),
+)
+
+
+@dataclass(frozen=True)
+class DecodeLimits:
+    max_pixels: int = 16_777_216  # 4096 x 4096
+    max_side: int = 16_384
+
+
+@dataclass(frozen=True)
+class PreprocessSpec:
+    """How one model wants its input: size, resize mode, colour order, normalisation, layout."""
+
+    height: int
+    width: int
+    resize: ResizeMode = "stretch"
+    resize_shorter: int | None = None  # crop mode: shorter side before the centre crop
+    color: ColorOrder = "rgb"
+    dtype: TensorDtype = "float32"
+    scale: float = 1.0
+    mean: tuple[float, ...] = (0.0,)
+    std: tuple[float, ...] = (1.0,)
+    layout: Layout = "nhwc"
+    pad_value: int = 0  # letterbox border
+
+    @property
+    def channels(self) -> int:
+        return 1 if self.color == "gray" else 3
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """Per-image tensor shape, without the batch dimension."""
+        if self.layout == "nchw":
+            return (self.channels, self.height, self.width)
+        return (self.height, self.width, self.channels)
+
+    def min_decoded_side(self) -> int:
+        """The shortest decoded side that still needs no upscaling."""
+        if self.resize == "crop":
+            return self.resize_shorter or max(self.height, self.width)
+        return max(self.height, self.width)
+
+
+def image_to_tensor(data: bytes, spec: PreprocessSpec, limits: DecodeLimits) -> np.ndarray:
+    """Decode ``data`` and preprocess it into one model input (no batch dimension)."""
+    rgb = decode_image(data, limits, min_side=spec.min_decoded_side())
+    return preprocess(rgb, spec)
+
+
+def check_dimensions(header: ImageHeader, limits: DecodeLimits) -> None:
+    """Refuse an image whose header declares too many pixels, before decoding it."""
+    w, h = header.width, header.height
+    if w > limits.max_side or h > limits.max_side:
+        raise ImageTooLarge(f"image is {w}x{h}; no side may exceed {limits.max_side} pixels")
+    if w * h > limits.max_pixels:
+        raise ImageTooLarge(f"image is {w}x{h} ({w * h} pixels); the limit is {limits.max_pixels} pixels")
+
+
+def decode_image(data: bytes, limits: DecodeLimits, min_side: int = 0) -> np.ndarray:
+    """RGB uint8 pixels (H, W, 3), EXIF-rotated; JPEGs are downscaled in the DCT domain when allowed."""
+    header = read_header(data)
+    check_dimensions(header, limits)
+    buffer = np.frombuffer(data, dtype=np.uint8)
+    if header.format == "jpeg":
+        pixels = cv2.imdecode(buffer, _jpeg_flags(header, min_side))
+    else:
+        pixels = cv2.imdecode(buffer, cv2.IMREAD_UNCHANGED)
+    if pixels is None or pixels.size == 0:
+        raise ImageDecodeFailed(f"{header.format.upper()} image is truncated or corrupt")
+    return _to_rgb8(pixels)
+
+
+def _jpeg_flags(header: ImageHeader, min_side: int) -> int:
+    shorter = min(header.width, header.height)
+    for factor, flag in _REDUCED_FLAGS:
+        if min_side > 0 and shorter // factor >= min_side:
+            return int(flag)
+    return int(cv2.IMREAD_COLOR)
+
+
+def _to_rgb8(pixels: np.ndarray) -> np.ndarray:
+    """Any decoded layout (grey, grey+alpha, BGR, BGRA; 8 or 16 bit) as RGB uint8."""
+    if pixels.dtype == np.uint16:
+        pixels = (pixels >> 8).astype(np.uint8)
+    elif pixels.dtype != np.uint8:
+        raise ImageDecodeFailed(f"unsupported sample type {pixels.dtype}")
+    if pixels.ndim == 2:
+        return np.ascontiguousarray(np.repeat(pixels[:, :, None], 3, axis=2))
+    channels = pixels.shape[2]
+    if channels == 1:
+        return np.ascontiguousarray(np.repeat(pixels, 3, axis=2))
+    if channels == 2:
+        grey = _over_white(pixels[:, :, :1], pixels[:, :, 1])
+        return np.ascontiguousarray(np.repeat(grey, 3, axis=2))
+    if channels == 4:
+        pixels = _over_white(pixels[:, :, :3], pixels[:, :, 3])
+    rgb: np.ndarray = cv2.cvtColor(pixels, cv2.COLOR_BGR2RGB)
+    return rgb
+
+
+def _over_white(color: np.ndarray, alpha: np.ndarray) -> np.ndarray:
+    """Composite onto white, as a browser shows a transparent image on a white page."""
+    a = alpha.astype(np.float32)[:, :, None] / 255.0
+    blended = color.astype(np.float32) * a + 255.0 * (1.0 - a)
+    composite: np.ndarray = np.clip(blended + 0.5, 0, 255).astype(np.uint8)
+    return composite
+
+
+def preprocess(rgb: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
+    """Resize, convert colour, normalise and lay out one RGB image as the model expects."""
+    resized = _resize(rgb, spec)
+    colored = _convert_color(resized, spec.color)
+    tensor = _normalise(colored, spec)
+    if spec.layout == "nchw":
+        tensor = np.transpose(tensor, (2, 0, 1))
+    return np.ascontiguousarray(tensor)
+
+
+def _resize(rgb: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
+    if spec.resize == "crop":
+        return _resize_crop(rgb, spec)
+    if spec.resize == "letterbox":
+        return _letterbox(rgb, spec)
+    return _resize_to(rgb, spec.width, spec.height)
+
+
+def _resize_to(rgb: np.ndarray, width: int, height: int) -> np.ndarray:
+    h, w = rgb.shape[:2]
+    if (w, h) == (width, height):
+        return rgb
+    shrinking = width * height < w * h
+    interpolation = cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR
+    return np.asarray(cv2.resize(rgb, (width, height), interpolation=interpolation))
+
+
+def _resize_crop(rgb: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
+    h, w = rgb.shape[:2]
+    shorter = spec.resize_shorter or max(spec.height, spec.width)
+    scale = shorter / min(h, w)
+    new_w = max(spec.width, round(w * scale))
+    new_h = max(spec.height, round(h * scale))
+    resized = _resize_to(rgb, new_w, new_h)
+    top = (new_h - spec.height) // 2
+    left = (new_w - spec.width) // 2
+    return resized[top : top + spec.height, left : left + spec.width]
+
+
+def _letterbox(rgb: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
+    h, w = rgb.shape[:2]
+    scale = min(spec.width / w, spec.height / h)
+    new_w = max(1, round(w * scale))
+    new_h = max(1, round(h * scale))
+    resized = _resize_to(rgb, new_w, new_h)
+    canvas = np.full((spec.height, spec.width, 3), spec.pad_value, dtype=np.uint8)
+    top = (spec.height - new_h) // 2
+    left = (spec.width - new_w) // 2
+    canvas[top : top + new_h, left : left + new_w] = resized
+    return canvas
+
+
+def _convert_color(rgb: np.ndarray, color: ColorOrder) -> np.ndarray:
+    if color == "bgr":
+        return rgb[:, :, ::-1]
+    if color == "gray":
+        return np.asarray(cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2GRAY))[:, :, None]
+    return rgb
+
+
+def _normalise(pixels: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
+    if spec.dtype == "uint8":
+        return pixels
+    tensor = pixels.astype(np.float32)
+    if spec.scale != 1.0:
+        tensor *= np.float32(spec.scale)
+    if any(m != 0.0 for m in spec.mean):
+        tensor -= np.asarray(spec.mean, dtype=np.float32)
+    if any(s != 1.0 for s in spec.std):
+        tensor /= np.asarray(spec.std, dtype=np.float32)
+    return tensor

@@ -1,0 +1,101 @@
+"""Parsing a predict request's JSON body into the list of image sources it names.
+
+Accepted forms:
+- a bare JSON list of image URLs: ``["http://host/a.jpg", "http://host/b.jpg"]``;
+- an object: ``{"instances": [{"url": "..."}, {"b64": "..."}, "http://..."], "top_k": 3}``
+  (``b64`` as in TF Serving's REST convention).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from processing.errors import ImageDecodeFailed, InvalidRequest, PayloadTooLarge
+
+MAX_TOP_K = 1000
+
+
+@dataclass(frozen=True)
+class ImageSource:
+    """One input image: a URL to download, or bytes that came with the request.
+
+    ``name`` is what the response echoes as the item's ``source``. ``error`` is set
+    when the item is already known to be bad (it is reported in the item's place).
+    """
+
+    name: str
+    url: str | None = None
+    data: bytes | None = None
+    error: ImageDecodeFailed | None = None
+
+
+@dataclass(frozen=True)
+class PredictRequest:
+    sources: tuple[ImageSource, ...]
+    top_k: int | None = None
+
+
+def parse_json_request(body: bytes, max_items: int) -> PredictRequest:
+    """Parse a JSON predict body; raises InvalidRequest or PayloadTooLarge."""
+    try:
+        document = json.loads(body)
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise InvalidRequest(f"body is not valid JSON: {exc}") from exc
+    if isinstance(document, list):
+        return PredictRequest(_parse_instances(document, max_items))
+    if isinstance(document, dict):
+        return _parse_object(document, max_items)
+    raise InvalidRequest("body must be a JSON list of image URLs or an object with 'instances'")
+
+
+def _parse_object(document: dict[str, Any], max_items: int) -> PredictRequest:
+    unknown = sorted(set(document) - {"instances", "top_k"})
+    if unknown:
+        raise InvalidRequest(f"unknown field(s): {', '.join(unknown)}")
+    instances = document.get("instances")
+    if not isinstance(instances, list):
+        raise InvalidRequest("'instances' must be a list")
+    return PredictRequest(_parse_instances(instances, max_items), parse_top_k(document.get("top_k")))
+
+
+def parse_top_k(value: Any) -> int | None:
+    """``top_k`` from JSON or a query argument: an integer from 1 to 1000, or absent."""
+    if value is None:
+        return None
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_TOP_K:
+        raise InvalidRequest(f"'top_k' must be an integer from 1 to {MAX_TOP_K}")
+    return value
+
+
+def _parse_instances(instances: list[Any], max_items: int) -> tuple[ImageSource, ...]:
+    if not instances:
+        raise InvalidRequest("no images given: the list of instances is empty")
+    if len(instances) > max_items:
+        raise PayloadTooLarge(f"{len(instances)} images given; at most {max_items} per request")
+    return tuple(_parse_instance(item, index) for index, item in enumerate(instances))
+
+
+def _parse_instance(item: Any, index: int) -> ImageSource:
+    if isinstance(item, str):
+        return ImageSource(name=item, url=item)
+    if not isinstance(item, dict) or len(item) != 1:
+        raise InvalidRequest(f"instances[{index}] must be a URL string, {{'url': ...}} or {{'b64': ...}}")
+    ((key, value),) = item.items()
+    if key not in ("url", "b64") or not isinstance(value, str):
+        raise InvalidRequest(f"instances[{index}] must be a URL string, {{'url': ...}} or {{'b64': ...}}")
+    if key == "url":
+        return ImageSource(name=value, url=value)
+    return _decode_b64(value, f"instances[{index}]")
+
+
+def _decode_b64(value: str, name: str) -> ImageSource:
+    try:
+        return ImageSource(name=name, data=base64.b64decode(value, validate=True))
+    except (binascii.Error, ValueError):
+        return ImageSource(name=name, error=ImageDecodeFailed("'b64' is not valid base64"))
