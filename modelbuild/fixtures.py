@@ -49,7 +49,8 @@ def write_digits(directory: Path) -> None:
     digits = load_digits()
     for n in DIGITS:
         first = int(np.flatnonzero(digits.target == n)[0])
-        _write(directory / f"digit_{n}.png", digit_image(digits.images[first]), [cv2.IMWRITE_PNG_COMPRESSION, 9])
+        png = [cv2.IMWRITE_PNG_COMPRESSION, 9]
+        _write(directory / f"digit_{n}.png", digit_image(digits.images[first]), png)
 
 
 def main(argv: list[str] | None = None) -> None:
