@@ -1,0 +1,45 @@
+from __future__ import annotations
+
+import numpy as np
+
+from processing.postprocess import (
+    PostprocessSpec,
+    classify_batch,
+    parse_labels,
+    raw_batch,
+    softmax,
+    top_classes,
+)
+
+
+def test_softmax_is_stable_and_normalised() -> None:
+    probs = softmax(np.array([[1000.0, 1000.0, -1000.0]]))
+    np.testing.assert_allclose(probs, [[0.5, 0.5, 0.0]], atol=1e-12)
+
+
+def test_top_classes_best_first_with_labels() -> None:
+    result = top_classes(np.array([0.1, 0.7, 0.2]), 2, ("a", "b", "c"))
+    assert [c["label"] for c in result] == ["b", "c"]
+    assert result[0] == {"class_id": 1, "label": "b", "score": 0.7}
+
+
+def test_top_k_larger_than_classes_and_missing_labels() -> None:
+    result = top_classes(np.array([0.3, 0.7]), 10, ())
+    assert [c["label"] for c in result] == ["1", "0"]
+
+
+def test_classify_batch_applies_softmax_when_asked() -> None:
+    out = classify_batch(
+        np.array([[0.0, 0.0], [10.0, 0.0]]), PostprocessSpec(softmax=True, top_k=1, labels=("x", "y"))
+    )
+    assert out[0]["classes"][0]["score"] == 0.5
+    assert out[1]["classes"][0]["label"] == "x"
+
+
+def test_raw_batch_splits_rows() -> None:
+    out = raw_batch({"a": np.arange(4).reshape(2, 2)})
+    assert out == [{"outputs": {"a": [0, 1]}}, {"outputs": {"a": [2, 3]}}]
+
+
+def test_parse_labels() -> None:
+    assert parse_labels("cat\ndog\n") == ("cat", "dog")

@@ -1,0 +1,94 @@
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from processing.errors import GatewayError, ImageDecodeFailed, InvalidRequest, PayloadTooLarge
+from processing.sources import ImageSource, parse_json_request, parse_top_k
+
+
+def body(document: object) -> bytes:
+    return json.dumps(document).encode()
+
+
+def test_bare_list_of_urls_keeps_order() -> None:
+    request = parse_json_request(body(["http://a/1.jpg", "http://a/2.jpg"]), max_items=8)
+    assert [s.url for s in request.sources] == ["http://a/1.jpg", "http://a/2.jpg"]
+    assert request.top_k is None
+
+
+def test_object_form_with_url_b64_and_top_k() -> None:
+    payload = base64.b64encode(b"\xff\xd8\xffabc").decode()
+    request = parse_json_request(
+        body({"instances": [{"url": "http://a/x"}, {"b64": payload}], "top_k": 3}), 8
+    )
+    assert request.sources[0] == ImageSource(name="http://a/x", url="http://a/x")
+    assert request.sources[1].data == b"\xff\xd8\xffabc"
+    assert request.sources[1].name == "instances[1]"
+    assert request.top_k == 3
+
+
+def test_bad_base64_is_an_item_error_not_a_request_error() -> None:
+    request = parse_json_request(body({"instances": [{"b64": "!!!"}, "http://a/x"]}), 8)
+    assert isinstance(request.sources[0].error, ImageDecodeFailed)
+    assert request.sources[1].url == "http://a/x"
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"not json",
+        b"\xff\xfe",
+        body(42),
+        body([]),
+        body({"instances": "x"}),
+        body({"instances": [1]}),
+        body({"instances": [{"url": 1}]}),
+        body({"instances": [{"url": "a", "b64": "b"}]}),
+        body({"instances": ["a"], "extra": 1}),
+        body({"instances": ["a"], "top_k": 0}),
+        body({"instances": ["a"], "top_k": True}),
+        body({"instances": ["a"], "top_k": 1001}),
+    ],
+)
+def test_malformed_bodies_are_invalid_requests(raw: bytes) -> None:
+    with pytest.raises(InvalidRequest):
+        parse_json_request(raw, 8)
+
+
+def test_too_many_images_is_payload_too_large() -> None:
+    with pytest.raises(PayloadTooLarge, match="at most 2"):
+        parse_json_request(body(["a", "b", "c"]), max_items=2)
+
+
+def test_top_k_from_a_query_string() -> None:
+    assert parse_top_k("7") == 7
+    assert parse_top_k(None) is None
+    with pytest.raises(InvalidRequest):
+        parse_top_k("seven")
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
+    lambda children: (
+        st.lists(children, max_size=5) | st.dictionaries(st.text(max_size=8), children, max_size=5)
+    ),
+    max_leaves=20,
+)
+
+
+@given(json_values)
+def test_any_json_document_parses_or_fails_with_our_error(document: object) -> None:
+    with contextlib.suppress(GatewayError):
+        parse_json_request(json.dumps(document).encode(), 8)
+
+
+@given(st.binary(max_size=200))
+def test_any_bytes_parse_or_fail_with_our_error(raw: bytes) -> None:
+    with contextlib.suppress(GatewayError):
+        parse_json_request(raw, 8)

@@ -1,0 +1,78 @@
+"""Starting the tier as a real subprocess (``python -m app``) for tests that need one.
+
+In-process tests use ``app.server`` directly; this is for tests that drive the tier
+from another thread or process (the browser tests) or test its start and stop.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+DEV_CONFIG = ROOT / "deploy" / "config.dev.yaml"
+READY = re.compile(r"imagegate: ready on (http://\S+)")
+
+
+class TierProcess:
+    def __init__(self, proc: subprocess.Popen[str], base_url: str, output: list[str]) -> None:
+        self.proc = proc
+        self.base_url = base_url
+        self.output = output
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return int(self.proc.returncode)
+
+
+def start_tier(
+    backend_address: str,
+    *,
+    config: Path = DEV_CONFIG,
+    overrides: Sequence[str] = (),
+    env: dict[str, str] | None = None,
+    ready_timeout: float = 60.0,
+) -> TierProcess:
+    """Start ``python -m app`` on a free port and wait for its readiness line."""
+    args = [sys.executable, "-m", "app", "--config", str(config), "--port", "0", "--backend", backend_address]
+    for item in overrides:
+        args += ["--set", item]
+    proc = subprocess.Popen(
+        args,
+        cwd=ROOT,
+        env={**os.environ, **(env or {})},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    output: list[str] = []
+    found = threading.Event()
+    url: list[str] = []
+
+    def pump() -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            output.append(line)
+            match = READY.search(line)
+            if match and not found.is_set():
+                url.append(match.group(1))
+                found.set()
+        found.set()
+
+    threading.Thread(target=pump, daemon=True).start()
+    if not found.wait(ready_timeout) or not url:
+        proc.kill()
+        raise RuntimeError("tier did not become ready:\n" + "".join(output))
+    return TierProcess(proc, url[0], output)
