@@ -7,6 +7,8 @@
 * ``tiny``: the predicted colour of synthetic solid-colour images next to the expected one;
 * ``digits``: each version's held-out accuracy and its predictions for the ``digit_<n>.png`` images;
 * ``configs``: the model names parsed back from each TF Serving config given with ``--config``.
+
+``--save-probabilities out.npz`` also keeps MobileNetV2's full outputs (for verify_with_torch).
 """
 
 from __future__ import annotations
@@ -69,12 +71,20 @@ def photo_paths(images: Path) -> list[Path]:
     return sorted(p for p in photos if not p.stem.startswith("digit_"))
 
 
-def check_mobilenet(model_dir: Path, images: Path) -> dict[str, Any]:
-    """Top-5 per photo for both signatures and their largest probability difference."""
-    model, labels, paths = load_model(model_dir / "1"), read_labels(model_dir), photo_paths(images)
+def mobilenet_probabilities(model_dir: Path, paths: list[Path]) -> tuple[Array, Array]:
+    """Both signatures' probabilities for the photos, (N, 1000) each: float input, uint8 input."""
+    model = load_model(model_dir / "1")
     crops = np.stack([to_uint8_input(read_rgb(p)) for p in paths])
     as_float = run_signature(model, "serving_default", normalize(crops))
-    as_uint8 = run_signature(model, "serving_uint8", crops)
+    return as_float, run_signature(model, "serving_uint8", crops)
+
+
+def check_mobilenet(model_dir: Path, images: Path, save_to: Path | None = None) -> dict[str, Any]:
+    """Top-5 per photo for both signatures and their largest probability difference."""
+    labels, paths = read_labels(model_dir), photo_paths(images)
+    as_float, as_uint8 = mobilenet_probabilities(model_dir, paths)
+    if save_to is not None:
+        np.savez(save_to, names=np.array([p.name for p in paths]), float=as_float, uint8=as_uint8)
     return {
         p.name: {
             "float": top_k(f, labels),
@@ -133,10 +143,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--models", type=Path, default=Path("build/models"), help="models directory")
     parser.add_argument("--images", type=Path, default=Path("tests/fixtures/images"), help="fixture images")
     parser.add_argument("--config", type=Path, action="append", default=[], help="config file to parse")
+    parser.add_argument("--save-probabilities", type=Path, help="also write MobileNetV2's outputs (.npz)")
     args = parser.parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     report = {
-        "mobilenet_v2": check_mobilenet(args.models / "mobilenet_v2", args.images),
+        "mobilenet_v2": check_mobilenet(args.models / "mobilenet_v2", args.images, args.save_probabilities),
         "tiny": check_tiny(args.models / "tiny"),
         "digits": check_digits(args.models / "digits", args.images),
         "configs": check_configs(args.config or [args.models / "models.config"]),

@@ -91,3 +91,9 @@ def test_labels_files() -> None:
 
 def test_this_process_never_loaded_tensorflow(report: dict[str, Any]) -> None:
     assert "tensorflow.python" not in sys.modules
+
+
+def test_second_build_does_nothing(report: dict[str, Any]) -> None:
+    lines = _run_module("modelbuild", "--out", str(MODELS)).splitlines()
+    for name in ("mobilenet_v2", "tiny", "digits", "models.config"):
+        assert any(line.startswith(f"{name}: up to date") for line in lines), lines
