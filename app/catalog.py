@@ -29,16 +29,12 @@ class Catalog:
 
     async def status(self, name: str, version: int | None) -> dict[str, Any]:
         model = self._model(name)
-        statuses = await self._client.status(
-            model.address, ModelRef(model.served_name, version), STATUS_TIMEOUT_S
-        )
+        statuses = await self._client.status(model.address, ModelRef(model.served_name, version), STATUS_TIMEOUT_S)
         return {"model_version_status": [_status_json(s) for s in statuses]}
 
     async def metadata(self, name: str, version: int | None) -> dict[str, Any]:
         model = self._model(name)
-        meta = await self._client.metadata(
-            model.address, ModelRef(model.served_name, version), STATUS_TIMEOUT_S
-        )
+        meta = await self._client.metadata(model.address, ModelRef(model.served_name, version), STATUS_TIMEOUT_S)
         return {"model_spec": {"name": name, "version": meta.version}, "metadata": meta.raw}
 
     async def readiness(self) -> tuple[bool, dict[str, Any]]:

@@ -197,9 +197,7 @@ class _Download:
 
     def _check_length(self, value: str | None) -> None:
         if value is not None and value.strip().isdigit() and int(value) > self.limits.max_bytes:
-            raise SourceTooLarge(
-                f"the source declares {int(value)} bytes; the limit is {self.limits.max_bytes}"
-            )
+            raise SourceTooLarge(f"the source declares {int(value)} bytes; the limit is {self.limits.max_bytes}")
 
     def _check_type(self, value: str | None) -> None:
         if value is None:
@@ -320,9 +318,7 @@ def _translate(exc: BaseException, limits: FetchLimits) -> GatewayError:
     if isinstance(exc, GatewayError):
         return exc
     if isinstance(exc, HTTPTimeoutError | TimeoutError):
-        return SourceTimeout(
-            f"the source did not answer within {limits.total_timeout_s:g} s", log_message=str(exc)
-        )
+        return SourceTimeout(f"the source did not answer within {limits.total_timeout_s:g} s", log_message=str(exc))
     if isinstance(exc, ssl.SSLError):
         return SourceUnreachable("TLS handshake with the source failed", log_message=str(exc))
     if isinstance(exc, HTTPStreamClosedError | StreamClosedError | OSError):

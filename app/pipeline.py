@@ -56,9 +56,7 @@ class ServedModel:
 class Predictor(Protocol):
     """Runs one Predict for a batch of preprocessed images of one model."""
 
-    async def predict(
-        self, model: ServedModel, ref: ModelRef, batch: np.ndarray, timeout: float
-    ) -> PredictResult: ...
+    async def predict(self, model: ServedModel, ref: ModelRef, batch: np.ndarray, timeout: float) -> PredictResult: ...
 
 
 class DirectPredictor:
@@ -67,12 +65,8 @@ class DirectPredictor:
     def __init__(self, client: TFServingClient) -> None:
         self._client = client
 
-    async def predict(
-        self, model: ServedModel, ref: ModelRef, batch: np.ndarray, timeout: float
-    ) -> PredictResult:
-        return await self._client.predict(
-            model.address, ref, {model.input_name: batch}, model.output_names, timeout
-        )
+    async def predict(self, model: ServedModel, ref: ModelRef, batch: np.ndarray, timeout: float) -> PredictResult:
+        return await self._client.predict(model.address, ref, {model.input_name: batch}, model.output_names, timeout)
 
 
 class Admission:
@@ -130,9 +124,7 @@ class Pipeline:
         finally:
             self.admission.release(len(sources))
 
-    async def _load_all(
-        self, model: ServedModel, sources: Sequence[ImageSource]
-    ) -> list[np.ndarray | ItemError]:
+    async def _load_all(self, model: ServedModel, sources: Sequence[ImageSource]) -> list[np.ndarray | ItemError]:
         gate = asyncio.Semaphore(self.fetch_concurrency_per_request)
         shared: dict[str, asyncio.Task[np.ndarray | ItemError]] = {}
 
@@ -158,9 +150,7 @@ class Pipeline:
             async with gate:
                 data = await self.fetcher.fetch(source.url)
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(
-            self.executor, image_to_tensor, data, model.preprocess, self.decode_limits
-        )
+        return await loop.run_in_executor(self.executor, image_to_tensor, data, model.preprocess, self.decode_limits)
 
     async def _infer(
         self,
@@ -198,9 +188,7 @@ async def _captured(work: Awaitable[np.ndarray]) -> np.ndarray | ItemError:
         return exc
 
 
-def _postprocess(
-    model: ServedModel, outputs: Mapping[str, np.ndarray], top_k: int | None
-) -> list[dict[str, Any]]:
+def _postprocess(model: ServedModel, outputs: Mapping[str, np.ndarray], top_k: int | None) -> list[dict[str, Any]]:
     if model.postprocess.kind == "raw":
         return raw_batch(outputs)
     return classify_batch(outputs[model.output_names[0]], model.postprocess, top_k)

@@ -25,9 +25,7 @@ async def resolve_models(settings: Settings, client: TFServingClient) -> dict[st
     """Every configured model as a ServedModel; raises SettingsError on a mismatch."""
     names = list(settings.models)
     metadata = await asyncio.gather(*(_wait_for_metadata(settings, client, name) for name in names))
-    return {
-        name: build_served_model(name, settings, meta) for name, meta in zip(names, metadata, strict=True)
-    }
+    return {name: build_served_model(name, settings, meta) for name, meta in zip(names, metadata, strict=True)}
 
 
 async def _wait_for_metadata(settings: Settings, client: TFServingClient, name: str) -> ModelMetadata:
@@ -72,14 +70,10 @@ def build_served_model(name: str, settings: Settings, meta: ModelMetadata) -> Se
 def _pick(infos: Mapping[str, TensorInfo], wanted: str | None, key: str) -> TensorInfo:
     if wanted is not None:
         if wanted not in infos:
-            raise SettingsError(
-                f"{key}: {wanted!r} is not in the signature (it has: {', '.join(sorted(infos))})"
-            )
+            raise SettingsError(f"{key}: {wanted!r} is not in the signature (it has: {', '.join(sorted(infos))})")
         return infos[wanted]
     if len(infos) != 1:
-        raise SettingsError(
-            f"{key}: the signature has {len(infos)} tensors ({', '.join(sorted(infos))}); name one"
-        )
+        raise SettingsError(f"{key}: the signature has {len(infos)} tensors ({', '.join(sorted(infos))}); name one")
     return next(iter(infos.values()))
 
 
@@ -95,9 +89,7 @@ def _preprocess_spec(model: ModelSettings, info: TensorInfo, path: str) -> Prepr
     if dtype != info.dtype:
         raise SettingsError(f"{path}.input.dtype: configured {cfg.dtype} but the model takes {info.dtype}")
     if dtype not in ("float32", "uint8"):
-        raise SettingsError(
-            f"{path}.input.dtype: the model takes {dtype}; only float32 and uint8 are supported"
-        )
+        raise SettingsError(f"{path}.input.dtype: the model takes {dtype}; only float32 and uint8 are supported")
     height, width, channels = _image_dims(info, cfg.layout, path)
     height = _agree(cfg.height, height, f"{path}.input.height")
     width = _agree(cfg.width, width, f"{path}.input.width")
@@ -125,9 +117,7 @@ def _image_dims(info: TensorInfo, layout: str, path: str) -> tuple[int, int, int
     if info.shape is None:
         return -1, -1, -1
     if len(info.shape) != 4:
-        raise SettingsError(
-            f"{path}.input: the model's input has shape {list(info.shape)}, not a 4-D image batch"
-        )
+        raise SettingsError(f"{path}.input: the model's input has shape {list(info.shape)}, not a 4-D image batch")
     if layout == "nchw":
         _, c, h, w = info.shape
     else:

@@ -216,10 +216,7 @@ def _convert(hint: Any, value: Any, path: str) -> Any:
     if origin in (Mapping, dict):
         if not isinstance(value, Mapping):
             raise SettingsError(f"{path}: must be a mapping")
-        return {
-            str(k): _convert(args[1], v if v is not None else {}, _join(path, str(k)))
-            for k, v in value.items()
-        }
+        return {str(k): _convert(args[1], v if v is not None else {}, _join(path, str(k))) for k, v in value.items()}
     if dataclasses.is_dataclass(hint):
         return _build(typing.cast(type[Any], hint), value if value is not None else {}, path)
     return _convert_scalar(hint, value, path)
@@ -254,13 +251,9 @@ def _resolve_label_paths(models: Mapping[str, ModelSettings], base: Path) -> dic
 
 def validate(settings: Settings) -> None:
     """Checks that span several values; raises SettingsError naming the key."""
-    _positive(
-        settings.server, "server", ("max_json_bytes", "max_upload_bytes", "max_body_bytes", "max_parts")
-    )
+    _positive(settings.server, "server", ("max_json_bytes", "max_upload_bytes", "max_body_bytes", "max_parts"))
     _positive(settings.server, "server", ("max_images_per_request", "max_in_flight_images"))
-    _positive(
-        settings.fetch, "fetch", ("connect_timeout_s", "total_timeout_s", "max_bytes", "max_concurrent")
-    )
+    _positive(settings.fetch, "fetch", ("connect_timeout_s", "total_timeout_s", "max_bytes", "max_concurrent"))
     _positive(settings.fetch, "fetch", ("max_concurrent_per_request",))
     _positive(settings.decode, "decode", ("max_pixels", "max_side"))
     _positive(settings.backend, "backend", ("timeout_s",))

@@ -58,9 +58,7 @@ def to_tensor_proto(array: np.ndarray) -> tensor_pb2.TensorProto:
     enum = _ENUMS.get(array.dtype)
     if enum is None:
         raise UnsupportedTensor(f"no TensorProto dtype for {array.dtype}")
-    shape = tensor_shape_pb2.TensorShapeProto(
-        dim=[tensor_shape_pb2.TensorShapeProto.Dim(size=d) for d in array.shape]
-    )
+    shape = tensor_shape_pb2.TensorShapeProto(dim=[tensor_shape_pb2.TensorShapeProto.Dim(size=d) for d in array.shape])
     little = array.astype(array.dtype.newbyteorder("<"), copy=False)
     return tensor_pb2.TensorProto(dtype=enum, tensor_shape=shape, tensor_content=little.tobytes())
 
@@ -76,9 +74,7 @@ def from_tensor_proto(proto: tensor_pb2.TensorProto) -> np.ndarray:
     return _from_val_field(proto, dtype, shape)
 
 
-def _from_val_field(
-    proto: tensor_pb2.TensorProto, dtype: np.dtype[np.generic], shape: tuple[int, ...]
-) -> np.ndarray:
+def _from_val_field(proto: tensor_pb2.TensorProto, dtype: np.dtype[np.generic], shape: tuple[int, ...]) -> np.ndarray:
     values = getattr(proto, _VAL_FIELDS[proto.dtype])
     if proto.dtype == types_pb2.DT_HALF:
         flat = np.asarray(values, dtype=np.uint16).view(np.float16)

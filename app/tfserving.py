@@ -151,9 +151,7 @@ class TFServingClient:
         try:
             outputs = {name: from_tensor_proto(proto) for name, proto in response.outputs.items()}
         except (UnsupportedTensor, ValueError) as exc:
-            raise BackendFailed(
-                "the backend answered with a tensor we cannot read", log_message=str(exc)
-            ) from exc
+            raise BackendFailed("the backend answered with a tensor we cannot read", log_message=str(exc)) from exc
         return PredictResult(version=int(response.model_spec.version.value), outputs=outputs)
 
     async def metadata(self, address: str, model: ModelRef, timeout: float) -> ModelMetadata:
@@ -172,9 +170,7 @@ class TFServingClient:
         response = await _call(stub.GetModelStatus, request, timeout, model)
         state_name = get_model_status_pb2.ModelVersionStatus.State.Name
         return [
-            VersionStatus(
-                int(s.version), state_name(s.state), int(s.status.error_code), s.status.error_message
-            )
+            VersionStatus(int(s.version), state_name(s.state), int(s.status.error_code), s.status.error_message)
             for s in response.model_version_status
         ]
 

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch  # type: ignore[import-not-found]
+import torch
 from torch import nn
 
 from modelbuild.package_data import mobilenet_v2_weights_path

@@ -1,0 +1,73 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from app.settings import SettingsError, load_settings
+from tests.support.tier import DEV_CONFIG
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "config.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_defaults_without_a_file() -> None:
+    settings = load_settings(None, {})
+    assert settings.server.port == 8080
+    assert settings.backend.address == "127.0.0.1:8500"
+    assert settings.models == {}
+
+
+def test_precedence_file_then_environment_then_overrides(tmp_path: Path) -> None:
+    path = write(tmp_path, "server:\n  port: 9000\n  host: 0.0.0.0\n")
+    env = {"IMAGEGATE_SERVER__PORT": "9001", "IMAGEGATE_FETCH__MAX_BYTES": "1234", "OTHER": "x"}
+    settings = load_settings(path, env, ["server.port=9002"])
+    assert settings.server.port == 9002
+    assert settings.server.host == "0.0.0.0"
+    assert settings.fetch.max_bytes == 1234
+
+
+def test_settings_are_frozen() -> None:
+    settings = load_settings(None, {})
+    with pytest.raises(AttributeError):
+        settings.server.port = 1  # type: ignore[misc]
+
+
+def test_dev_config_loads_with_label_paths_relative_to_the_file() -> None:
+    settings = load_settings(DEV_CONFIG, {})
+    labels = settings.models["mobilenet_v2"].postprocess.labels
+    assert labels is not None and labels.is_absolute()
+    assert labels.name == "labels.txt"
+
+
+@pytest.mark.parametrize(
+    ("text", "env", "overrides", "key"),
+    [
+        ("server:\n  prot: 1\n", {}, [], "server.prot"),
+        ("server:\n  port: eighty\n", {}, [], "server.port"),
+        ("", {"IMAGEGATE_SERVER__PORT": "70000"}, [], "server.port"),
+        ("", {}, ["fetch.max_bytes=-1"], "fetch.max_bytes"),
+        ("", {}, ["fetch.allow_cidrs=[not-a-net]"], "fetch.allow_cidrs[0]"),
+        ("models:\n  m:\n    input:\n      resize: squash\n", {}, [], "models.m.input.resize"),
+        ("models:\n  m:\n    postprocess:\n      labels: /nope.txt\n", {}, [], "models.m.postprocess.labels"),
+        ("models:\n  m:\n    input:\n      dtype: uint8\n      scale: 0.5\n", {}, [], "models.m.input"),
+        ("models:\n  m:\n    input:\n      mean: [1, 2]\n", {}, [], "models.m.input.mean"),
+        ("models:\n  m:\n    postprocess:\n      softmax: maybe\n", {}, [], "models.m.postprocess.softmax"),
+        ("- a list\n", {}, [], "mapping"),
+        ("server: [\n", {}, [], "YAML"),
+        ("", {}, ["nonsense"], "section.key=value"),
+    ],
+)
+def test_bad_values_name_the_key(
+    tmp_path: Path, text: str, env: dict[str, str], overrides: list[str], key: str
+) -> None:
+    with pytest.raises(SettingsError, match=key.replace("[", r"\[").replace("]", r"\]")):
+        load_settings(write(tmp_path, text), env, overrides)
+
+
+def test_missing_file_is_a_settings_error(tmp_path: Path) -> None:
+    with pytest.raises(SettingsError, match="cannot read"):
+        load_settings(tmp_path / "absent.yaml", {})

@@ -1,0 +1,87 @@
+"""Shared fixtures: the real local backend, a real image server, the real tier on loopback."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import tornado.httpserver
+import tornado.ioloop
+from tornado.netutil import Resolver
+
+from app.server import Services, build_services, listen, make_app
+from app.settings import Settings, load_settings
+from tests.support.backend import LocalBackend, start_local_backend
+from tests.support.imageserver import ImageServer
+from tests.support.tier import DEV_CONFIG, ROOT
+
+MODELS_DIR = ROOT / "build" / "models"
+
+
+@pytest.fixture(scope="session")
+def models_dir() -> Path:
+    """The demo models, built if missing (the build is a no-op when they exist)."""
+    subprocess.run([sys.executable, "-m", "modelbuild", "--out", str(MODELS_DIR)], cwd=ROOT, check=True)
+    return MODELS_DIR
+
+
+@pytest.fixture(scope="session")
+def backend(models_dir: Path) -> Iterator[LocalBackend]:
+    server = start_local_backend(model_config_file=models_dir / "models.config")
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def images() -> Iterator[ImageServer]:
+    with ImageServer() as server:
+        yield server
+
+
+def dev_settings(backend_address: str, overrides: Sequence[str] = ()) -> Settings:
+    """The development settings, pointed at ``backend_address``, on a free port."""
+    return load_settings(DEV_CONFIG, {}, [f"backend.address={backend_address}", "server.port=0", *overrides])
+
+
+@dataclass
+class Tier:
+    base_url: str
+    services: Services
+    server: tornado.httpserver.HTTPServer
+
+    def url(self, path: str) -> str:
+        return self.base_url + path
+
+
+TierFactory = Callable[..., Tier]
+
+
+@pytest.fixture
+def make_tier(io_loop: tornado.ioloop.IOLoop, backend: LocalBackend) -> Iterator[TierFactory]:
+    """Starts real tiers on loopback in this test's IOLoop; all are stopped afterwards."""
+    started: list[Tier] = []
+
+    def start(
+        overrides: Sequence[str] = (), resolver: Resolver | None = None, settings: Settings | None = None
+    ) -> Tier:
+        settings = settings or dev_settings(backend.address, overrides)
+        services = io_loop.run_sync(lambda: build_services(settings, resolver))
+        server, port = listen(make_app(services), settings)
+        tier = Tier(f"http://127.0.0.1:{port}", services, server)
+        started.append(tier)
+        return tier
+
+    yield start
+    for tier in started:
+        tier.server.stop()
+        io_loop.run_sync(tier.server.close_all_connections)
+        io_loop.run_sync(tier.services.close)
+
+
+@pytest.fixture
+def tier(make_tier: TierFactory) -> Tier:
+    return make_tier()
