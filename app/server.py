@@ -65,6 +65,11 @@ def make_fetcher(settings: Settings, resolver: Resolver | None = None) -> UrlFet
 
 
 def make_predictor(client: TFServingClient, models: dict[str, ServedModel]) -> Predictor:
+    """The micro-batcher if a model batches (max_batch_size > 1); it sends the others direct."""
+    from app.batcher import MicroBatcher  # here, not at the top: this function is the batcher's only wiring
+
+    if any(model.max_batch_size > 1 for model in models.values()):
+        return MicroBatcher(client)
     return DirectPredictor(client)
 
 
