@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import os
 import signal
+import socket
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+
+from tornado.netutil import bind_sockets
 
 from app.server import build_services, listen, make_app
 from app.settings import Settings, SettingsError, load_settings
@@ -30,6 +34,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         metavar="KEY=VALUE",
         help="any setting, e.g. fetch.max_bytes=1000000",
     )
+    parser.add_argument("--workers", type=int, default=1, help="pre-forked processes sharing the socket (default 1)")
     parser.add_argument("--log-level", default="INFO")
     return parser.parse_args(argv)
 
@@ -43,10 +48,10 @@ def settings_from_args(args: argparse.Namespace, environ: Mapping[str, str]) -> 
     return load_settings(args.config, environ, overrides)
 
 
-async def serve(settings: Settings, announce: str = "") -> None:
+async def serve(settings: Settings, announce: str = "", sockets: list[socket.socket] | None = None) -> None:
     """Serve until SIGTERM or SIGINT, then stop accepting, finish, and close the backend channels."""
     services = await build_services(settings)
-    server, port = listen(make_app(services), settings)
+    server, port = listen(make_app(services), settings, sockets)
     host = settings.server.host
     print(f"imagegate: ready on http://{host}:{port} models={','.join(settings.models)}", flush=True)
     if announce:
@@ -67,8 +72,36 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         settings = settings_from_args(args, os.environ if environ is None else environ)
+        if args.workers > 1:
+            return run_workers(settings, args.workers)
         asyncio.run(serve(settings))
     except SettingsError as exc:
         print(f"imagegate: configuration error: {exc}", file=sys.stderr)
         return 2
     return 0
+
+
+def run_workers(settings: Settings, workers: int) -> int:
+    """Pre-fork ``workers`` processes that accept on one shared socket; SIGTERM/SIGINT stop them all."""
+    sockets = bind_sockets(settings.server.port, settings.server.host)
+    children = []
+    for _ in range(workers):
+        pid = os.fork()
+        if pid == 0:
+            try:
+                asyncio.run(serve(settings, sockets=sockets))
+            except SettingsError as exc:
+                print(f"imagegate: configuration error: {exc}", file=sys.stderr)
+                os._exit(2)
+            os._exit(0)
+        children.append(pid)
+
+    def forward(signum: int, _frame: object) -> None:
+        for child in children:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(child, signum)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    codes = [os.waitstatus_to_exitcode(os.waitpid(child, 0)[1]) for child in children]
+    return max(codes, default=0)

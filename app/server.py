@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -124,8 +125,10 @@ def make_app(services: Services) -> tornado.web.Application:
     return tornado.web.Application(routes, default_handler_class=NotFoundHandler, xsrf_cookies=False)
 
 
-def listen(app: tornado.web.Application, settings: Settings) -> tuple[tornado.httpserver.HTTPServer, int]:
-    """Start serving on the configured address; returns the server and its real port."""
+def listen(
+    app: tornado.web.Application, settings: Settings, sockets: list[socket.socket] | None = None
+) -> tuple[tornado.httpserver.HTTPServer, int]:
+    """Serve on ``sockets`` (pre-forked workers share them) or the configured address; returns the real port."""
     s = settings.server
     server = tornado.httpserver.HTTPServer(
         app,
@@ -135,6 +138,6 @@ def listen(app: tornado.web.Application, settings: Settings) -> tuple[tornado.ht
         max_header_size=64 * 1024,
         xheaders=False,
     )
-    sockets = bind_sockets(s.port, s.host)
+    sockets = sockets or bind_sockets(s.port, s.host)
     server.add_sockets(sockets)
     return server, int(sockets[0].getsockname()[1])

@@ -147,12 +147,29 @@ class TFServingClient:
         for name, array in inputs.items():
             request.inputs[name].CopyFrom(to_tensor_proto(array))
         stub = prediction_service_pb2_grpc.PredictionServiceStub(self._channel(address))
-        response = await _call(stub.Predict, request, timeout, model)
+        try:
+            response = await _call(stub.Predict, request, timeout, model)
+        except InternalError:
+            if model.label is not None:
+                await self._check_label(address, model, timeout)
+            raise
         try:
             outputs = {name: from_tensor_proto(proto) for name, proto in response.outputs.items()}
         except (UnsupportedTensor, ValueError) as exc:
             raise BackendFailed("the backend answered with a tensor we cannot read", log_message=str(exc)) from exc
         return PredictResult(version=int(response.model_spec.version.value), outputs=outputs)
+
+    async def _check_label(self, address: str, model: ModelRef, timeout: float) -> None:
+        """Raise ModelNotFound if ``model.label`` is unknown to the backend.
+
+        TF Serving answers INVALID_ARGUMENT (not NOT_FOUND) for an unrecognised version
+        label. Rather than read the message, ask for the label's metadata: if that fails
+        too, the label is what is wrong.
+        """
+        try:
+            await self.metadata(address, model, timeout)
+        except (InternalError, ModelNotFound) as exc:
+            raise ModelNotFound(f"model {_describe(model)} is not served", log_message=exc.log_message) from exc
 
     async def metadata(self, address: str, model: ModelRef, timeout: float) -> ModelMetadata:
         request = get_model_metadata_pb2.GetModelMetadataRequest(
@@ -189,8 +206,10 @@ async def _call(method: Any, request: Any, timeout: float, model: ModelRef) -> A
 
 def translate_rpc_error(exc: grpc.RpcError, model: ModelRef) -> GatewayError:
     """Our error for a gRPC failure, chosen by status code (never by message text)."""
-    code = exc.code() if isinstance(exc, grpc.Call) else grpc.StatusCode.UNKNOWN
-    details = (exc.details() if isinstance(exc, grpc.Call) else None) or ""
+    # grpc.aio raises AioRpcError, which is not a grpc.Call but has the same accessors.
+    is_call = isinstance(exc, grpc.Call | grpc.aio.AioRpcError)
+    code = exc.code() if is_call else grpc.StatusCode.UNKNOWN
+    details = (exc.details() if is_call else None) or ""
     log = f"{code.name} from backend for model {model.name}: {details}"
     if code == grpc.StatusCode.NOT_FOUND:
         return ModelNotFound(f"model {_describe(model)} is not served: {details}", log_message=log)

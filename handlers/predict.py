@@ -8,6 +8,7 @@ streams in: its caps are enforced chunk by chunk, and an oversized request is an
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from tornado.web import stream_request_body
@@ -33,6 +34,8 @@ class PredictHandler(BaseHandler):
         self._kind = ""
         self._limit = 0
         self._rejected = False
+        self._client_gone = False
+        self._work: asyncio.Future[dict[str, Any]] | None = None
 
     def prepare(self) -> None:
         content_type = self.request.headers.get("Content-Type", "")
@@ -53,8 +56,7 @@ class PredictHandler(BaseHandler):
         if media.startswith(RAW_TYPES):
             return "raw", self.limits.max_upload_bytes
         raise UnsupportedMediaType(
-            "send application/json, multipart/form-data or an image body (image/*), "
-            f"not {media or 'no Content-Type'!r}"
+            f"send application/json, multipart/form-data or an image body (image/*), not {media or 'no Content-Type'!r}"
         )
 
     def data_received(self, chunk: bytes) -> None:
@@ -79,15 +81,22 @@ class PredictHandler(BaseHandler):
         if self._rejected:
             return
         request = self._parse_body()
-        top_k = (
-            request.top_k
-            if request.top_k is not None
-            else parse_top_k(self.get_query_argument("top_k", None))
-        )
-        answer = await self.pipeline.predict(
-            name, request.sources, version=int(version) if version else None, label=label, top_k=top_k
-        )
+        top_k = request.top_k if request.top_k is not None else parse_top_k(self.get_query_argument("top_k", None))
+        work = self.pipeline.predict(name, request.sources, int(version) if version else None, label, top_k)
+        self._work = asyncio.ensure_future(work)
+        try:
+            answer = await self._work
+        except asyncio.CancelledError:
+            if self._client_gone:
+                return  # nobody to answer; downloads and unsent Predicts were cancelled
+            raise
         self.write_json(answer)
+
+    def on_connection_close(self) -> None:
+        """The client went away: cancel its downloads and any Predict not yet sent."""
+        self._client_gone = True
+        if self._work is not None:
+            self._work.cancel()
 
     def _parse_body(self) -> PredictRequest:
         body = b"".join(self._chunks)
@@ -108,11 +117,7 @@ def _sources_from_parts(parts: list[Part], max_images: int) -> PredictRequest:
         raise InvalidRequest("no image given: send files in form fields named 'image' or 'data'")
     if len(files) > max_images:
         raise PayloadTooLarge(f"{len(files)} images given; at most {max_images} per request")
-    fields: dict[str, Any] = {
-        p.name: p.data.decode("utf-8", errors="replace") for p in parts if p.filename is None
-    }
+    fields: dict[str, Any] = {p.name: p.data.decode("utf-8", errors="replace") for p in parts if p.filename is None}
     top_k = parse_top_k(fields.get("top_k"))
-    sources = tuple(
-        ImageSource(name=p.filename or f"{p.name}[{i}]", data=bytes(p.data)) for i, p in enumerate(files)
-    )
+    sources = tuple(ImageSource(name=p.filename or f"{p.name}[{i}]", data=bytes(p.data)) for i, p in enumerate(files))
     return PredictRequest(sources, top_k)

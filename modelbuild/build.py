@@ -67,8 +67,6 @@ def build_all(out: Path, report: Callable[[str], None] = print) -> dict[str, dic
             stamps[recipe.name] = stamp
             report(_describe(recipe.name, "up to date" if current else "built", stamp))
         config_path = out / CONFIG_NAME
-        written = write_if_changed(
-            config_path, serving_config.render(str(out)), serving_config.parse_model_names
-        )
+        written = write_if_changed(config_path, serving_config.render(str(out)), serving_config.parse_model_names)
         report(f"{CONFIG_NAME}: {'written' if written else 'up to date'} ({config_path})")
     return stamps

@@ -49,9 +49,7 @@ class DigitsCNN:
     """conv 3x3x16 -> conv 3x3x32 stride 2 -> dense 10, ReLU between, softmax on top."""
 
     def __init__(self, weights: list[np.ndarray[Any, Any]]) -> None:
-        self.weights = [
-            tf.Variable(w, name=name) for (name, _), w in zip(WEIGHT_SHAPES, weights, strict=True)
-        ]
+        self.weights = [tf.Variable(w, name=name) for (name, _), w in zip(WEIGHT_SHAPES, weights, strict=True)]
 
     def logits(self, images: tf.Tensor) -> tf.Tensor:
         conv1, bias1, conv2, bias2, dense, dense_bias = self.weights

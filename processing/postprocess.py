@@ -39,9 +39,7 @@ def top_classes(scores: np.ndarray, k: int, labels: Sequence[str]) -> list[dict[
     ]
 
 
-def classify_batch(
-    output: np.ndarray, spec: PostprocessSpec, top_k: int | None = None
-) -> list[dict[str, Any]]:
+def classify_batch(output: np.ndarray, spec: PostprocessSpec, top_k: int | None = None) -> list[dict[str, Any]]:
     """One ``{"classes": [...]}`` per row of a [batch, classes] output."""
     scores = softmax(output.astype(np.float64)) if spec.softmax else output
     k = top_k if top_k is not None else spec.top_k

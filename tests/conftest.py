@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -57,19 +57,22 @@ class Tier:
         return self.base_url + path
 
 
-TierFactory = Callable[..., Tier]
+TierFactory = Callable[..., Awaitable[Tier]]
 
 
 @pytest.fixture
 def make_tier(io_loop: tornado.ioloop.IOLoop, backend: LocalBackend) -> Iterator[TierFactory]:
-    """Starts real tiers on loopback in this test's IOLoop; all are stopped afterwards."""
+    """``await make_tier([overrides])`` starts a real tier on loopback in this test's IOLoop.
+
+    All tiers are stopped after the test.
+    """
     started: list[Tier] = []
 
-    def start(
+    async def start(
         overrides: Sequence[str] = (), resolver: Resolver | None = None, settings: Settings | None = None
     ) -> Tier:
         settings = settings or dev_settings(backend.address, overrides)
-        services = io_loop.run_sync(lambda: build_services(settings, resolver))
+        services = await build_services(settings, resolver)
         server, port = listen(make_app(services), settings)
         tier = Tier(f"http://127.0.0.1:{port}", services, server)
         started.append(tier)
@@ -83,5 +86,5 @@ def make_tier(io_loop: tornado.ioloop.IOLoop, backend: LocalBackend) -> Iterator
 
 
 @pytest.fixture
-def tier(make_tier: TierFactory) -> Tier:
-    return make_tier()
+def tier(io_loop: tornado.ioloop.IOLoop, make_tier: TierFactory) -> Tier:
+    return io_loop.run_sync(make_tier)

@@ -211,7 +211,7 @@ async def test_health_and_readiness(tier: Tier) -> None:
 
 @pytest.mark.gen_test(timeout=30)
 async def test_raw_output_model_returns_tensors(make_tier: TierFactory) -> None:
-    tier = make_tier(["models.tiny.postprocess.kind=raw"])
+    tier = await make_tier(["models.tiny.postprocess.kind=raw"])
     response = await post(tier.url("/v1/models/tiny:predict"), photo("coffee.jpg"), "image/jpeg")
     assert response.code == 200, response.body
     (item,) = json.loads(response.body)["predictions"]
@@ -222,7 +222,7 @@ async def test_raw_output_model_returns_tensors(make_tier: TierFactory) -> None:
 @pytest.mark.gen_test(timeout=30)
 async def test_float_signature_path_matches_uint8_path(make_tier: TierFactory) -> None:
     """The same photo through the float32 signature (normalised in the tier) and the uint8 one."""
-    tier = make_tier(
+    tier = await make_tier(
         [
             "models.mobilenet_float.served_name=mobilenet_v2",
             "models.mobilenet_float.signature=serving_default",
@@ -265,7 +265,7 @@ async def test_scores_equal_the_savedmodel_called_directly(tier: Tier, models_di
 async def test_backend_down_is_503_fast_and_readyz_follows(make_tier: TierFactory, models_dir: Path) -> None:
     own = start_local_backend(model_config_file=models_dir / "models.config")
     try:
-        tier = make_tier(settings=dev_settings(own.address))
+        tier = await make_tier(settings=dev_settings(own.address))
         assert (await get_json(tier, "/readyz"))[0] == 200
         own.stop()
         started = time.monotonic()
@@ -278,8 +278,10 @@ async def test_backend_down_is_503_fast_and_readyz_follows(make_tier: TierFactor
         assert code == 503 and ready["ready"] is False
         assert ready["models"]["tiny"] == "backend_unavailable"
         own = start_local_backend(model_config_file=models_dir / "models.config", port=own.port)
-        code, ready = await get_json(tier, "/readyz")
-        assert code == 200, ready
+        deadline = time.monotonic() + 10  # the channel reconnects after its backoff (at most 1 s)
+        while (code := (await get_json(tier, "/readyz"))[0]) != 200 and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)  # polling a condition with a deadline
+        assert code == 200
     finally:
         own.stop()
 

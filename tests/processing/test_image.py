@@ -155,9 +155,7 @@ def test_letterbox_keeps_aspect_and_pads() -> None:
 def test_normalisation_colour_order_and_layout() -> None:
     rgb = np.zeros((2, 2, 3), dtype=np.uint8)
     rgb[..., 0] = 255
-    spec = PreprocessSpec(
-        height=2, width=2, color="bgr", scale=1 / 255, mean=(0.5,), std=(0.5,), layout="nchw"
-    )
+    spec = PreprocessSpec(height=2, width=2, color="bgr", scale=1 / 255, mean=(0.5,), std=(0.5,), layout="nchw")
     out = preprocess(rgb, spec)
     assert out.shape == (3, 2, 2) and out.dtype == np.float32
     np.testing.assert_allclose(out[:, 0, 0], [-1.0, -1.0, 1.0], atol=1e-6)  # B, G, R

@@ -15,9 +15,7 @@ BOUNDARY = b"XyZ123"
 def form(*parts: tuple[str, str | None, bytes]) -> bytes:
     out = b""
     for name, filename, data in parts:
-        disposition = f'form-data; name="{name}"' + (
-            f'; filename="{filename}"' if filename is not None else ""
-        )
+        disposition = f'form-data; name="{name}"' + (f'; filename="{filename}"' if filename is not None else "")
         out += b"--" + BOUNDARY + b"\r\nContent-Disposition: " + disposition.encode() + b"\r\n"
         if filename is not None:
             out += b"Content-Type: image/jpeg\r\n"
@@ -25,9 +23,7 @@ def form(*parts: tuple[str, str | None, bytes]) -> bytes:
     return out + b"--" + BOUNDARY + b"--\r\n"
 
 
-def parse(
-    body: bytes, chunk: int, max_parts: int = 10, max_file: int = 1000
-) -> list[tuple[str, str | None, bytes]]:
+def parse(body: bytes, chunk: int, max_parts: int = 10, max_file: int = 1000) -> list[tuple[str, str | None, bytes]]:
     parser = MultipartParser(BOUNDARY, max_parts, max_file)
     for i in range(0, len(body), chunk):
         parser.feed(body[i : i + chunk])

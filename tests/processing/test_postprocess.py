@@ -29,9 +29,7 @@ def test_top_k_larger_than_classes_and_missing_labels() -> None:
 
 
 def test_classify_batch_applies_softmax_when_asked() -> None:
-    out = classify_batch(
-        np.array([[0.0, 0.0], [10.0, 0.0]]), PostprocessSpec(softmax=True, top_k=1, labels=("x", "y"))
-    )
+    out = classify_batch(np.array([[0.0, 0.0], [10.0, 0.0]]), PostprocessSpec(softmax=True, top_k=1, labels=("x", "y")))
     assert out[0]["classes"][0]["score"] == 0.5
     assert out[1]["classes"][0]["label"] == "x"
 

@@ -24,9 +24,7 @@ def test_bare_list_of_urls_keeps_order() -> None:
 
 def test_object_form_with_url_b64_and_top_k() -> None:
     payload = base64.b64encode(b"\xff\xd8\xffabc").decode()
-    request = parse_json_request(
-        body({"instances": [{"url": "http://a/x"}, {"b64": payload}], "top_k": 3}), 8
-    )
+    request = parse_json_request(body({"instances": [{"url": "http://a/x"}, {"b64": payload}], "top_k": 3}), 8)
     assert request.sources[0] == ImageSource(name="http://a/x", url="http://a/x")
     assert request.sources[1].data == b"\xff\xd8\xffabc"
     assert request.sources[1].name == "instances[1]"
@@ -75,9 +73,7 @@ def test_top_k_from_a_query_string() -> None:
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
-    lambda children: (
-        st.lists(children, max_size=5) | st.dictionaries(st.text(max_size=8), children, max_size=5)
-    ),
+    lambda children: st.lists(children, max_size=5) | st.dictionaries(st.text(max_size=8), children, max_size=5),
     max_leaves=20,
 )
 

@@ -71,9 +71,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             return
         self.send_bytes(200, file.read_bytes(), _content_type(file))
 
-    def send_bytes(
-        self, status: int, body: bytes, content_type: str, headers: dict[str, str] | None = None
-    ) -> None:
+    def send_bytes(self, status: int, body: bytes, content_type: str, headers: dict[str, str] | None = None) -> None:
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
