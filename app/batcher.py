@@ -1,18 +1,23 @@
 """Micro-batching: rows from concurrent requests for one model go to the backend in one Predict.
 
-Rows wait in an open batch per (backend, model, version or label, signature, input
-shape and dtype). The batch is sent when it reaches the model's ``max_batch_size``,
-when its first row has waited ``max_wait_ms``, or when a caller has spent half of the
-time it had left, whichever comes first, so a batch is never held past any caller's
-deadline. A caller with more rows than ``max_batch_size`` is split over several
-batches; a caller cancelled or timed out before its batch is sent has its rows
-dropped; a failed Predict fails every caller in the batch with the same error. Each
-caller gets exactly its own rows of every output and the version that answered.
+Rows join the newest batch of their key (backend, model, version or label, signature,
+input shape and dtype). A batch is ready when it holds the model's ``max_batch_size``
+rows or its first row has waited ``max_wait_ms``; a ready batch is sent as soon as the
+key has fewer than ``max_in_flight`` Predicts under way, and until then it keeps
+taking rows, so batches grow by themselves while the backend is busy and a request on
+an idle backend waits no more than ``max_wait_ms``. A batch whose caller has spent
+half of the time it had left goes at once, slot or not, so no batch is held past a
+caller's deadline. A caller with more rows than ``max_batch_size`` is split over
+several batches; a caller cancelled or timed out before its batch is sent has its
+rows dropped; a failed Predict fails every caller in the batch with the same error.
+Each caller gets exactly its own rows of every output, and the version that answered.
 """
 
 from __future__ import annotations
 
 import asyncio
+import sys
+from collections import deque
 from collections.abc import Hashable, Mapping
 from dataclasses import dataclass, field
 
@@ -43,22 +48,38 @@ class _Part:
 
 @dataclass(eq=False)
 class _Batch:
-    key: Hashable
+    lane: _Lane
     model: ServedModel
     ref: ModelRef
     parts: list[_Part] = field(default_factory=list)
     rows: int = 0
-    send_at: float = float("inf")
+    send_at: float = float("inf")  # ready to go once a Predict slot is free
+    force_at: float = float("inf")  # goes even if none is: a caller would run out of time
     timer: asyncio.TimerHandle | None = None
 
 
-class MicroBatcher:
-    """A ``Predictor`` that coalesces concurrent calls for the same model into one Predict."""
+@dataclass(eq=False)
+class _Lane:
+    """The batches of one key, oldest first; only the last one takes new rows."""
 
-    def __init__(self, client: TFServingClient) -> None:
+    key: Hashable
+    batches: deque[_Batch] = field(default_factory=deque)
+    in_flight: int = 0
+
+
+class MicroBatcher:
+    """A ``Predictor`` that coalesces concurrent calls for the same model into one Predict.
+
+    ``max_in_flight`` bounds the Predicts in flight per key (None: no bound). While the
+    backend is busy with them, rows keep filling the waiting batch, so batches grow with
+    the load by themselves; with ``max_wait_ms: 0`` a lone request is sent at once.
+    """
+
+    def __init__(self, client: TFServingClient, max_in_flight: int | None = 2) -> None:
         self._client = client
         self._direct = DirectPredictor(client)
-        self._open: dict[Hashable, _Batch] = {}
+        self._max_in_flight = max_in_flight or sys.maxsize
+        self._lanes: dict[Hashable, _Lane] = {}
         self._sending: set[asyncio.Task[None]] = set()
 
     async def predict(self, model: ServedModel, ref: ModelRef, batch: np.ndarray, timeout: float) -> PredictResult:
@@ -78,35 +99,57 @@ class MicroBatcher:
 
     def _enqueue(self, model: ServedModel, ref: ModelRef, rows: np.ndarray, call: _Call) -> None:
         key = (model.address, ref, model.input_name, model.output_names, rows.dtype.str, rows.shape[1:])
-        loop = asyncio.get_running_loop()
-        # Half of what the caller has left goes to waiting for company, the rest to the Predict.
-        latest = loop.time() + (call.deadline - loop.time()) / 2
+        lane = self._lanes.get(key) or self._lanes.setdefault(key, _Lane(key))
+        now = asyncio.get_running_loop().time()
+        # Half of what the caller has left may go to waiting; the rest is the Predict's.
+        force_at = now + (call.deadline - now) / 2
         start = 0
         while start < len(rows):
-            batch = self._open.get(key)
-            if batch is None:
-                batch = self._open[key] = _Batch(key, model, ref)
-                latest_for_batch = loop.time() + model.max_wait_ms / 1000
-                self._hold_until(batch, latest_for_batch)
+            batch = lane.batches[-1] if lane.batches else None
+            if batch is None or batch.rows >= model.max_batch_size:
+                batch = _Batch(lane, model, ref, send_at=now + model.max_wait_ms / 1000)
+                lane.batches.append(batch)
             take = min(model.max_batch_size - batch.rows, len(rows) - start)
             part = _Part(call, rows[start : start + take], batch)
             call.parts.append(part)
             call.unanswered += 1
             batch.parts.append(part)
             batch.rows += take
+            batch.force_at = min(batch.force_at, force_at)
             start += take
-            if batch.rows >= model.max_batch_size:
-                self._send(batch)
-            else:
-                self._hold_until(batch, latest)
+        self._pump(lane)
+        for batch in lane.batches:
+            self._arm(batch)
 
-    def _hold_until(self, batch: _Batch, when: float) -> None:
-        if when >= batch.send_at:
-            return
+    def _arm(self, batch: _Batch) -> None:
+        """A timer for the batch's next moment: ready to send, or forced out."""
+        loop = asyncio.get_running_loop()
+        when = batch.send_at if batch.send_at > loop.time() else batch.force_at
+        when = min(when, batch.force_at)
         if batch.timer is not None:
+            if batch.timer.when() == when:
+                return
             batch.timer.cancel()
-        batch.send_at = when
-        batch.timer = asyncio.get_running_loop().call_at(when, self._send, batch)
+        batch.timer = loop.call_at(when, self._on_timer, batch)
+
+    def _on_timer(self, batch: _Batch) -> None:
+        batch.timer = None
+        if not batch.parts:
+            return
+        if asyncio.get_running_loop().time() >= batch.force_at:
+            self._send(batch)
+        self._pump(batch.lane)
+        if batch.parts and batch in batch.lane.batches:
+            self._arm(batch)
+
+    def _pump(self, lane: _Lane) -> None:
+        """Send the oldest batches that are ready while the lane has Predict slots free."""
+        now = asyncio.get_running_loop().time()
+        while lane.batches and lane.in_flight < self._max_in_flight:
+            head = lane.batches[0]
+            if head.rows < head.model.max_batch_size and now < head.send_at:
+                return
+            self._send(head)
 
     def _withdraw(self, call: _Call) -> None:
         """Drop the caller's rows that have not been sent yet."""
@@ -118,16 +161,22 @@ class MicroBatcher:
             batch.rows -= len(part.rows)
             part.batch = None
             if not batch.parts:
-                self._discard(batch)
+                self._unqueue(batch)
 
-    def _discard(self, batch: _Batch) -> None:
+    def _unqueue(self, batch: _Batch) -> None:
         if batch.timer is not None:
             batch.timer.cancel()
-        if self._open.get(batch.key) is batch:
-            del self._open[batch.key]
+            batch.timer = None
+        lane = batch.lane
+        if batch in lane.batches:
+            lane.batches.remove(batch)
+        if not lane.batches and not lane.in_flight:
+            self._lanes.pop(lane.key, None)
 
     def _send(self, batch: _Batch) -> None:
-        self._discard(batch)
+        if batch.parts:
+            batch.lane.in_flight += 1  # first, so that unqueueing keeps the lane
+        self._unqueue(batch)
         for part in batch.parts:
             part.batch = None
         if not batch.parts:
@@ -137,6 +186,16 @@ class MicroBatcher:
         task.add_done_callback(self._sending.discard)
 
     async def _predict(self, batch: _Batch) -> None:
+        try:
+            await self._predict_batch(batch)
+        finally:
+            lane = batch.lane
+            lane.in_flight -= 1
+            self._pump(lane)
+            if not lane.batches and not lane.in_flight:
+                self._lanes.pop(lane.key, None)
+
+    async def _predict_batch(self, batch: _Batch) -> None:
         model = batch.model
         inputs = batch.parts[0].rows if len(batch.parts) == 1 else np.concatenate([p.rows for p in batch.parts])
         loop = asyncio.get_running_loop()

@@ -126,6 +126,21 @@ async def test_a_batch_is_never_held_past_a_callers_deadline(fake: FakeBackend, 
 
 
 @pytest.mark.gen_test(timeout=30)
+async def test_rows_wait_for_a_free_slot_and_fill_the_batch_meanwhile(
+    fake: FakeBackend, client: TFServingClient
+) -> None:
+    fake.log.delay_s = 0.3
+    model = served(fake, max_batch_size=8, max_wait_ms=0)
+    batcher = MicroBatcher(client, max_in_flight=1)
+    first = asyncio.ensure_future(batcher.predict(model, model.ref(), rows(1), TIMEOUT))
+    await asyncio.sleep(0.05)  # the first Predict is under way: the others wait for its slot
+    rest = await predict_all(batcher, model, [rows(i) for i in range(2, 6)])
+    assert echoed(await first) == [1]
+    assert [echoed(r) for r in rest] == [[2], [3], [4], [5]]
+    assert fake.log.batch_sizes == [1, 4]
+
+
+@pytest.mark.gen_test(timeout=30)
 async def test_a_cancelled_caller_has_its_rows_dropped(fake: FakeBackend, client: TFServingClient) -> None:
     model = served(fake, max_batch_size=8, max_wait_ms=300)
     batcher = MicroBatcher(client)
@@ -216,7 +231,7 @@ async def test_batching_on_and_off_give_the_same_numbers(make_tier: TierFactory,
         ["models.mobilenet_v2.batching.max_batch_size=0"],
         ["models.mobilenet_v2.batching.max_batch_size=8", "models.mobilenet_v2.batching.max_wait_ms=300"],
     ):
-        tier = make_tier(overrides)
+        tier = await make_tier(overrides)
         predicts.append(count_predicts(tier.services.client))
         responses = await asyncio.gather(
             *(

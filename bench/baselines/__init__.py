@@ -1,0 +1,1 @@
+"""Two naive designs the tier is measured against; not part of the product."""

@@ -1,0 +1,101 @@
+"""Profiling the tier under scenario 1's load: ``python -m bench --profile py-spy`` (or ``pyinstrument``).
+
+py-spy samples every thread of the running tier from outside (native frames off), once
+over all threads and once only where the GIL is held, and this module folds the
+samples into the functions that cost the most, by self time and by inclusive time.
+pyinstrument runs the tier inside its profiler and sees the event loop thread only.
+Output goes to ``bench/out/profile_*``.
+"""
+
+from __future__ import annotations
+
+import collections
+import shutil
+import subprocess
+import sys
+import threading
+from collections.abc import Iterable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from bench import procs
+from bench.procs import ROOT
+
+if TYPE_CHECKING:
+    from bench.run import Harness
+
+OUT = ROOT / "bench" / "out"
+
+
+def fold(lines: Iterable[str], top: int = 25) -> str:
+    """The top functions of py-spy's raw (collapsed) stacks, by self and by inclusive samples."""
+    own: collections.Counter[str] = collections.Counter()
+    inclusive: collections.Counter[str] = collections.Counter()
+    total = 0
+    for line in lines:
+        stack, _, count_text = line.rstrip().rpartition(" ")
+        if not stack or not count_text.isdigit():
+            continue
+        count = int(count_text)
+        frames = [_short(f) for f in stack.split(";")]
+        total += count
+        own[frames[-1]] += count
+        for frame in set(frames):
+            inclusive[frame] += count
+    if not total:
+        return "no samples\n"
+    out = [f"{total} samples", "", "self %  function"]
+    out += [f"{100 * n / total:6.1f}  {name}" for name, n in own.most_common(top)]
+    out += ["", "incl %  function"]
+    out += [f"{100 * n / total:6.1f}  {name}" for name, n in inclusive.most_common(top)]
+    return "\n".join(out) + "\n"
+
+
+def _short(frame: str) -> str:
+    """``fetch (app/fetcher.py:123)`` without the line number, paths made relative."""
+    name, _, where = frame.partition(" (")
+    path = where.rstrip(")").rsplit(":", 1)[0]
+    for marker in ("site-packages/", "/work/main/", "python3.11/"):
+        if marker in path:
+            path = path.split(marker, 1)[1]
+    return f"{name} ({path})" if path else name
+
+
+def profile_tier(h: Harness, tool: str) -> None:
+    bodies = h.bodies("small4", h.workload.small, per_request=4)
+    config = h.tier_config("tiny", h.tiny(), h.backend_address)
+    if tool == "pyinstrument":
+        _pyinstrument(h, config, bodies)
+        return
+    py_spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    for mode, extra in (("all", ["--threads"]), ("gil", ["--gil"])):
+        child, url = h.start_tier(config)
+        raw = OUT / f"profile_{mode}.txt"
+        seconds = int(h.timing.duration_s + h.timing.warmup_s)
+        args = [py_spy, "record", "--pid", str(child.pid), "--format", "raw", "--rate", "250"]
+        args += ["--duration", str(seconds), "--output", str(raw), "--nonblocking", *extra]
+        recorder = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        try:
+            result = h.load(url, bodies, concurrency=16)
+            recorder.wait(timeout=seconds + 60)
+        finally:
+            child.stop()
+        _out, errors = recorder.communicate()
+        summary = fold(raw.read_text().splitlines()) if raw.is_file() else errors
+        report = f"# py-spy, {mode}: {result['images_per_s']:.0f} img/s during the profile\n\n{summary}"
+        (OUT / f"profile_{mode}_top.txt").write_text(report)
+        print(report, flush=True)
+
+
+def _pyinstrument(h: Harness, config: Path, bodies: Path) -> None:
+    html = OUT / "profile_pyinstrument.html"
+    args = ["-m", "pyinstrument", "-r", "html", "-o", str(html), "-m", "app", "--config", str(config)]
+    args += ["--port", "0", "--log-level", "WARNING"]
+    child = procs.start("tier", args, r"imagegate: ready on (http://\S+)")
+    try:
+        result = h.load(f"{child.match.group(1)}/v1/models/tiny:predict", bodies, concurrency=16)
+    finally:
+        child.stop()
+    done = threading.Event()
+    done.wait(2.0)  # pyinstrument writes its report on exit
+    print(f"pyinstrument: {result['images_per_s']:.0f} img/s; report in {html}", flush=True)
