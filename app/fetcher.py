@@ -1,13 +1,18 @@
 """Downloading image URLs that strangers send us, safely.
 
-- Only http and https, no userinfo, a bounded URL length.
+- Only http and https, no userinfo, a bounded URL length, a host name that can be encoded.
 - Every address is checked where it is dialled: ``GuardedResolver`` wraps the resolver
-  the HTTP client connects through, so odd IPv4 spellings, IPv4-mapped IPv6 and DNS
-  rebinding are judged on the address actually used, never on the URL text.
-- Redirects are followed here, hop by hop, each hop checked again.
+  the HTTP client connects through (Tornado resolves IP literals through it too), so odd
+  IPv4 spellings, IPv4-mapped IPv6 and DNS rebinding are judged on the address actually
+  used, never on the URL text.
+- Redirects are followed here, hop by hop, each hop resolved and checked again.
 - Content-Length is checked before the body is read, the byte cap while it streams
   (after content decoding, so a gzip bomb stops at the cap), the Content-Type and the
   first bytes are checked, and connect and total timeouts bound every source.
+
+A refusal found inside the HTTP client's callbacks is recorded on the hop's ``_Download``
+and the callback raises ``_StopReading``: Tornado then closes the connection, and the
+recorded refusal, not the "connection closed" that Tornado reports, is what the caller gets.
 """
 
 from __future__ import annotations
@@ -22,8 +27,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from tornado.httpclient import HTTPClientError, HTTPRequest, HTTPResponse
-from tornado.httputil import HTTPHeaders, parse_response_start_line
+from tornado.httpclient import HTTPRequest
+from tornado.httputil import HTTPHeaders, HTTPInputError, parse_response_start_line
 from tornado.iostream import StreamClosedError
 from tornado.netutil import DefaultLoopResolver, Resolver
 from tornado.simple_httpclient import HTTPStreamClosedError, HTTPTimeoutError, SimpleAsyncHTTPClient
@@ -32,6 +37,7 @@ from processing.errors import (
     ContentTypeForbidden,
     GatewayError,
     ImageDecodeFailed,
+    ItemError,
     RedirectForbidden,
     SourceForbidden,
     SourceHttpError,
@@ -49,10 +55,20 @@ IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 MAX_URL_LENGTH = 2048
 REDIRECT_CODES = frozenset({301, 302, 303, 307, 308})
 SNIFF_BYTES = 16
+# The body of a redirect or an error answer is read and dropped up to this size, then
+# the connection is closed: we never need it.
+DISCARDED_BODY_BYTES = 64 << 10
+# Tornado's own body cap fires before ours on chunked and gzip bodies and then reports
+# only "connection closed"; ours (FetchLimits.max_bytes, after decoding) is the limit.
+CLIENT_BODY_BACKSTOP = 1 << 62
 
-# Ranges Python's ipaddress does not already treat as non-global but which reach
-# IPv4 space through a translator (NAT64, 6to4), so could reach internal hosts.
-EXTRA_DENIED = ("64:ff9b::/96", "64:ff9b:1::/48", "2002::/16")
+# Ranges that are not global unicast but which some Python versions' ipaddress treats as
+# global: the IETF protocol block, translators into IPv4 space (NAT64, 6to4), the
+# deprecated site-local scope, and the newer IPv6 documentation prefix.
+EXTRA_DENIED: tuple[IPNetwork, ...] = tuple(
+    ipaddress.ip_network(c)
+    for c in ("192.0.0.0/24", "64:ff9b::/96", "64:ff9b:1::/48", "2002::/16", "fec0::/10", "3fff::/20")
+)
 
 
 @dataclass(frozen=True)
@@ -70,9 +86,10 @@ class AddressPolicy:
 
     Denied by default: everything that is not a global unicast address (loopback,
     unspecified, link-local with the metadata service, private, shared, multicast,
-    reserved, documentation) plus the translator ranges in EXTRA_DENIED.
-    ``allow_cidrs`` carves exceptions (tests and development allow loopback);
-    ``deny_cidrs`` adds ranges; ``allow_hosts``, when set, is the only hosts allowed.
+    reserved, documentation) plus the ranges in EXTRA_DENIED. ``allow_cidrs`` and
+    ``deny_cidrs`` override that; when both match an address the longer prefix wins,
+    and deny wins a tie. ``allow_hosts``, when set, are the only host names allowed;
+    ``deny_hosts`` are refused. A host pattern ``*.example.com`` matches subdomains.
     """
 
     def __init__(
@@ -82,25 +99,52 @@ class AddressPolicy:
         allow_hosts: Iterable[str] = (),
         deny_hosts: Iterable[str] = (),
     ) -> None:
-        self._allow = [ipaddress.ip_network(c, strict=False) for c in allow_cidrs]
-        self._deny = [ipaddress.ip_network(c, strict=False) for c in (*deny_cidrs, *EXTRA_DENIED)]
-        self._allow_hosts = frozenset(h.lower().rstrip(".") for h in allow_hosts)
-        self._deny_hosts = frozenset(h.lower().rstrip(".") for h in deny_hosts)
+        rules = [(ipaddress.ip_network(c, strict=False), True) for c in allow_cidrs]
+        rules += [(ipaddress.ip_network(c, strict=False), False) for c in deny_cidrs]
+        # Longest prefix first; on a tie the deny rule (False) sorts first.
+        self._rules = sorted(rules, key=lambda rule: (-rule[0].prefixlen, rule[1]))
+        self._allow_hosts = _HostPatterns(allow_hosts)
+        self._deny_hosts = _HostPatterns(deny_hosts)
 
     def check_host(self, host: str) -> None:
-        name = host.lower().rstrip(".")
-        if name in self._deny_hosts or (self._allow_hosts and name not in self._allow_hosts):
+        if self._deny_hosts.matches(host) or (self._allow_hosts and not self._allow_hosts.matches(host)):
             raise SourceForbidden(f"host {host} is not allowed")
 
     def check_address(self, address: IPAddress) -> None:
         ip = _unmap(address)
-        if any(ip in net for net in self._allow if net.version == ip.version):
-            return
-        if _is_special(ip) or any(ip in net for net in self._deny if net.version == ip.version):
+        if not self.allows(ip):
             raise SourceForbidden(
                 "the URL's host resolves to an address that is not allowed",
                 log_message=f"refused to connect to {ip}",
             )
+
+    def allows(self, ip: IPAddress) -> bool:
+        for network, allowed in self._rules:
+            if network.version == ip.version and ip in network:
+                return allowed
+        return not _is_special(ip)
+
+
+class _HostPatterns:
+    def __init__(self, patterns: Iterable[str]) -> None:
+        names = [_normal_host(p) for p in patterns]
+        self._exact = frozenset(n for n in names if not n.startswith("*."))
+        self._suffixes = tuple(n[1:] for n in names if n.startswith("*."))
+
+    def __bool__(self) -> bool:
+        return bool(self._exact or self._suffixes)
+
+    def matches(self, host: str) -> bool:
+        name = _normal_host(host)
+        return name in self._exact or name.endswith(self._suffixes)
+
+
+def _normal_host(host: str) -> str:
+    name = host.lower().rstrip(".")
+    try:
+        return name.encode("idna").decode("ascii")
+    except UnicodeError:
+        return name
 
 
 def _unmap(address: IPAddress) -> IPAddress:
@@ -121,6 +165,7 @@ def _is_special(ip: IPAddress) -> bool:
         or ip.is_private
         or ip.is_reserved
         or ip.is_unspecified
+        or any(ip in network for network in EXTRA_DENIED if network.version == ip.version)
     )
 
 
@@ -137,13 +182,23 @@ class GuardedResolver(Resolver):
         self._policy.check_host(host)
         try:
             addresses = await self._inner.resolve(host, port, family)
-        except OSError as exc:
-            raise SourceUnreachable(f"cannot resolve host {host}", log_message=str(exc)) from exc
+        except (OSError, UnicodeError) as exc:
+            raise SourceUnreachable(f"cannot resolve host {host}", log_message=repr(exc)) from exc
         if not addresses:
             raise SourceUnreachable(f"host {host} has no addresses")
         for _family, sockaddr in addresses:
-            self._policy.check_address(ipaddress.ip_address(sockaddr[0]))
+            self._policy.check_address(_address_of(sockaddr))
         return list(addresses)
+
+
+def _address_of(sockaddr: Any) -> IPAddress:
+    try:
+        return ipaddress.ip_address(sockaddr[0])
+    except (ValueError, TypeError, IndexError) as exc:
+        raise SourceForbidden(
+            "the URL's host resolves to something that is not an IP address",
+            log_message=f"resolver answered {sockaddr!r}",
+        ) from exc
 
 
 def validate_url(url: str) -> urllib.parse.SplitResult:
@@ -165,11 +220,22 @@ def validate_url(url: str) -> urllib.parse.SplitResult:
         raise UrlInvalid("URL has no host")
     if port == 0:
         raise UrlInvalid("URL has port 0")
+    try:
+        parts.hostname.encode("idna")
+    except UnicodeError as exc:
+        raise UrlInvalid("URL's host name is not valid") from exc
     return parts
 
 
+class _StopReading(HTTPInputError):
+    """Raised from the client's callbacks to make Tornado close the connection.
+
+    An ``HTTPInputError`` so Tornado logs one INFO line instead of an ERROR traceback.
+    """
+
+
 class _Download:
-    """Per-hop checks run by the HTTP client's header and body callbacks."""
+    """One hop: the checks run by the HTTP client's header and body callbacks, and what they found."""
 
     def __init__(self, limits: FetchLimits) -> None:
         self.limits = limits
@@ -177,23 +243,40 @@ class _Download:
         self.chunks: list[bytes] = []
         self.size = 0
         self.checked_head = False
-        self.cancelled = False
         self.code = 0
-
-    def on_header(self, line: str) -> None:
-        if line.strip():
-            self.lines.append(line)
-            return
-        self.code = parse_response_start_line(self.lines[0].strip()).code
-        if not self.is_success:
-            return
-        headers = HTTPHeaders.parse("".join(self.lines[1:]))
-        self._check_length(headers.get("Content-Length"))
-        self._check_type(headers.get("Content-Type"))
+        self.location: str | None = None
+        self.refusal: ItemError | None = None
+        self.stopped = False
 
     @property
     def is_success(self) -> bool:
         return 200 <= self.code < 300
+
+    def stop(self, refusal: ItemError | None = None) -> _StopReading:
+        """Record why this hop ends early; the caller raises the returned exception."""
+        self.refusal = self.refusal or refusal
+        self.stopped = True
+        return _StopReading(refusal.log_message if refusal else "imagegate stopped reading")
+
+    def on_header(self, line: str) -> None:
+        if self.stopped:
+            raise self.stop()
+        if line.strip():
+            self.lines.append(line)
+            return
+        if not self.lines:
+            return
+        start, fields = self.lines[0], "".join(self.lines[1:])
+        self.lines = []
+        self.code = parse_response_start_line(start.strip()).code
+        headers = HTTPHeaders.parse(fields)
+        self.location = headers.get("Location")
+        if self.is_success:
+            try:
+                self._check_length(headers.get("Content-Length"))
+                self._check_type(headers.get("Content-Type"))
+            except ItemError as exc:
+                raise self.stop(exc) from None
 
     def _check_length(self, value: str | None) -> None:
         if value is not None and value.strip().isdigit() and int(value) > self.limits.max_bytes:
@@ -207,16 +290,21 @@ class _Download:
             raise ContentTypeForbidden(f"the source's Content-Type {media!r} is not an accepted image type")
 
     def on_chunk(self, chunk: bytes) -> None:
-        if self.cancelled:
-            raise asyncio.CancelledError()
+        if self.stopped:
+            raise self.stop()
         self.size += len(chunk)
-        if self.size > self.limits.max_bytes:
-            raise SourceTooLarge(f"the source sent more than {self.limits.max_bytes} bytes")
         if not self.is_success:
+            if self.size > DISCARDED_BODY_BYTES:
+                raise self.stop()
             return
+        if self.size > self.limits.max_bytes:
+            raise self.stop(SourceTooLarge(f"the source sent more than {self.limits.max_bytes} bytes"))
         self.chunks.append(chunk)
         if not self.checked_head and self.size >= SNIFF_BYTES:
-            self.check_magic()
+            try:
+                self.check_magic()
+            except ItemError as exc:
+                raise self.stop(exc) from None
 
     def check_magic(self) -> None:
         self.checked_head = True
@@ -242,7 +330,7 @@ class UrlFetcher:
             force_instance=True,
             resolver=guarded,
             max_clients=limits.max_concurrent,
-            max_body_size=limits.max_bytes,
+            max_body_size=CLIENT_BODY_BACKSTOP,
         )
 
     def close(self) -> None:
@@ -254,25 +342,24 @@ class UrlFetcher:
         current = url
         validate_url(current)
         for hop in range(self.limits.max_redirects + 1):
-            download = _Download(self.limits)
             try:
-                response = await self._fetch_hop(current, download, deadline)
+                download = await self._fetch_hop(current, deadline)
             except SourceForbidden as exc:
-                if hop == 0:
+                if hop == 0 or isinstance(exc, RedirectForbidden):
                     raise
-                raise RedirectForbidden("a redirect points at an address that is not allowed") from exc
-            except asyncio.CancelledError:
-                download.cancelled = True
-                raise
-            if response.code not in REDIRECT_CODES:
-                return _body_or_error(response, download)
-            current = _redirect_target(current, response)
+                raise RedirectForbidden(
+                    "a redirect points at an address that is not allowed", log_message=exc.log_message
+                ) from exc
+            if download.code not in REDIRECT_CODES:
+                return _body_or_error(download)
+            current = _redirect_target(current, download)
         raise TooManyRedirects(f"more than {self.limits.max_redirects} redirects")
 
-    async def _fetch_hop(self, url: str, download: _Download, deadline: float) -> HTTPResponse:
+    async def _fetch_hop(self, url: str, deadline: float) -> _Download:
         remaining = deadline - time.monotonic()
         if remaining <= 0:
-            raise SourceTimeout(f"the source did not answer within {self.limits.total_timeout_s:g} s")
+            raise _timeout(self.limits)
+        download = _Download(self.limits)
         request = HTTPRequest(
             url,
             connect_timeout=min(self.limits.connect_timeout_s, remaining),
@@ -285,28 +372,30 @@ class UrlFetcher:
             user_agent="imagegate/0.1",
         )
         try:
-            return await self._client.fetch(request, raise_error=False)
+            await self._client.fetch(request, raise_error=False)
         except GatewayError:
+            raise  # from the guarded resolver
+        except asyncio.CancelledError:
+            download.stopped = True  # the next callback closes the connection
             raise
         except Exception as exc:
-            raise _translate(exc, self.limits) from exc
+            if not download.stopped:
+                raise _translate(exc, self.limits) from exc
+        if download.refusal is not None:
+            raise download.refusal
+        return download
 
 
-def _body_or_error(response: HTTPResponse, download: _Download) -> bytes:
-    if response.error is not None and not isinstance(response.error, HTTPClientError):
-        if isinstance(response.error, GatewayError):
-            raise response.error
-        raise _translate(response.error, download.limits)
-    if not 200 <= response.code < 300:
-        raise SourceHttpError(f"GET returned {response.code}")
+def _body_or_error(download: _Download) -> bytes:
+    if not download.is_success:
+        raise SourceHttpError(f"GET returned {download.code}")
     return download.body()
 
 
-def _redirect_target(current: str, response: HTTPResponse) -> str:
-    location = response.headers.get("Location")
-    if not location:
-        raise SourceHttpError(f"GET returned {response.code} without a Location")
-    target = urllib.parse.urljoin(current, location)
+def _redirect_target(current: str, download: _Download) -> str:
+    if not download.location:
+        raise SourceHttpError(f"GET returned {download.code} without a Location")
+    target = urllib.parse.urljoin(current, download.location)
     try:
         validate_url(target)
     except UrlInvalid as exc:
@@ -314,13 +403,21 @@ def _redirect_target(current: str, response: HTTPResponse) -> str:
     return target
 
 
+def _timeout(limits: FetchLimits, detail: str = "") -> SourceTimeout:
+    return SourceTimeout(
+        f"the source did not deliver the image within {limits.total_timeout_s:g} s "
+        f"(connecting may take at most {limits.connect_timeout_s:g} s)",
+        log_message=detail or None,
+    )
+
+
 def _translate(exc: BaseException, limits: FetchLimits) -> GatewayError:
     if isinstance(exc, GatewayError):
         return exc
     if isinstance(exc, HTTPTimeoutError | TimeoutError):
-        return SourceTimeout(f"the source did not answer within {limits.total_timeout_s:g} s", log_message=str(exc))
+        return _timeout(limits, str(exc))
     if isinstance(exc, ssl.SSLError):
         return SourceUnreachable("TLS handshake with the source failed", log_message=str(exc))
     if isinstance(exc, HTTPStreamClosedError | StreamClosedError | OSError):
-        return SourceUnreachable("cannot connect to the source", log_message=repr(exc))
+        return SourceUnreachable("the connection to the source failed", log_message=repr(exc))
     return SourceUnreachable("the download failed", log_message=repr(exc))

@@ -1,0 +1,271 @@
+"""The URL fetcher: URL validation, the address policy, the guarded resolver, and plain downloads.
+
+The attacks (forbidden addresses, bombs, slow sources) are in tests/hostile; this is the
+behaviour they rely on, against a real image server on loopback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import ipaddress
+import socket
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+import tornado.ioloop
+from tornado.netutil import Resolver
+
+from app.fetcher import AddressPolicy, FetchLimits, GuardedResolver, UrlFetcher, validate_url
+from processing.errors import ItemError, SourceForbidden, SourceHttpError, SourceUnreachable, UrlInvalid
+from tests.support.imageserver import FIXTURES, ImageServer
+
+# The image server is on 127.0.0.1; only that address is allowed, loopback stays denied.
+IMAGE_SERVER_ONLY = AddressPolicy(allow_cidrs=["127.0.0.1/32"])
+COFFEE = (FIXTURES / "coffee.jpg").read_bytes()
+
+FetcherFactory = Callable[..., UrlFetcher]
+
+
+@pytest.fixture
+def fetchers(io_loop: tornado.ioloop.IOLoop) -> Iterator[FetcherFactory]:
+    made: list[UrlFetcher] = []
+
+    def make(policy: AddressPolicy = IMAGE_SERVER_ONLY, resolver: Resolver | None = None, **limits: Any) -> UrlFetcher:
+        settings = {"connect_timeout_s": 1.0, "total_timeout_s": 3.0, **limits}
+        fetcher = UrlFetcher(policy, FetchLimits(**settings), resolver)
+        made.append(fetcher)
+        return fetcher
+
+    yield make
+    for fetcher in made:
+        fetcher.close()
+
+
+async def code_of(fetcher: UrlFetcher, url: str) -> str:
+    with pytest.raises(ItemError) as caught:
+        await fetcher.fetch(url)
+    return caught.value.code
+
+
+# --- URL validation -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "ftp://example.com/a.jpg",
+        "file:///etc/passwd",
+        "gopher://example.com/",
+        "javascript:alert(1)",
+        "data:image/png;base64,iVBORw0KGgo=",
+        "//example.com/a.jpg",
+        "example.com/a.jpg",
+        "http://user:pass@example.com/a.jpg",
+        "http://user@example.com/a.jpg",
+        "http://example.com\\@127.0.0.1/",
+        "http:///a.jpg",
+        "http://example.com:0/",
+        "http://example.com:99999/",
+        "http://example.com:80:80/",
+        "http://exa mple.com/",
+        "http://example.com/a\nb.jpg",
+        "http://example.com/\x00.jpg",
+        "http://" + "a" * 64 + ".example.com/",  # a DNS label longer than 63 characters
+        "http://example.com/" + "a" * 2048,
+    ],
+)
+def test_urls_we_never_fetch_are_invalid(url: str) -> None:
+    with pytest.raises(UrlInvalid):
+        validate_url(url)
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["http://example.com/a.jpg", "HTTPS://Example.COM:8443/a.jpg?x=1#f", "http://[2001:4860::1]/", "http://bücher.de/"],
+)
+def test_ordinary_urls_are_valid(url: str) -> None:
+    assert validate_url(url).hostname
+
+
+# --- Address policy -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("address", ["8.8.8.8", "1.1.1.1", "2606:4700:4700::1111", "2a00:1450:4001::1"])
+def test_global_unicast_is_allowed_by_default(address: str) -> None:
+    AddressPolicy().check_address(ipaddress.ip_address(address))
+
+
+def test_the_longer_prefix_wins_and_deny_wins_a_tie() -> None:
+    policy = AddressPolicy(allow_cidrs=["10.0.0.0/8", "8.8.8.8/32"], deny_cidrs=["10.1.0.0/16", "8.8.8.0/24"])
+    assert policy.allows(ipaddress.ip_address("10.2.3.4"))
+    assert not policy.allows(ipaddress.ip_address("10.1.2.3"))
+    assert policy.allows(ipaddress.ip_address("8.8.8.8"))  # a /32 allow inside a /24 deny
+    assert not policy.allows(ipaddress.ip_address("8.8.8.9"))
+    tie = AddressPolicy(allow_cidrs=["127.0.0.0/8"], deny_cidrs=["127.0.0.0/8"])
+    assert not tie.allows(ipaddress.ip_address("127.0.0.1"))
+
+
+def test_allowing_loopback_does_not_allow_the_unspecified_address() -> None:
+    policy = AddressPolicy(allow_cidrs=["127.0.0.0/8", "::1/128"])
+    assert policy.allows(ipaddress.ip_address("127.0.0.2"))
+    assert not policy.allows(ipaddress.ip_address("0.0.0.0"))
+    assert not policy.allows(ipaddress.ip_address("::"))
+
+
+def test_ipv4_mapped_addresses_are_judged_as_ipv4() -> None:
+    policy = AddressPolicy(deny_cidrs=["8.8.8.0/24"])
+    with pytest.raises(SourceForbidden):
+        policy.check_address(ipaddress.ip_address("::ffff:8.8.8.8"))
+    AddressPolicy().check_address(ipaddress.ip_address("::ffff:8.8.4.4"))
+
+
+def test_host_lists_match_names_case_and_trailing_dot_and_wildcards() -> None:
+    policy = AddressPolicy(allow_hosts=["images.example.com", "*.cdn.example"], deny_hosts=["bad.cdn.example"])
+    for allowed in ("images.example.com", "IMAGES.example.com.", "a.cdn.example", "x.y.cdn.example"):
+        policy.check_host(allowed)
+    for refused in ("example.com", "cdn.example", "bad.cdn.example", "BAD.cdn.example.", "evilcdn.example"):
+        with pytest.raises(SourceForbidden):
+            policy.check_host(refused)
+
+
+def test_an_empty_allow_list_allows_any_host_not_denied() -> None:
+    policy = AddressPolicy(deny_hosts=["metadata.google.internal"])
+    policy.check_host("example.com")
+    with pytest.raises(SourceForbidden):
+        policy.check_host("Metadata.Google.Internal.")
+
+
+# --- The guarded resolver -----------------------------------------------------------
+
+
+class TableResolver(Resolver):
+    """Answers names from a dict; a missing name fails like DNS does."""
+
+    def initialize(self, table: dict[str, list[tuple[int, Any]]]) -> None:
+        self.table = table
+
+    async def resolve(
+        self, host: str, port: int, family: socket.AddressFamily = socket.AF_UNSPEC
+    ) -> list[tuple[int, Any]]:
+        if host not in self.table:
+            raise socket.gaierror(socket.EAI_NONAME, "unknown")
+        return self.table[host]
+
+
+@pytest.mark.gen_test
+async def test_guarded_resolver_refuses_unless_every_address_is_allowed() -> None:
+    inner = TableResolver(
+        table={
+            "ok.test": [(socket.AF_INET, ("8.8.8.8", 80))],
+            "mixed.test": [(socket.AF_INET, ("8.8.8.8", 80)), (socket.AF_INET, ("10.0.0.1", 80))],
+            "empty.test": [],
+            "odd.test": [(socket.AF_UNIX, ("/run/socket",))],
+        }
+    )
+    guarded = GuardedResolver(inner=inner, policy=AddressPolicy())
+    assert await guarded.resolve("ok.test", 80) == [(socket.AF_INET, ("8.8.8.8", 80))]
+    with pytest.raises(SourceForbidden):
+        await guarded.resolve("mixed.test", 80)
+    with pytest.raises(SourceForbidden):
+        await guarded.resolve("odd.test", 80)
+    for unreachable in ("empty.test", "missing.test"):
+        with pytest.raises(SourceUnreachable):
+            await guarded.resolve(unreachable, 80)
+
+
+@pytest.mark.gen_test
+async def test_a_denied_host_is_refused_before_it_is_resolved() -> None:
+    inner = TableResolver(table={})
+    guarded = GuardedResolver(inner=inner, policy=AddressPolicy(deny_hosts=["internal.test"]))
+    with pytest.raises(SourceForbidden):
+        await guarded.resolve("internal.test", 80)  # TableResolver would raise SourceUnreachable
+
+
+# --- Downloads ------------------------------------------------------------------------
+
+
+@pytest.mark.gen_test
+async def test_fetches_an_image(fetchers: FetcherFactory, images: ImageServer) -> None:
+    assert await fetchers().fetch(images.url("coffee.jpg")) == COFFEE
+
+
+def redirect_to(location: str, status: int, handler: Any) -> None:
+    handler.redirect(location, status)
+
+
+@pytest.mark.gen_test
+async def test_follows_each_kind_of_redirect_relative_or_absolute(
+    fetchers: FetcherFactory, images: ImageServer
+) -> None:
+    for status in (301, 302, 303, 307, 308):
+        images.route(f"fetcher/moved-{status}", functools.partial(redirect_to, "/coffee.jpg", status))
+        assert await fetchers().fetch(images.url(f"fetcher/moved-{status}")) == COFFEE
+    images.route("fetcher/absolute", lambda h: h.redirect(images.url("fetcher/moved-302")))
+    assert await fetchers().fetch(images.url("fetcher/absolute")) == COFFEE  # two hops
+
+
+@pytest.mark.gen_test
+async def test_http_errors_and_redirects_without_location(fetchers: FetcherFactory, images: ImageServer) -> None:
+    images.route("fetcher/gone", lambda h: h.send_bytes(410, b"gone", "text/plain"))
+    images.route("fetcher/nowhere", lambda h: h.send_bytes(302, b"", "text/plain"))
+    fetcher = fetchers()
+    with pytest.raises(SourceHttpError, match="404"):
+        await fetcher.fetch(images.url("no-such-file.jpg"))
+    with pytest.raises(SourceHttpError, match="410"):
+        await fetcher.fetch(images.url("fetcher/gone"))
+    with pytest.raises(SourceHttpError, match="without a Location"):
+        await fetcher.fetch(images.url("fetcher/nowhere"))
+
+
+def send_error_page(handler: Any, status: int, size: int) -> None:
+    """An error answer with a large body, sent until the client hangs up."""
+    handler.send_response(status)
+    handler.send_header("Content-Type", "text/html")
+    handler.send_header("Content-Length", str(size))
+    handler.end_headers()
+    try:
+        for _ in range(size // 65536):
+            handler.wfile.write(b"x" * 65536)
+    except (BrokenPipeError, ConnectionResetError):
+        pass
+
+
+@pytest.mark.gen_test
+async def test_a_huge_error_page_is_not_read_and_still_reports_the_status(
+    fetchers: FetcherFactory, images: ImageServer
+) -> None:
+    images.route("fetcher/huge-500", lambda h: send_error_page(h, 500, 64 << 20))
+    with pytest.raises(SourceHttpError, match="500"):
+        await fetchers(max_bytes=1 << 20).fetch(images.url("fetcher/huge-500"))
+
+
+@pytest.mark.gen_test
+async def test_unresolvable_and_refused_sources_are_unreachable(fetchers: FetcherFactory) -> None:
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))
+    port = closed.getsockname()[1]
+    closed.close()  # nothing listens there now
+    fetcher = fetchers(resolver=TableResolver(table={}))
+    assert await code_of(fetcher, "http://no-such-host.test/a.jpg") == "source_unreachable"
+    assert await code_of(fetchers(), f"http://127.0.0.1:{port}/a.jpg") == "source_unreachable"
+
+
+@pytest.mark.gen_test
+async def test_a_cancelled_download_gives_its_connection_back(fetchers: FetcherFactory, images: ImageServer) -> None:
+    """With one connection allowed, a cancelled slow download must not hold it until its timeout."""
+    chunks = [b"\xff\xd8\xff" + b"\0" * 1000] + [b"\0" * 1000] * 200
+    streaming = threading.Event()
+
+    def slow_source(handler: Any) -> None:
+        streaming.set()
+        handler.send_chunked(chunks, "image/jpeg", delay_s=0.02)
+
+    images.route("fetcher/slow-cancelled", slow_source)
+    fetcher = fetchers(max_concurrent=1, total_timeout_s=30.0)
+    slow = asyncio.ensure_future(fetcher.fetch(images.url("fetcher/slow-cancelled")))
+    assert await asyncio.get_running_loop().run_in_executor(None, streaming.wait, 5.0)
+    slow.cancel()
+    assert await asyncio.wait_for(fetcher.fetch(images.url("coffee.jpg")), timeout=2.0) == COFFEE
