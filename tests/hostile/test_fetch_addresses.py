@@ -17,7 +17,9 @@ import pytest
 
 from app.fetcher import AddressPolicy
 from processing.errors import ItemError
+from tests.conftest import TierFactory
 from tests.hostile.conftest import IMAGE_SERVER_ONLY, PRODUCTION_POLICY, FetcherFactory, TrapFactory
+from tests.hostile.tierclient import item_codes, post_json
 from tests.hostile.traps import ConnectionTrap, FakeDnsResolver, RecordingResolver, ipv6_loopback_available
 from tests.support.imageserver import FIXTURES, ImageServer
 
@@ -62,6 +64,17 @@ async def test_loopback_in_any_spelling_is_never_dialled(
     trap = traps("127.0.0.1")
     code = await refusal(fetchers(PRODUCTION_POLICY).fetch(trap.url(host=host)))
     assert (code, trap.connections) == ("source_forbidden", 0)
+
+
+@pytest.mark.gen_test(timeout=30)
+async def test_a_production_tier_dials_no_spelling_of_loopback(make_tier: TierFactory, traps: TrapFactory) -> None:
+    """The same through the HTTP layer: every spelling is an item error, and the trap sees nothing."""
+    tier = await make_tier(["fetch.allow_cidrs=[]"])
+    trap = traps("127.0.0.1")
+    urls = [trap.url(host=host) for host in IPV4_LOOPBACK_SPELLINGS]
+    code, answer = await post_json(tier, urls)
+    assert code == 200 and item_codes(answer) == ["source_forbidden"] * len(urls), answer
+    assert trap.connections == 0
 
 
 @pytest.mark.gen_test
