@@ -1,0 +1,61 @@
+"""Request faults, each answered with the gRPC status code TF Serving uses for it."""
+
+from __future__ import annotations
+
+import grpc
+
+
+class ServingError(Exception):
+    """A fault in answering one request; ``message`` becomes the gRPC status details."""
+
+    code: grpc.StatusCode = grpc.StatusCode.UNKNOWN
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class InvalidArgument(ServingError):
+    """Malformed request: missing or extra inputs, wrong dtype or shape, unparsable tensor."""
+
+    code = grpc.StatusCode.INVALID_ARGUMENT
+
+
+class NotFound(ServingError):
+    """No loaded servable for the requested model and version."""
+
+    code = grpc.StatusCode.NOT_FOUND
+
+
+class FailedPrecondition(ServingError):
+    """The servable exists but cannot answer this request, e.g. an unknown signature name."""
+
+    code = grpc.StatusCode.FAILED_PRECONDITION
+
+
+class Unavailable(ServingError):
+    """Try again later: the batching queue is full or the server is stopping."""
+
+    code = grpc.StatusCode.UNAVAILABLE
+
+
+class Internal(ServingError):
+    """A fault of the model or of this server, not of the request."""
+
+    code = grpc.StatusCode.INTERNAL
+
+
+class DeadlineExceeded(ServingError):
+    """The client's deadline passed before the answer was ready."""
+
+    code = grpc.StatusCode.DEADLINE_EXCEEDED
+
+
+_CODES_BY_NUMBER = {status.value[0]: status for status in grpc.StatusCode}
+
+
+def error_for_code(number: int, message: str) -> ServingError:
+    """A ServingError carrying canonical status code ``number`` (TF's ``OpError.error_code`` uses them too)."""
+    error = ServingError(message)
+    error.code = _CODES_BY_NUMBER.get(number, grpc.StatusCode.UNKNOWN)
+    return error

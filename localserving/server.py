@@ -1,0 +1,93 @@
+"""Load the models, start the gRPC server, print the readiness line, serve until SIGTERM or SIGINT."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import grpc
+
+from localserving.batching import BatchScheduler
+from localserving.config import ModelConfig, ServerOptions
+from localserving.models import ModelSet, ServedModel, VersionPoller, nothing_to_serve
+from localserving.servable import load_servable
+from localserving.service import BatchingRunner, Runner, add_services, run_directly
+from localserving.signals import StopSignal
+
+log = logging.getLogger("localserving")
+
+READY_PREFIX = "localserving: ready on "
+HOST = "127.0.0.1"
+GRPC_OPTIONS = (
+    # TF Serving takes messages of any size; a batch of 32 224x224 float images is 19 MB.
+    ("grpc.max_receive_message_length", -1),
+    ("grpc.max_send_message_length", -1),
+    # grpc enables SO_REUSEPORT by default, which would let two servers share a port silently.
+    ("grpc.so_reuseport", 0),
+)
+STOP_GRACE_SECONDS = 5.0
+
+
+class StartupError(Exception):
+    """The server cannot start: a model failed to load, has no versions, or the port is taken."""
+
+
+def serve(options: ServerOptions, stop: StopSignal) -> int:
+    """Serve until SIGTERM or SIGINT; returns the exit code."""
+    with contextlib.redirect_stdout(sys.stderr):  # stdout carries the readiness line only
+        models = load_models(options.models, stop)
+    if stop.is_set():
+        return 0
+    scheduler = BatchScheduler(options.batching) if options.batching else None
+    run: Runner = BatchingRunner(scheduler) if scheduler else run_directly
+    poller = VersionPoller(models, options.poll_wait_seconds)
+    if scheduler:
+        scheduler.start()
+    server, port = _start_server(options, models, run)
+    if options.poll_wait_seconds > 0:
+        poller.start()
+    print(f"{READY_PREFIX}{HOST}:{port} models={models.describe()}", flush=True)
+    signum = stop.wait()
+    log.info("stopping on %s", signal.Signals(signum).name)
+    poller.stop()
+    if scheduler:
+        scheduler.stop()
+    server.stop(STOP_GRACE_SECONDS).wait()
+    log.info("stopped")
+    return 0
+
+
+def load_models(configs: Sequence[ModelConfig], stop: StopSignal) -> ModelSet:
+    """Load every model's aspired versions; StartupError if any fails or a model has nothing to serve."""
+    served: list[ServedModel] = []
+    for config in configs:
+        if stop.is_set():
+            break
+        model = ServedModel(config, load_servable)
+        errors = model.refresh()
+        if errors:
+            raise StartupError("; ".join(errors))
+        if not model.available():
+            raise StartupError(nothing_to_serve(config))
+        served.append(model)
+    return ModelSet(served)
+
+
+def _start_server(options: ServerOptions, models: ModelSet, run: Runner) -> tuple[Any, int]:
+    executor = ThreadPoolExecutor(options.grpc_max_threads, thread_name_prefix="localserving-grpc")
+    server = grpc.server(executor, options=GRPC_OPTIONS)
+    add_services(server, models, run)
+    address = f"{HOST}:{options.port}"
+    try:
+        port = int(server.add_insecure_port(address))
+    except RuntimeError as exc:
+        raise StartupError(f"cannot listen on {address}: {exc}") from exc
+    if port == 0:
+        raise StartupError(f"cannot listen on {address}")
+    server.start()
+    return server, port

@@ -1,0 +1,1 @@
+"""Helpers shared by test packages: the local TF-Serving-compatible backend and test SavedModels."""
