@@ -57,7 +57,8 @@
 
   function formatMs(ms) {
     if (typeof ms !== "number" || !Number.isFinite(ms)) return "";
-    return ms >= 1000 ? `${(ms / 1000).toFixed(1)} s` : `${Math.round(ms)} ms`;
+    // No-break spaces keep "123 ms" together when the line wraps.
+    return ms >= 1000 ? `${(ms / 1000).toFixed(1)}\u00a0s` : `${Math.round(ms)}\u00a0ms`;
   }
 
   const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
@@ -166,6 +167,7 @@
   // ---- choosing images ----
 
   function addFiles(fileList) {
+    ui.formMessage.textContent = "";
     const known = new Set(state.files.map(fileKey));
     for (const file of fileList) {
       if (!known.has(fileKey(file))) {
@@ -252,7 +254,8 @@
       this.root.setAttribute("aria-busy", "true");
       this.root.append(this.thumbnail());
       this.body = element("div", "card-body");
-      this.title = element("h3", "card-title", this.name);
+      this.title = element("h3", "card-title");
+      setBreakableText(this.title, this.name);
       this.status = element("p", "card-status", "Waiting…");
       this.body.append(this.title, this.status);
       this.root.append(this.body);
@@ -260,7 +263,7 @@
     }
 
     thumbnail() {
-      if (!this.file) return placeholder("URL");
+      if (!this.file) return placeholder("Fetched by the server");
       const image = element("img", "thumb");
       const objectUrl = URL.createObjectURL(this.file);
       state.objectUrls.push(objectUrl);
@@ -312,7 +315,7 @@
     useSource(prediction) {
       if (typeof prediction.source === "string" && prediction.source) {
         this.name = prediction.source;
-        this.title.textContent = prediction.source;
+        setBreakableText(this.title, prediction.source);
       }
     }
 
@@ -322,6 +325,16 @@
       this.root.removeAttribute("aria-busy");
       this.run.itemDone(ok, summary);
     }
+  }
+
+  function setBreakableText(node, text) {
+    // Long URLs may wrap after a slash; <wbr> elements between text nodes, still no HTML parsing.
+    const pieces = text.split(/(?<=\/)/);
+    node.replaceChildren();
+    pieces.forEach((piece, i) => {
+      if (i > 0) node.append(document.createElement("wbr"));
+      node.append(document.createTextNode(piece));
+    });
   }
 
   function placeholder(text) {
@@ -338,9 +351,14 @@
   function classList(classes) {
     const list = element("ol", "classes");
     if (classes.length === 0) list.append(element("li", "class-row", "No classes returned."));
+    const labels = classes.map(labelOf);
     classes.forEach((item, rank) => {
       const row = element("li", rank === 0 ? "class-row best" : "class-row");
-      row.append(element("span", "class-label", labelOf(item)), element("span", "class-score", formatPercent(item.score)));
+      const label = element("span", "class-label", labels[rank]);
+      if (labels.indexOf(labels[rank]) !== labels.lastIndexOf(labels[rank])) {
+        label.append(element("span", "class-id", ` #${item.class_id}`)); // two classes share this name
+      }
+      row.append(label, element("span", "class-score", formatPercent(item.score)));
       const bar = element("span", "bar");
       bar.setAttribute("aria-hidden", "true");
       const fill = element("span", "bar-fill");
@@ -372,9 +390,9 @@
     const parts = [];
     if (answer.name) parts.push(answer.version != null ? `${answer.name} v${answer.version}` : answer.name);
     const server = formatMs(answer.serverMs);
-    if (server) parts.push(`${server} on the server`);
+    if (server) parts.push(`server\u00a0${server}`);
     const total = formatMs(answer.totalMs);
-    if (total) parts.push(`${total} in all`);
+    if (total) parts.push(`total\u00a0${total}`);
     return element("p", "card-meta", parts.join(" · "));
   }
 
@@ -510,8 +528,12 @@
     return event.dataTransfer && Array.from(event.dataTransfer.types || []).includes("Files");
   }
 
+  function isTextDropOnUrlBox(event) {
+    return event.target === ui.urls && !hasFiles(event); // dropping text into the URL box works as usual
+  }
+
   function onDrop(event) {
-    if (event.target === ui.urls) return; // dropping text into the URL box works as usual
+    if (isTextDropOnUrlBox(event)) return;
     event.preventDefault();
     ui.dropZone.classList.remove("dragging");
     const transfer = event.dataTransfer;
@@ -521,6 +543,12 @@
     } else {
       addDroppedUrls(transfer.getData("text/uri-list") || transfer.getData("text/plain") || "");
     }
+  }
+
+  function offerCamera() {
+    // Desktop browsers ignore `capture`, so the button only appears where there is a touch screen.
+    const touch = navigator.maxTouchPoints > 0 || window.matchMedia("(any-pointer: coarse)").matches;
+    document.getElementById("camera-choice").hidden = !touch;
   }
 
   function wire() {
@@ -540,9 +568,12 @@
       });
     }
     ui.clearFiles.addEventListener("click", clearSelection);
+    ui.urls.addEventListener("input", () => {
+      ui.formMessage.textContent = "";
+    });
     // The whole page accepts drops, so a near miss does not navigate away to the file.
     window.addEventListener("dragover", (event) => {
-      if (event.target === ui.urls) return;
+      if (isTextDropOnUrlBox(event)) return;
       event.preventDefault();
       if (hasFiles(event)) ui.dropZone.classList.add("dragging");
     });
@@ -560,5 +591,6 @@
   }
 
   wire();
+  offerCamera();
   loadModels();
 })();

@@ -1,0 +1,112 @@
+"""Headless Chromium against the real tier (a subprocess) and the real local backend.
+
+The backend and the tiers start once per module; each test gets a fresh browser context.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import Browser, Page, expect, sync_playwright
+
+from tests.support.backend import LocalBackend, start_local_backend
+from tests.support.imageserver import ImageServer
+from tests.support.tier import ROOT, TierProcess, start_tier
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
+]
+MODELS_DIR = ROOT / "build" / "models"
+ARTIFACTS = ROOT / "test-artifacts" / "browser"
+XSS = "<img src=x onerror=window.__xss=1>"
+
+# Runs before the page's own script: records CSP violations so a test can assert there are none.
+RECORD_CSP_VIOLATIONS = """
+window.__cspViolations = [];
+document.addEventListener("securitypolicyviolation", (event) => {
+  window.__cspViolations.push(event.violatedDirective + " " + event.blockedURI);
+});
+"""
+
+
+@pytest.fixture(scope="session", autouse=True)
+def patient_expectations() -> None:
+    """The first prediction warms the model up on 2 shared cores; allow more than the default 5 s."""
+    expect.set_options(timeout=20_000)
+
+
+@pytest.fixture(scope="module")
+def local_backend() -> Iterator[LocalBackend]:
+    config = MODELS_DIR / "models.config"
+    if not config.is_file():
+        subprocess.run([sys.executable, "-m", "modelbuild", "--out", str(MODELS_DIR)], cwd=ROOT, check=True)
+    backend = start_local_backend(model_config_file=config)
+    yield backend
+    backend.stop()
+
+
+@pytest.fixture(scope="module")
+def hostile_labels(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Labels for the tiny model (8 classes), every one carrying a script-injection attempt."""
+    path = tmp_path_factory.mktemp("labels") / "tiny-labels.txt"
+    path.write_text("".join(f"{XSS} {i}\n" for i in range(8)), encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="module")
+def tier_process(local_backend: LocalBackend, hostile_labels: Path) -> Iterator[TierProcess]:
+    """The dev configuration, with the tiny model's labels replaced by hostile ones."""
+    process = start_tier(local_backend.address, overrides=[f"models.tiny.postprocess.labels={hostile_labels}"])
+    yield process
+    process.stop()
+
+
+@pytest.fixture(scope="module")
+def empty_tier_process(local_backend: LocalBackend) -> Iterator[TierProcess]:
+    """A tier that serves no models at all."""
+    process = start_tier(local_backend.address, overrides=["models={}"])
+    yield process
+    process.stop()
+
+
+@pytest.fixture(scope="module")
+def image_server() -> Iterator[ImageServer]:
+    with ImageServer() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Browser]:
+    if not CHROMIUM.exists():
+        pytest.skip(f"{CHROMIUM} is missing; install it with `make browser`")
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield launched
+        launched.close()
+
+
+@pytest.fixture
+def page(browser: Browser) -> Iterator[Page]:
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    context.add_init_script(RECORD_CSP_VIOLATIONS)
+    opened = context.new_page()
+    yield opened
+    context.close()
+
+
+@pytest.fixture(scope="session")
+def artifacts() -> Path:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    return ARTIFACTS
