@@ -52,11 +52,11 @@ class Timing:
     warmup_s: float
     duration_s: float
     starts: int
-    latency_requests: int
+    latency_s: float
 
 
-FULL = Timing(warmup_s=3.0, duration_s=15.0, starts=5, latency_requests=400)
-QUICK = Timing(warmup_s=1.0, duration_s=4.0, starts=3, latency_requests=120)
+FULL = Timing(warmup_s=3.0, duration_s=15.0, starts=5, latency_s=8.0)
+QUICK = Timing(warmup_s=1.0, duration_s=4.0, starts=3, latency_s=3.0)
 
 
 @dataclass
@@ -284,7 +284,7 @@ def decode_resize_ms(h: Harness, repeat: int = 30) -> float:
 def scenario_latency(h: Harness) -> None:
     bodies = h.bodies("small1", h.workload.small, per_request=1)
     with h.contender("tier") as (_child, url):
-        result = h.load(url, bodies, concurrency=1, duration_s=60, requests=h.timing.latency_requests)
+        result = h.load(url, bodies, concurrency=1, duration_s=h.timing.latency_s)
     decode = decode_resize_ms(h)
     h.raw["latency"] = {"tier": result, "decode_resize_ms": decode}
     overhead = result["p50_ms"] - decode

@@ -17,7 +17,7 @@ from bench.images import make_workload
 from bench.profile import fold
 from bench.run import Harness, Row, Timing, table
 
-SMOKE = Timing(warmup_s=0.0, duration_s=30.0, starts=1, latency_requests=1)
+SMOKE = Timing(warmup_s=0.0, duration_s=30.0, starts=1, latency_s=1.0)
 
 
 @pytest.fixture(scope="module")
