@@ -162,7 +162,7 @@ class Pipeline:
         started: float,
     ) -> dict[str, Any]:
         good = [i for i, t in enumerate(tensors) if isinstance(t, np.ndarray)]
-        answered_version = ref.version
+        answered_version = None  # no item reached the backend: nothing answered
         items: list[dict[str, Any]] = [{"source": s.name} for s in sources]
         if good:
             batch = np.stack([t for t in tensors if isinstance(t, np.ndarray)])

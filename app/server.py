@@ -23,6 +23,7 @@ from app.tfserving import TFServingClient
 from handlers.base import NotFoundHandler
 from handlers.health import LivenessHandler, ReadinessHandler
 from handlers.models import ModelListHandler, ModelMetadataHandler, ModelStatusHandler
+from handlers.page import PageFileHandler
 from handlers.ports import RequestLimits
 from handlers.predict import PredictHandler
 from processing.image import DecodeLimits
@@ -107,7 +108,7 @@ def make_app(services: Services) -> tornado.web.Application:
     catalog = {"catalog": services.catalog}
     routes: list[Any] = [
         (rf"{MODEL}(?:/versions/([0-9]{{1,18}})|/labels/([^/:]+))?:predict", PredictHandler, predict),
-        (r"/v1/models/?", ModelListHandler, catalog),
+        (r"/v1/models/?", ModelListHandler, {**catalog, "limits": limits}),
         (rf"{MODEL}{VERSION}/metadata", ModelMetadataHandler, catalog),
         (rf"{MODEL}{VERSION}/?", ModelStatusHandler, catalog),
         (r"/healthz", LivenessHandler),
@@ -117,10 +118,10 @@ def make_app(services: Services) -> tornado.web.Application:
         routes += [
             (
                 r"/()",
-                tornado.web.StaticFileHandler,
+                PageFileHandler,
                 {"path": str(STATIC_DIR), "default_filename": "index.html"},
             ),
-            (r"/static/(.*)", tornado.web.StaticFileHandler, {"path": str(STATIC_DIR)}),
+            (r"/static/(.*)", PageFileHandler, {"path": str(STATIC_DIR)}),
         ]
     return tornado.web.Application(routes, default_handler_class=NotFoundHandler, xsrf_cookies=False)
 

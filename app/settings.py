@@ -19,6 +19,8 @@ from typing import Any, Literal, Union
 
 import yaml
 
+from processing.cv import BACKSTOP_MAX_PIXELS, BACKSTOP_MAX_SIDE
+
 ENV_PREFIX = "IMAGEGATE_"
 MIB = 1 << 20
 
@@ -256,6 +258,11 @@ def validate(settings: Settings) -> None:
     _positive(settings.fetch, "fetch", ("connect_timeout_s", "total_timeout_s", "max_bytes", "max_concurrent"))
     _positive(settings.fetch, "fetch", ("max_concurrent_per_request",))
     _positive(settings.decode, "decode", ("max_pixels", "max_side"))
+    if settings.decode.max_pixels > BACKSTOP_MAX_PIXELS or settings.decode.max_side > BACKSTOP_MAX_SIDE:
+        raise SettingsError(
+            f"decode: max_pixels must be at most {BACKSTOP_MAX_PIXELS} and max_side at most {BACKSTOP_MAX_SIDE} "
+            "(OpenCV's own backstop limits)"
+        )
     _positive(settings.backend, "backend", ("timeout_s",))
     if not 0 < settings.server.port < 65536 and settings.server.port != 0:
         raise SettingsError("server.port: must be from 0 to 65535")

@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 from handlers.base import BaseHandler
-from handlers.ports import ModelCatalog
+from handlers.ports import ModelCatalog, RequestLimits
 
 
 class ModelListHandler(BaseHandler):
-    """GET /v1/models: the models this tier serves, with what the browser page needs."""
+    """GET /v1/models: the models this tier serves and the request limits, what the browser page needs."""
 
-    def initialize(self, catalog: ModelCatalog) -> None:
+    def initialize(self, catalog: ModelCatalog, limits: RequestLimits) -> None:
         self.catalog = catalog
+        self.limits = limits
 
     def get(self) -> None:
-        self.write_json({"models": self.catalog.describe()})
+        limits = {"max_upload_bytes": self.limits.max_upload_bytes, "max_images_per_request": self.limits.max_images}
+        self.write_json({"models": self.catalog.describe(), "limits": limits})
 
 
 class ModelStatusHandler(BaseHandler):

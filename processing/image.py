@@ -87,10 +87,11 @@ def decode_image(data: bytes, limits: DecodeLimits, min_side: int = 0) -> np.nda
     header = read_header(data)
     check_dimensions(header, limits)
     buffer = np.frombuffer(data, dtype=np.uint8)
-    if header.format == "jpeg":
-        pixels = cv2.imdecode(buffer, _jpeg_flags(header, min_side))
-    else:
-        pixels = cv2.imdecode(buffer, cv2.IMREAD_UNCHANGED)
+    flags = _jpeg_flags(header, min_side) if header.format == "jpeg" else cv2.IMREAD_UNCHANGED
+    try:
+        pixels = cv2.imdecode(buffer, flags)
+    except cv2.error as exc:  # OpenCV's own limits (processing/cv.py) refuse by raising
+        raise ImageDecodeFailed(f"{header.format.upper()} image could not be decoded", log_message=str(exc)) from exc
     if pixels is None or pixels.size == 0:
         raise ImageDecodeFailed(f"{header.format.upper()} image is truncated or corrupt")
     return _to_rgb8(pixels)

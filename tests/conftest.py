@@ -87,4 +87,5 @@ def make_tier(io_loop: tornado.ioloop.IOLoop, backend: LocalBackend) -> Iterator
 
 @pytest.fixture
 def tier(io_loop: tornado.ioloop.IOLoop, make_tier: TierFactory) -> Tier:
-    return io_loop.run_sync(make_tier)
+    started: Tier = io_loop.run_sync(make_tier)
+    return started

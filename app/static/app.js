@@ -6,7 +6,7 @@
 "use strict";
 
 (() => {
-  const MAX_UPLOAD_BYTES = 20 * 1024 * 1024; // the server's default server.max_upload_bytes
+  let MAX_UPLOAD_BYTES = 20 * 1024 * 1024; // the server's default; replaced by GET /v1/models's limits
   const MAX_IN_FLIGHT = 4; // requests at a time; each upload is its own request
   const URLS_PER_REQUEST = 4; // small groups, so results arrive steadily
   const MAX_RETRIES = 2; // for 503 answers that carry Retry-After
@@ -125,6 +125,8 @@
       const { response, body } = await requestJson("v1/models");
       if (!response.ok) throw errorFromBody(response, body);
       const list = body && Array.isArray(body.models) ? body.models : [];
+      const limit = body && body.limits ? body.limits.max_upload_bytes : undefined;
+      if (Number.isSafeInteger(limit) && limit > 0) MAX_UPLOAD_BYTES = limit;
       models = list.filter((m) => m && typeof m.name === "string" && m.name);
     } catch (error) {
       showNoModels(`Could not load the list of models: ${error.message || error} Reload the page to try again.`);

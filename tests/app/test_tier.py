@@ -278,9 +278,10 @@ async def test_backend_down_is_503_fast_and_readyz_follows(make_tier: TierFactor
         assert code == 503 and ready["ready"] is False
         assert ready["models"]["tiny"] == "backend_unavailable"
         own = start_local_backend(model_config_file=models_dir / "models.config", port=own.port)
-        deadline = time.monotonic() + 10  # the channel reconnects after its backoff (at most 1 s)
-        while (code := (await get_json(tier, "/readyz"))[0]) != 200 and time.monotonic() < deadline:
-            await asyncio.sleep(0.1)  # polling a condition with a deadline
+        # A probe polls; so does this, with a deadline (the channel reconnects after its backoff, at most 1 s).
+        deadline = time.monotonic() + 10
+        while (code := (await get_json(tier, "/readyz"))[0]) != 200 and time.monotonic() < deadline:  # noqa: ASYNC110
+            await asyncio.sleep(0.1)
         assert code == 200
     finally:
         own.stop()
@@ -315,3 +316,14 @@ def test_tier_process_does_not_load_tensorflow(backend: LocalBackend) -> None:
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stderr
     assert "no-tensorflow" in result.stdout
+
+
+@pytest.mark.gen_test(timeout=30)
+async def test_page_headers_and_no_cors(tier: Tier) -> None:
+    page = await AsyncHTTPClient().fetch(tier.url("/"))
+    assert b"<html" in page.body
+    assert "frame-ancestors 'none'" in page.headers["Content-Security-Policy"]
+    assert page.headers["X-Content-Type-Options"] == "nosniff"
+    api = await AsyncHTTPClient().fetch(tier.url("/v1/models"), headers={"Origin": "http://evil.example"})
+    assert "Access-Control-Allow-Origin" not in api.headers
+    assert json.loads(api.body)["limits"] == {"max_upload_bytes": 20 << 20, "max_images_per_request": 32}

@@ -159,10 +159,6 @@ def test_opencv_refuses_huge_images_itself_once_processing_cv_has_set_its_limits
     assert run_probe("import cv2") == ["decoded", "decoded"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="processing/image.py lets cv2.error from OpenCV's backstop escape decode_image (a 500, not an item error)",
-)
 def test_when_the_backstop_refuses_the_item_fails_not_the_request() -> None:
     """Caps configured above the backstop (decode.max_pixels=100000000): OpenCV refuses; that is an ItemError."""
     then = """
