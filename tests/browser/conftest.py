@@ -5,15 +5,13 @@ The backend and the tiers start once per module; each test gets a fresh browser 
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
-from tests.support.backend import LocalBackend, start_local_backend
+from tests.support.backend import LocalBackend
 from tests.support.imageserver import ImageServer
 from tests.support.tier import ROOT, TierProcess, start_tier
 
@@ -48,13 +46,9 @@ def patient_expectations() -> None:
 
 
 @pytest.fixture(scope="module")
-def local_backend() -> Iterator[LocalBackend]:
-    config = MODELS_DIR / "models.config"
-    if not config.is_file():
-        subprocess.run([sys.executable, "-m", "modelbuild", "--out", str(MODELS_DIR)], cwd=ROOT, check=True)
-    backend = start_local_backend(model_config_file=config)
-    yield backend
-    backend.stop()
+def local_backend(backend: LocalBackend) -> LocalBackend:
+    """The session's local backend (tests/conftest.py)."""
+    return backend
 
 
 @pytest.fixture(scope="module")
@@ -87,10 +81,12 @@ def image_server() -> Iterator[ImageServer]:
         yield server
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
+    """Module-scoped: Playwright's sync API keeps an event loop running until it stops, which
+    would break the asyncio tests collected after this module."""
     if not CHROMIUM.exists():
-        pytest.skip(f"{CHROMIUM} is missing; install it with `make browser`")
+        pytest.fail(f"{CHROMIUM} is missing; install it with `make browser`")
     with sync_playwright() as playwright:
         launched = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         yield launched
