@@ -26,7 +26,6 @@ CHROMIUM_ARGS = [
     "--no-first-run",
     "--disable-quic",
 ]
-MODELS_DIR = ROOT / "build" / "models"
 ARTIFACTS = ROOT / "test-artifacts" / "browser"
 XSS = "<img src=x onerror=window.__xss=1>"
 
