@@ -2,14 +2,19 @@
 
     python -m bench.backend_latency [--models build/models] [--model mobilenet_v2] [--iterations 300]
 
-Runs one after the other, never side by side, so neither steals the other's CPU:
+Three measurements, one after the other, never side by side, so none steals another's CPU:
 
-1. a child process that loads the SavedModel with TensorFlow and times its serving signature called
-   directly (``signature(images=tf.constant(x))`` then ``.numpy()``), at batch 1 and 32;
-2. ``python -m localserving`` serving the same model, timed from this process (which never imports
-   TensorFlow) over gRPC: build the PredictRequest (tensor_content), call, decode the answer.
+1. a child process loads the SavedModel with TensorFlow and times its serving signature called directly
+   (``signature(images=tf.constant(x))`` then ``.numpy()``), at batch 1 and 32;
+2. ``python -m localserving`` serves the same model; this process (which never imports TensorFlow) times
+   Predict over gRPC as the tier would: build the PredictRequest (tensor_content), call, decode the answer;
+3. the same calls against a plain gRPC server set up like localserving (gRPC options, malloc tuning) that
+   parses the request and returns a canned answer of the same size: what moving these bytes through
+   Python gRPC costs at all.
 
-The gRPC overhead is the difference of the two medians at batch 1.
+The overhead of (2) over (1) is reported per request, as the client's time minus the signature's run time
+inside the server (localserving sends it back as trailing metadata), which does not drift with the machine's
+load the way two separate runs do; the difference of the two medians is shown too.
 """
 
 from __future__ import annotations
@@ -17,20 +22,26 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import statistics
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
-READY_PREFIX = "localserving: ready on "
+ADDRESS = re.compile(r" on (127\.0\.0\.1:\d+)")
+RUN_SECONDS_KEY = "localserving-run-seconds"
 BATCH_SIZES = (1, 32)
 INPUT_SHAPE = (224, 224, 3)
+OUTPUT_WIDTH = 1000
+
+Results = dict[str, dict[str, float]]
 
 
 def percentiles(samples: Sequence[float]) -> dict[str, float]:
@@ -41,15 +52,19 @@ def percentiles(samples: Sequence[float]) -> dict[str, float]:
     }
 
 
-def time_calls(call: Callable[[], object], iterations: int, warmup: int) -> dict[str, float]:
+def time_calls(call: Callable[[], float], iterations: int, warmup: int = 5) -> dict[str, float]:
+    """Percentiles of each call's wall time, and of that time minus what the call returns (its inner time)."""
     for _ in range(warmup):
         call()
-    samples = []
+    samples, outer = [], []
     for _ in range(iterations):
         started = time.perf_counter()
-        call()
-        samples.append(time.perf_counter() - started)
-    return percentiles(samples)
+        inner = call()
+        elapsed = time.perf_counter() - started
+        samples.append(elapsed)
+        outer.append(elapsed - inner)
+    overhead = percentiles(outer)
+    return percentiles(samples) | {"overhead_p50_ms": overhead["p50_ms"], "overhead_p90_ms": overhead["p90_ms"]}
 
 
 def images(batch: int) -> np.ndarray[Any, np.dtype[np.float32]]:
@@ -60,23 +75,20 @@ def iterations_for(batch: int, iterations: int) -> int:
     return iterations if batch == 1 else max(10, iterations // 10)
 
 
-def in_process(version_dir: Path, signature: str, iterations: int) -> dict[str, dict[str, float]]:
+def in_process(version_dir: Path, signature: str, iterations: int) -> Results:
     """Child mode: time the SavedModel's signature called directly (this process imports TensorFlow)."""
     import tensorflow as tf
 
     function = tf.saved_model.load(str(version_dir)).signatures[signature]
-    results = {}
-    for batch in BATCH_SIZES:
-        tensor = images(batch)
 
-        def call(x: np.ndarray[Any, Any] = tensor) -> object:
-            return {name: value.numpy() for name, value in function(images=tf.constant(x)).items()}
+    def call(x: np.ndarray[Any, Any]) -> float:
+        _outputs = {name: value.numpy() for name, value in function(images=tf.constant(x)).items()}
+        return 0.0
 
-        results[str(batch)] = time_calls(call, iterations_for(batch, iterations), warmup=5)
-    return results
+    return {str(b): time_calls(partial(call, images(b)), iterations_for(b, iterations)) for b in BATCH_SIZES}
 
 
-def over_grpc(address: str, model: str, signature: str, iterations: int) -> dict[str, dict[str, float]]:
+def over_grpc(address: str, model: str, signature: str, iterations: int) -> Results:
     """Time Predict from this process, as the tier would call it."""
     import grpc
 
@@ -85,65 +97,108 @@ def over_grpc(address: str, model: str, signature: str, iterations: int) -> dict
     options = [("grpc.max_receive_message_length", -1), ("grpc.max_send_message_length", -1)]
     channel = grpc.insecure_channel(address, options=options)
     stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
-    results = {}
-    for batch in BATCH_SIZES:
-        tensor = images(batch)
 
-        def call(x: np.ndarray[Any, Any] = tensor) -> object:
-            request = predict_pb2.PredictRequest()
-            request.model_spec.name = model
-            request.model_spec.signature_name = signature
-            proto = request.inputs["images"]
-            proto.dtype = types_pb2.DT_FLOAT
-            for size in x.shape:
-                proto.tensor_shape.dim.add().size = size
-            proto.tensor_content = x.tobytes()
-            response = stub.Predict(request, timeout=60)
-            return {name: np.frombuffer(out.tensor_content, np.float32) for name, out in response.outputs.items()}
+    def call(x: np.ndarray[Any, Any]) -> float:
+        request = predict_pb2.PredictRequest()
+        request.model_spec.name = model
+        request.model_spec.signature_name = signature
+        proto = request.inputs["images"]
+        proto.dtype = types_pb2.DT_FLOAT
+        for size in x.shape:
+            proto.tensor_shape.dim.add().size = size
+        proto.tensor_content = x.tobytes()
+        response, rpc = stub.Predict.with_call(request, timeout=60)
+        _outputs = {name: np.frombuffer(out.tensor_content, np.float32) for name, out in response.outputs.items()}
+        return float(dict(rpc.trailing_metadata()).get(RUN_SECONDS_KEY, 0.0))
 
-        results[str(batch)] = time_calls(call, iterations_for(batch, iterations), warmup=5)
-    channel.close()
-    return results
+    try:
+        return {str(b): time_calls(partial(call, images(b)), iterations_for(b, iterations)) for b in BATCH_SIZES}
+    finally:
+        channel.close()
 
 
-def run_in_process_child(version_dir: Path, signature: str, iterations: int) -> dict[str, dict[str, float]]:
-    command = [sys.executable, "-m", "bench.backend_latency", "--child", str(version_dir)]
+def serve_canned_answers() -> None:
+    """Child mode: localserving's gRPC setup, parsing each request, answering zeros of the right size."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import grpc
+
+    from app.protos import predict_pb2, types_pb2
+    from localserving.memory import keep_freed_memory
+    from localserving.transport import GRPC_OPTIONS, HOST
+
+    keep_freed_memory()
+
+    def predict(request: Any, context: Any) -> Any:
+        images = request.inputs["images"]
+        batch = images.tensor_shape.dim[0].size
+        np.frombuffer(images.tensor_content, np.float32)
+        response = predict_pb2.PredictResponse()
+        output = response.outputs["probabilities"]
+        output.dtype = types_pb2.DT_FLOAT
+        output.tensor_shape.dim.add().size = batch
+        output.tensor_shape.dim.add().size = OUTPUT_WIDTH
+        output.tensor_content = np.zeros((batch, OUTPUT_WIDTH), np.float32).tobytes()
+        return response
+
+    server = grpc.server(ThreadPoolExecutor(64), options=GRPC_OPTIONS)
+    handler = grpc.unary_unary_rpc_method_handler(
+        predict,
+        request_deserializer=predict_pb2.PredictRequest.FromString,
+        response_serializer=lambda response: response.SerializeToString(),
+    )
+    service = grpc.method_handlers_generic_handler("tensorflow.serving.PredictionService", {"Predict": handler})
+    server.add_generic_rpc_handlers((service,))
+    port = server.add_insecure_port(f"{HOST}:0")
+    server.start()
+    print(f"canned answers on {HOST}:{port}", flush=True)
+    server.wait_for_termination()
+
+
+def run_in_process_child(version_dir: Path, signature: str, iterations: int) -> Results:
+    command = [sys.executable, "-m", "bench.backend_latency", "--in-process", str(version_dir)]
     command += ["--signature", signature, "--iterations", str(iterations)]
     done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         raise SystemExit(f"in-process child failed:\n{done.stderr[-3000:]}")
-    result: dict[str, dict[str, float]] = json.loads(done.stdout.strip().splitlines()[-1])
+    result: Results = json.loads(done.stdout.strip().splitlines()[-1])
     return result
 
 
-def with_local_backend(model: str, base_path: Path, measure: Callable[[str], Any]) -> Any:
-    command = [sys.executable, "-m", "localserving", "--port", "0", "--model_name", model]
-    command += ["--model_base_path", str(base_path)]
+def with_server(command: Sequence[str], measure: Callable[[str], Results]) -> Results:
+    """Start a server process, measure against the address of its first line, stop it."""
     proc = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     try:
         assert proc.stdout is not None
-        line = proc.stdout.readline()
-        if not line.startswith(READY_PREFIX):
-            raise SystemExit(f"localserving did not start (exit code {proc.wait()})")
-        return measure(line.removeprefix(READY_PREFIX).split()[0])
+        found = ADDRESS.search(proc.stdout.readline())
+        if found is None:
+            raise SystemExit(f"{' '.join(command)} did not start (exit code {proc.wait()})")
+        return measure(found.group(1))
     finally:
         proc.terminate()
         proc.wait(timeout=30)
 
 
-def report(model: str, direct: dict[str, dict[str, float]], grpc_: dict[str, dict[str, float]]) -> str:
+def report(model: str, direct: Results, served: Results, floor: Results) -> str:
     load = ", ".join(f"{value:.1f}" for value in os.getloadavg())
     lines = [
         f"{model}: Predict latency, {os.cpu_count()} CPUs, load average {load}",
-        f"{'path':<36}{'batch':>6}{'p50 ms':>10}{'p90 ms':>10}",
+        f"{'':<48}{'batch':>6}{'p50 ms':>9}{'p90 ms':>9}",
     ]
     for batch in map(str, BATCH_SIZES):
-        for name, results in (("in-process SavedModel signature", direct), ("gRPC Predict via localserving", grpc_)):
-            row = results[batch]
-            lines.append(f"{name:<36}{batch:>6}{row['p50_ms']:>10.2f}{row['p90_ms']:>10.2f}")
-    for batch in map(str, BATCH_SIZES):
-        overhead = grpc_[batch]["p50_ms"] - direct[batch]["p50_ms"]
-        lines.append(f"gRPC overhead at batch {batch} (p50 difference): {overhead:+.2f} ms")
+        rows: list[tuple[str, float, float | None]] = [
+            ("signature called in-process (own process)", direct[batch]["p50_ms"], direct[batch]["p90_ms"]),
+            ("Predict over gRPC to localserving", served[batch]["p50_ms"], served[batch]["p90_ms"]),
+            (
+                "  gRPC overhead per request (client - run)",
+                served[batch]["overhead_p50_ms"],
+                served[batch]["overhead_p90_ms"],
+            ),
+            ("  gRPC overhead as a difference of p50s", served[batch]["p50_ms"] - direct[batch]["p50_ms"], None),
+            ("Python gRPC alone, canned answer (no TF)", floor[batch]["p50_ms"], floor[batch]["p90_ms"]),
+        ]
+        for name, p50, p90 in rows:
+            lines.append(f"{name:<48}{batch:>6}{p50:>9.2f}" + ("" if p90 is None else f"{p90:>9.2f}"))
     return "\n".join(lines)
 
 
@@ -153,20 +208,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--model", default="mobilenet_v2")
     parser.add_argument("--signature", default="serving_default")
     parser.add_argument("--iterations", type=int, default=300, help="timed calls at batch 1 (a tenth at 32)")
-    parser.add_argument("--child", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--in-process", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--canned-server", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if args.child is not None:
-        print(json.dumps(in_process(args.child, args.signature, args.iterations)))
+    if args.in_process is not None:
+        print(json.dumps(in_process(args.in_process, args.signature, args.iterations)))
+        return 0
+    if args.canned_server:
+        serve_canned_answers()
         return 0
     base_path = args.models / args.model
     versions = sorted((int(p.name) for p in base_path.iterdir() if p.name.isdigit()), reverse=True)
     if not versions:
         raise SystemExit(f"no versions under {base_path}: run `make models` first")
+
+    def measure(address: str) -> Results:
+        return over_grpc(address, args.model, args.signature, args.iterations)
+
     direct = run_in_process_child(base_path / str(versions[0]), args.signature, args.iterations)
-    served = with_local_backend(
-        args.model, base_path, lambda address: over_grpc(address, args.model, args.signature, args.iterations)
-    )
-    print(report(args.model, direct, served))
+    localserving = [sys.executable, "-m", "localserving", "--port=0", f"--model_name={args.model}"]
+    served = with_server([*localserving, f"--model_base_path={base_path}"], measure)
+    floor = with_server([sys.executable, "-m", "bench.backend_latency", "--canned-server"], measure)
+    print(report(args.model, direct, served, floor))
     return 0
 
 

@@ -18,6 +18,7 @@ from localserving.config import (
     load_model_config_file,
     single_model_config,
 )
+from localserving.memory import keep_freed_memory
 from localserving.models import nothing_to_serve, versions_on_disk
 from localserving.signals import StopSignal
 
@@ -33,6 +34,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"localserving: error: {exc}", file=sys.stderr)
         return 2
+    keep_freed_memory()  # before TensorFlow and the first request allocate anything big
     from localserving import server  # imports TensorFlow: seconds
 
     try:

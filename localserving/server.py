@@ -18,18 +18,11 @@ from localserving.models import ModelSet, ServedModel, VersionPoller, nothing_to
 from localserving.servable import load_servable
 from localserving.service import BatchingRunner, Runner, add_services, run_directly
 from localserving.signals import StopSignal
+from localserving.transport import GRPC_OPTIONS, HOST
 
 log = logging.getLogger("localserving")
 
 READY_PREFIX = "localserving: ready on "
-HOST = "127.0.0.1"
-GRPC_OPTIONS = (
-    # TF Serving takes messages of any size; a batch of 32 224x224 float images is 19 MB.
-    ("grpc.max_receive_message_length", -1),
-    ("grpc.max_send_message_length", -1),
-    # grpc enables SO_REUSEPORT by default, which would let two servers share a port silently.
-    ("grpc.so_reuseport", 0),
-)
 STOP_GRACE_SECONDS = 5.0
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import logging
+import time
 from collections.abc import Callable, Hashable, Mapping
 from typing import Any, NoReturn, Protocol
 
@@ -23,6 +24,10 @@ from localserving.tensors import Array, fill_tensor_proto, to_array
 log = logging.getLogger("localserving")
 
 SIGNATURE_DEF = "signature_def"
+# Trailing metadata on each Predict answer: seconds spent running the signature (and, with batching, waiting
+# for the batch). Not part of TF Serving's API; clients ignore it. The latency benchmark subtracts it from the
+# client's time to get the gRPC overhead per request.
+RUN_SECONDS_KEY = "localserving-run-seconds"
 
 
 class Runner(Protocol):
@@ -87,18 +92,20 @@ class PredictionService:
         self._run = run
 
     def predict(self, request: Any, context: Any) -> Any:
-        return _answer(context, "Predict", lambda: self._predict(request, context.time_remaining()))
+        return _answer(context, "Predict", lambda: self._predict(request, context))
 
     def get_model_metadata(self, request: Any, context: Any) -> Any:
         return _answer(context, "GetModelMetadata", lambda: self._get_model_metadata(request))
 
-    def _predict(self, request: Any, timeout: float | None) -> Any:
+    def _predict(self, request: Any, context: Any) -> Any:
         servable = self._models.resolve(_model_spec(request))
         signature = servable.signature(request.model_spec.signature_name)
         inputs = {name: to_array(proto, name) for name, proto in request.inputs.items()}
         signature.spec.check_inputs(inputs)
         aliases = signature.spec.select_outputs(request.output_filter)
-        outputs = self._run(servable, signature, inputs, timeout)
+        started = time.perf_counter()
+        outputs = self._run(servable, signature, inputs, context.time_remaining())
+        context.set_trailing_metadata(((RUN_SECONDS_KEY, f"{time.perf_counter() - started:.6f}"),))
         response = predict_pb2.PredictResponse()
         _describe(response.model_spec, servable, signature.spec.name)
         for alias in aliases:
