@@ -219,7 +219,7 @@ def scenario_throughput(h: Harness) -> None:
         "1 throughput, 4 x 640x480 per request, c=16",
         ">= 2.5x better baseline's images/s",
         f"tier {tier['images_per_s']:.0f} img/s vs {CONTENDER_NAMES[best]} {base['images_per_s']:.0f} "
-        f"(other {results[_other(best)]['images_per_s']:.0f})",
+        f"(other {results[_other(best)]['images_per_s']:.0f}); {_cpu_text(results)}",
         f"{ratio:.2f}x",
         _verdict(ratio >= 2.5),
     )
@@ -231,6 +231,11 @@ def scenario_throughput(h: Harness) -> None:
         f"{p99_ratio:.2f}x",
         _verdict(p99_ratio <= 0.5),
     )
+
+
+def _cpu_text(results: dict[str, dict[str, Any]]) -> str:
+    costs = ", ".join(f"{k} {results[k]['cpu_ms_per_image']:.1f}" for k in CONTENDERS)
+    return f"server CPU ms per image: {costs}"
 
 
 def _other(kind: str) -> str:
@@ -253,7 +258,8 @@ def scenario_large(h: Harness) -> None:
         "2 throughput, 1 x 12 MP per request, c=8",
         ">= 3x better baseline's images/s",
         f"tier {tier['images_per_s']:.1f} img/s vs {CONTENDER_NAMES[best]} {base['images_per_s']:.1f} "
-        f"(other {results[_other(best)]['images_per_s']:.1f}); p99 {tier['p99_ms']:.0f} vs {base['p99_ms']:.0f} ms",
+        f"(other {results[_other(best)]['images_per_s']:.1f}); p99 {tier['p99_ms']:.0f} vs {base['p99_ms']:.0f} ms; "
+        f"{_cpu_text(results)}",
         f"{ratio:.2f}x",
         _verdict(ratio >= 3.0),
     )
@@ -378,7 +384,10 @@ def scenario_batching(h: Harness) -> None:
         for name, sets in batching.items():
             child, url = h.start_tier(config, sets, model="mobilenet_v2")
             try:
+                cpu = procs.cpu_seconds(child.pid) + procs.cpu_seconds(backend.proc.pid)
                 results[name] = h.load(url, bodies, concurrency=32)
+                cpu = procs.cpu_seconds(child.pid) + procs.cpu_seconds(backend.proc.pid) - cpu
+                results[name]["cpu_ms_per_image"] = _cpu_per_image(cpu, results[name])
             finally:
                 child.stop()
             print(f"    batching {name}: {_summary(results[name])}", flush=True)
@@ -390,7 +399,9 @@ def scenario_batching(h: Harness) -> None:
         "6 micro-batching, mobilenet_v2 on localserving, 1 image, c=32",
         ">= 1.5x images/s on vs off",
         f"on {results['on']['images_per_s']:.1f} img/s (p99 {results['on']['p99_ms']:.0f} ms) vs off "
-        f"{results['off']['images_per_s']:.1f} (p99 {results['off']['p99_ms']:.0f} ms); {' '.join(BATCHING_ON)}",
+        f"{results['off']['images_per_s']:.1f} (p99 {results['off']['p99_ms']:.0f} ms); CPU per image, tier + "
+        f"backend: on {results['on']['cpu_ms_per_image']:.1f} ms vs off {results['off']['cpu_ms_per_image']:.1f} ms; "
+        f"{' '.join(s.rpartition('.')[2] for s in BATCHING_ON)}",
         f"{ratio:.2f}x",
         _verdict(ratio >= 1.5),
     )

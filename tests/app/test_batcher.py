@@ -29,10 +29,10 @@ TIMEOUT = 30.0
 
 
 @pytest.fixture
-def fake(io_loop: tornado.ioloop.IOLoop) -> Iterator[FakeBackend]:
-    backend = io_loop.run_sync(lambda: start_fake_backend([FakeModel("tiny", 8)]))
+def fake() -> Iterator[FakeBackend]:
+    backend = start_fake_backend([FakeModel("tiny", 8)])
     yield backend
-    io_loop.run_sync(backend.stop)
+    backend.stop()
 
 
 @pytest.fixture
