@@ -56,6 +56,7 @@ def parse_options(argv: Sequence[str] | None = None) -> ServerOptions:
         poll_wait_seconds=_poll_wait(args.file_system_poll_wait_seconds),
         batching=_batching(args),
         grpc_max_threads=_checked(args.grpc_max_threads, "--grpc_max_threads", 1, 10_000),
+        typed_field_answers=args.predict_response_tensor_serialization == "fields",
     )
 
 
@@ -98,6 +99,12 @@ def _parser() -> argparse.ArgumentParser:
     add("--batching_parameters_file", type=Path, help="BatchingParameters in protobuf text format")
     add(LABELS_FLAG, type=_flag_bool, nargs="?", const=True, default=False)
     add("--grpc_max_threads", type=int, default=64, help="threads answering gRPC calls (default 64)")
+    add(
+        "--predict_response_tensor_serialization",
+        choices=("content", "fields"),
+        default="content",
+        help="Predict outputs in tensor_content (default) or in the typed *_val fields, as TF Serving does",
+    )
     return parser
 
 

@@ -71,6 +71,7 @@ class ServerOptions:
     poll_wait_seconds: float = 1.0
     batching: BatchingOptions | None = None
     grpc_max_threads: int = 64
+    typed_field_answers: bool = False
 
 
 def single_model_config(name: str, base_path: str) -> ModelConfig:

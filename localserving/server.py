@@ -74,7 +74,7 @@ def load_models(configs: Sequence[ModelConfig], stop: StopSignal) -> ModelSet:
 def _start_server(options: ServerOptions, models: ModelSet, run: Runner) -> tuple[Any, int]:
     executor = ThreadPoolExecutor(options.grpc_max_threads, thread_name_prefix="localserving-grpc")
     server = grpc.server(executor, options=GRPC_OPTIONS)
-    add_services(server, models, run)
+    add_services(server, models, run, options.typed_field_answers)
     address = f"{HOST}:{options.port}"
     try:
         port = int(server.add_insecure_port(address))

@@ -60,9 +60,9 @@ class BatchingRunner:
             raise DeadlineExceeded("the deadline passed while the request waited for its batch") from None
 
 
-def add_services(server: Any, models: ModelSet, run: Runner) -> None:
+def add_services(server: Any, models: ModelSet, run: Runner, typed_fields: bool = False) -> None:
     """Register the PredictionService and ModelService methods on grpc ``server``."""
-    prediction = PredictionService(models, run)
+    prediction = PredictionService(models, run, typed_fields)
     server.add_generic_rpc_handlers(
         (
             grpc.method_handlers_generic_handler(
@@ -87,9 +87,10 @@ def add_services(server: Any, models: ModelSet, run: Runner) -> None:
 
 
 class PredictionService:
-    def __init__(self, models: ModelSet, run: Runner) -> None:
+    def __init__(self, models: ModelSet, run: Runner, typed_fields: bool = False) -> None:
         self._models = models
         self._run = run
+        self._typed_fields = typed_fields
 
     def predict(self, request: Any, context: Any) -> Any:
         return _answer(context, "Predict", lambda: self._predict(request, context))
@@ -109,7 +110,7 @@ class PredictionService:
         response = predict_pb2.PredictResponse()
         _describe(response.model_spec, servable, signature.spec.name)
         for alias in aliases:
-            fill_tensor_proto(response.outputs[alias], outputs[alias])
+            fill_tensor_proto(response.outputs[alias], outputs[alias], self._typed_fields)
         return response
 
     def _get_model_metadata(self, request: Any) -> Any:

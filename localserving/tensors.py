@@ -82,8 +82,9 @@ def to_array(proto: Any, name: str) -> Array:
     return _from_typed_field(proto, dtype, shape, name)
 
 
-def fill_tensor_proto(proto: Any, array: Array) -> None:
-    """Write ``array`` into the empty TensorProto ``proto`` (tensor_content, or string_val for strings)."""
+def fill_tensor_proto(proto: Any, array: Array, typed_fields: bool = False) -> None:
+    """Write ``array`` into the empty TensorProto ``proto``: as tensor_content (string_val for strings), or,
+    with ``typed_fields``, in its typed ``*_val`` field, which is how TF Serving answers by default."""
     dtype = BY_NUMPY.get(array.dtype)
     if dtype is None:
         raise Internal(f"the model returned a tensor of numpy dtype {array.dtype}, which has no TF DataType")
@@ -93,6 +94,8 @@ def fill_tensor_proto(proto: Any, array: Array) -> None:
         dims.add().size = size
     if dtype is STRING:
         proto.string_val.extend(_as_bytes(value) for value in array.ravel().tolist())
+    elif typed_fields:
+        getattr(proto, dtype.field).extend(_field_values(array.ravel(), dtype))
     else:
         proto.tensor_content = np.ascontiguousarray(array).tobytes()
 
@@ -146,6 +149,15 @@ def _typed_values(field: Any, dtype: DType, name: str) -> Array:
             raise InvalidArgument(f"tensor parsing error: {name}: {dtype.field} needs (real, imaginary) pairs")
         return raw.view(dtype.numpy)
     return raw.astype(dtype.numpy, copy=False)
+
+
+def _field_values(flat: Array, dtype: DType) -> list[Any]:
+    """The values to put in ``dtype.field``: bit patterns for half_val, (real, imaginary) pairs for complex."""
+    if dtype.field == "half_val":
+        return list(flat.view(np.uint16).astype(np.int32).tolist())
+    if dtype.field in ("scomplex_val", "dcomplex_val"):
+        return list(flat.view(_FIELD_STORAGE[dtype.field]).tolist())
+    return list(flat.tolist())
 
 
 def _as_bytes(value: object) -> bytes:

@@ -107,7 +107,8 @@ def _served(root: Path, store: Path) -> Served:
 
 
 def _batching(root: Path, store: Path) -> Served:
-    """``--enable_batching`` with max_batch_size 4, a long batch timeout and room for one batch per queue."""
+    """``--enable_batching`` with max_batch_size 4, a long batch timeout and room for one batch per queue;
+    it also answers in the typed ``*_val`` fields, as TF Serving does by default."""
     parameters = root / "batching.txt"
     parameters.write_text(BATCHING_PARAMETERS)
     blocks = [
@@ -117,7 +118,7 @@ def _batching(root: Path, store: Path) -> Served:
     if (BUILD_MODELS / "models.config").is_file():
         blocks += [model_block(name, BUILD_MODELS / name) for name in ("mobilenet_v2", "tiny")]
     batching_args = ["--enable_batching", f"--batching_parameters_file={parameters}"]
-    return _serve(root, store, blocks, [POLL_FAST, *batching_args])
+    return _serve(root, store, blocks, [POLL_FAST, *batching_args, "--predict_response_tensor_serialization=fields"])
 
 
 @pytest.fixture(scope="session")

@@ -32,6 +32,14 @@ NUMPY_BY_ENUM: dict[int, np.dtype[Any]] = {
     types_pb2.DT_BOOL: np.dtype(np.bool_),
 }
 ENUM_BY_NUMPY = {dtype: enum for enum, dtype in NUMPY_BY_ENUM.items()}
+TYPED_FIELD = {
+    types_pb2.DT_FLOAT: "float_val",
+    types_pb2.DT_DOUBLE: "double_val",
+    types_pb2.DT_INT32: "int_val",
+    types_pb2.DT_INT64: "int64_val",
+    types_pb2.DT_UINT8: "int_val",
+    types_pb2.DT_BOOL: "bool_val",
+}
 
 AVAILABLE = get_model_status_pb2.ModelVersionStatus.AVAILABLE
 END = get_model_status_pb2.ModelVersionStatus.END
@@ -50,11 +58,14 @@ def tensor_proto(array: Array) -> Any:
 
 
 def to_numpy(proto: Any) -> Array:
-    """Decode a response TensorProto (localserving answers with tensor_content)."""
+    """Decode a response TensorProto: tensor_content, or the typed field with every value present."""
     shape = [dim.size for dim in proto.tensor_shape.dim]
     if proto.dtype == types_pb2.DT_STRING:
         return np.array(list(proto.string_val), dtype=object).reshape(shape)
-    return np.frombuffer(proto.tensor_content, dtype=NUMPY_BY_ENUM[proto.dtype]).reshape(shape)
+    dtype = NUMPY_BY_ENUM[proto.dtype]
+    if proto.tensor_content:
+        return np.frombuffer(proto.tensor_content, dtype=dtype).reshape(shape)
+    return np.array(getattr(proto, TYPED_FIELD[proto.dtype]), dtype=dtype).reshape(shape)
 
 
 def predict_request(

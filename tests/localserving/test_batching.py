@@ -72,9 +72,11 @@ def test_concurrent_requests_are_merged_and_each_gets_its_own_rows(batching: Ser
 
 
 def test_a_request_of_max_batch_size_runs_at_once(batching: Served) -> None:
-    outputs, elapsed = timed(lambda: batching.client.outputs("affine", {"x": rows(4)}))
+    response, elapsed = timed(lambda: batching.client.predict(predict_request("affine", {"x": rows(4)})))
     assert elapsed < FAST
-    np.testing.assert_array_equal(outputs["y"], affine(rows(4), 3))
+    y = response.outputs["y"]
+    assert not y.tensor_content and len(y.float_val) == 12  # --predict_response_tensor_serialization=fields
+    np.testing.assert_array_equal(to_numpy(y), affine(rows(4), 3))
 
 
 @pytest.mark.parametrize(

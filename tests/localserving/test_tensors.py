@@ -20,9 +20,10 @@ def proto(dtype: int, shape: list[int], **fields: Any) -> Any:
     return tensor
 
 
-def roundtrip(array: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+def roundtrip(array: np.ndarray[Any, Any], typed_fields: bool) -> np.ndarray[Any, Any]:
     tensor = tensor_pb2.TensorProto()
-    fill_tensor_proto(tensor, array)
+    fill_tensor_proto(tensor, array, typed_fields)
+    assert bool(tensor.tensor_content) == (not typed_fields and array.dtype != object and array.size > 0)
     return to_array(tensor, "t")
 
 
@@ -42,8 +43,9 @@ def roundtrip(array: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
     ],
     ids=lambda a: f"{a.dtype}{list(a.shape)}",
 )
-def test_answers_round_trip(array: np.ndarray[Any, Any]) -> None:
-    back = roundtrip(array)
+@pytest.mark.parametrize("typed_fields", [False, True], ids=["tensor_content", "typed-fields"])
+def test_answers_round_trip(array: np.ndarray[Any, Any], typed_fields: bool) -> None:
+    back = roundtrip(array, typed_fields)
     assert back.dtype == array.dtype and back.shape == array.shape
     np.testing.assert_array_equal(back, array)
 
