@@ -2,19 +2,17 @@
 
     python -m bench.backend_latency [--models build/models] [--model mobilenet_v2] [--iterations 300]
 
-Three measurements, one after the other, never side by side, so none steals another's CPU:
+1. First, alone: a child process loads the SavedModel with TensorFlow and times its serving signature
+   called directly (``signature(images=tf.constant(x))`` then ``.numpy()``), at batch 1 and 32.
+2. Then, from this process (which never imports TensorFlow), Predict over gRPC as the tier calls it: build
+   the PredictRequest (tensor_content), call, decode the answer. Calls alternate, one at a time, between
+   ``python -m localserving`` serving the same model and a plain gRPC server set up like localserving
+   (options, malloc tuning) that parses the request and returns a canned answer of the same size, which is
+   what moving these bytes through Python gRPC costs at all. Alternating puts both under the same load.
 
-1. a child process loads the SavedModel with TensorFlow and times its serving signature called directly
-   (``signature(images=tf.constant(x))`` then ``.numpy()``), at batch 1 and 32;
-2. ``python -m localserving`` serves the same model; this process (which never imports TensorFlow) times
-   Predict over gRPC as the tier would: build the PredictRequest (tensor_content), call, decode the answer;
-3. the same calls against a plain gRPC server set up like localserving (gRPC options, malloc tuning) that
-   parses the request and returns a canned answer of the same size: what moving these bytes through
-   Python gRPC costs at all.
-
-The overhead of (2) over (1) is reported per request, as the client's time minus the signature's run time
-inside the server (localserving sends it back as trailing metadata), which does not drift with the machine's
-load the way two separate runs do; the difference of the two medians is shown too.
+The overhead of localserving over the in-process call is measured per request as the client's time minus
+the signature's run time inside the server (sent back as trailing metadata ``localserving-run-seconds``);
+unlike the difference of two medians taken minutes apart, it does not drift with the machine's load.
 """
 
 from __future__ import annotations
@@ -27,8 +25,8 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
-from functools import partial
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -40,39 +38,47 @@ RUN_SECONDS_KEY = "localserving-run-seconds"
 BATCH_SIZES = (1, 32)
 INPUT_SHAPE = (224, 224, 3)
 OUTPUT_WIDTH = 1000
+WARMUP_CALLS = 5
 
-Results = dict[str, dict[str, float]]
+Array = np.ndarray[Any, np.dtype[Any]]
+Stats = dict[str, float]
+Results = dict[str, Stats]  # by batch size
+Call = Callable[[Array], float]  # returns the time spent inside the server's model run, 0 if unknown
 
 
-def percentiles(samples: Sequence[float]) -> dict[str, float]:
+def percentiles(samples: Sequence[float], prefix: str = "") -> Stats:
     ordered = sorted(samples)
-    return {
-        "p50_ms": statistics.median(ordered) * 1e3,
-        "p90_ms": ordered[min(len(ordered) - 1, int(len(ordered) * 0.9))] * 1e3,
-    }
+    p90 = ordered[min(len(ordered) - 1, int(len(ordered) * 0.9))]
+    return {f"{prefix}p50_ms": statistics.median(ordered) * 1e3, f"{prefix}p90_ms": p90 * 1e3}
 
 
-def time_calls(call: Callable[[], float], iterations: int, warmup: int = 5) -> dict[str, float]:
-    """Percentiles of each call's wall time, and of that time minus what the call returns (its inner time)."""
-    for _ in range(warmup):
-        call()
-    samples, outer = [], []
-    for _ in range(iterations):
-        started = time.perf_counter()
-        inner = call()
-        elapsed = time.perf_counter() - started
-        samples.append(elapsed)
-        outer.append(elapsed - inner)
-    overhead = percentiles(outer)
-    return percentiles(samples) | {"overhead_p50_ms": overhead["p50_ms"], "overhead_p90_ms": overhead["p90_ms"]}
-
-
-def images(batch: int) -> np.ndarray[Any, np.dtype[np.float32]]:
+def images(batch: int) -> Array:
     return np.random.default_rng(batch).uniform(-1, 1, (batch, *INPUT_SHAPE)).astype(np.float32)
 
 
 def iterations_for(batch: int, iterations: int) -> int:
     return iterations if batch == 1 else max(10, iterations // 10)
+
+
+def time_interleaved(calls: Mapping[str, Call], iterations: int) -> dict[str, Results]:
+    """Per batch size, alternate one call of each kind; wall time and wall time minus the inner time."""
+    results: dict[str, Results] = {name: {} for name in calls}
+    for batch in BATCH_SIZES:
+        x = images(batch)
+        for call in calls.values():
+            for _ in range(WARMUP_CALLS):
+                call(x)
+        samples: dict[str, list[tuple[float, float]]] = {name: [] for name in calls}
+        for _ in range(iterations_for(batch, iterations)):
+            for name, call in calls.items():
+                started = time.perf_counter()
+                inner = call(x)
+                elapsed = time.perf_counter() - started
+                samples[name].append((elapsed, elapsed - inner))
+        for name, pairs in samples.items():
+            walls, outers = zip(*pairs, strict=True)
+            results[name][str(batch)] = percentiles(walls) | percentiles(outers, prefix="overhead_")
+    return results
 
 
 def in_process(version_dir: Path, signature: str, iterations: int) -> Results:
@@ -81,24 +87,24 @@ def in_process(version_dir: Path, signature: str, iterations: int) -> Results:
 
     function = tf.saved_model.load(str(version_dir)).signatures[signature]
 
-    def call(x: np.ndarray[Any, Any]) -> float:
+    def call(x: Array) -> float:
         _outputs = {name: value.numpy() for name, value in function(images=tf.constant(x)).items()}
         return 0.0
 
-    return {str(b): time_calls(partial(call, images(b)), iterations_for(b, iterations)) for b in BATCH_SIZES}
+    return time_interleaved({"direct": call}, iterations)["direct"]
 
 
-def over_grpc(address: str, model: str, signature: str, iterations: int) -> Results:
-    """Time Predict from this process, as the tier would call it."""
+def predict_call(address: str, model: str, signature: str, stack: ExitStack) -> Call:
+    """A Predict call from this process, built and decoded as the tier does it."""
     import grpc
 
     from app.protos import predict_pb2, prediction_service_pb2_grpc, types_pb2
 
     options = [("grpc.max_receive_message_length", -1), ("grpc.max_send_message_length", -1)]
-    channel = grpc.insecure_channel(address, options=options)
+    channel = stack.enter_context(grpc.insecure_channel(address, options=options))
     stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
 
-    def call(x: np.ndarray[Any, Any]) -> float:
+    def call(x: Array) -> float:
         request = predict_pb2.PredictRequest()
         request.model_spec.name = model
         request.model_spec.signature_name = signature
@@ -111,10 +117,7 @@ def over_grpc(address: str, model: str, signature: str, iterations: int) -> Resu
         _outputs = {name: np.frombuffer(out.tensor_content, np.float32) for name, out in response.outputs.items()}
         return float(dict(rpc.trailing_metadata()).get(RUN_SECONDS_KEY, 0.0))
 
-    try:
-        return {str(b): time_calls(partial(call, images(b)), iterations_for(b, iterations)) for b in BATCH_SIZES}
-    finally:
-        channel.close()
+    return call
 
 
 def serve_canned_answers() -> None:
@@ -130,9 +133,9 @@ def serve_canned_answers() -> None:
     keep_freed_memory()
 
     def predict(request: Any, context: Any) -> Any:
-        images = request.inputs["images"]
-        batch = images.tensor_shape.dim[0].size
-        np.frombuffer(images.tensor_content, np.float32)
+        tensor = next(iter(request.inputs.values()))
+        batch = tensor.tensor_shape.dim[0].size
+        np.frombuffer(tensor.tensor_content, np.float32)
         response = predict_pb2.PredictResponse()
         output = response.outputs["probabilities"]
         output.dtype = types_pb2.DT_FLOAT
@@ -165,15 +168,16 @@ def run_in_process_child(version_dir: Path, signature: str, iterations: int) -> 
     return result
 
 
-def with_server(command: Sequence[str], measure: Callable[[str], Results]) -> Results:
-    """Start a server process, measure against the address of its first line, stop it."""
+@contextmanager
+def running(command: Sequence[str]) -> Iterator[str]:
+    """A server process, yielding the address from its first line; stopped on exit."""
     proc = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     try:
         assert proc.stdout is not None
         found = ADDRESS.search(proc.stdout.readline())
         if found is None:
             raise SystemExit(f"{' '.join(command)} did not start (exit code {proc.wait()})")
-        return measure(found.group(1))
+        yield found.group(1)
     finally:
         proc.terminate()
         proc.wait(timeout=30)
@@ -182,8 +186,8 @@ def with_server(command: Sequence[str], measure: Callable[[str], Results]) -> Re
 def report(model: str, direct: Results, served: Results, floor: Results) -> str:
     load = ", ".join(f"{value:.1f}" for value in os.getloadavg())
     lines = [
-        f"{model}: Predict latency, {os.cpu_count()} CPUs, load average {load}",
-        f"{'':<48}{'batch':>6}{'p50 ms':>9}{'p90 ms':>9}",
+        f"{model}: Predict latency, {os.cpu_count()} CPUs, load average {load} (other users included)",
+        f"{'':<50}{'batch':>6}{'p50 ms':>9}{'p90 ms':>9}",
     ]
     for batch in map(str, BATCH_SIZES):
         rows: list[tuple[str, float, float | None]] = [
@@ -195,10 +199,10 @@ def report(model: str, direct: Results, served: Results, floor: Results) -> str:
                 served[batch]["overhead_p90_ms"],
             ),
             ("  gRPC overhead as a difference of p50s", served[batch]["p50_ms"] - direct[batch]["p50_ms"], None),
-            ("Python gRPC alone, canned answer (no TF)", floor[batch]["p50_ms"], floor[batch]["p90_ms"]),
+            ("Python gRPC alone: canned answer, no TF", floor[batch]["p50_ms"], floor[batch]["p90_ms"]),
         ]
         for name, p50, p90 in rows:
-            lines.append(f"{name:<48}{batch:>6}{p50:>9.2f}" + ("" if p90 is None else f"{p90:>9.2f}"))
+            lines.append(f"{name:<50}{batch:>6}{p50:>9.2f}" + ("" if p90 is None else f"{p90:>9.2f}"))
     return "\n".join(lines)
 
 
@@ -208,6 +212,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--model", default="mobilenet_v2")
     parser.add_argument("--signature", default="serving_default")
     parser.add_argument("--iterations", type=int, default=300, help="timed calls at batch 1 (a tenth at 32)")
+    parser.add_argument(
+        "--client-keeps-freed-memory",
+        action="store_true",
+        help="tune this process's malloc as localserving does (the tier's client pays the same page faults)",
+    )
     parser.add_argument("--in-process", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--canned-server", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -222,14 +231,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not versions:
         raise SystemExit(f"no versions under {base_path}: run `make models` first")
 
-    def measure(address: str) -> Results:
-        return over_grpc(address, args.model, args.signature, args.iterations)
+    if args.client_keeps_freed_memory:
+        from localserving.memory import keep_freed_memory
 
+        keep_freed_memory()
     direct = run_in_process_child(base_path / str(versions[0]), args.signature, args.iterations)
     localserving = [sys.executable, "-m", "localserving", "--port=0", f"--model_name={args.model}"]
-    served = with_server([*localserving, f"--model_base_path={base_path}"], measure)
-    floor = with_server([sys.executable, "-m", "bench.backend_latency", "--canned-server"], measure)
-    print(report(args.model, direct, served, floor))
+    canned = [sys.executable, "-m", "bench.backend_latency", "--canned-server"]
+    with ExitStack() as stack:
+        served = stack.enter_context(running([*localserving, f"--model_base_path={base_path}"]))
+        floor = stack.enter_context(running(canned))
+        calls = {
+            name: predict_call(address, args.model, args.signature, stack)
+            for name, address in (("served", served), ("floor", floor))
+        }
+        results = time_interleaved(calls, args.iterations)
+    print(report(args.model, direct, results["served"], results["floor"]))
     return 0
 
 
