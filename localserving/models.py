@@ -10,7 +10,7 @@ from __future__ import annotations
 import enum
 import logging
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import grpc
 
 from localserving.config import ModelConfig
-from localserving.errors import InvalidArgument, NotFound
+from localserving.errors import InvalidArgument, NotFound, error_for_code
 
 if TYPE_CHECKING:
     from localserving.servable import Servable
@@ -97,17 +97,16 @@ class ServedModel:
         with self._refresh_lock:
             on_disk = versions_on_disk(self.config.base_path)
             aspired = self.config.policy.select(on_disk)
-            errors = [
-                error
-                for version in sorted(aspired - self._available.keys())
-                if self._failed_attempts.get(version, 0) < MAX_LOAD_ATTEMPTS
-                and (error := self._load_version(version, on_disk[version]))
-            ]
+            errors: list[str] = []
+            for version in sorted(aspired - self._available.keys()):
+                if self._failed_attempts.get(version, 0) < MAX_LOAD_ATTEMPTS:
+                    errors += self._load_version(version, on_disk[version])
             self._failed_attempts = {v: n for v, n in self._failed_attempts.items() if v in on_disk}
             self._unload_stale(aspired, on_disk.keys())
             return errors
 
-    def _load_version(self, version: int, path: Path) -> str | None:
+    def _load_version(self, version: int, path: Path) -> list[str]:
+        """Load and publish one version; its error message, if it failed, in a list."""
         self._set_status(version, VersionStatus(VersionState.LOADING))
         try:
             servable = self._load(self.name, version, path)
@@ -115,13 +114,14 @@ class ServedModel:
             message = f"loading {self.name} version {version} from {path} failed: {exc}"
             log.error("%s", message)
             self._failed_attempts[version] = self._failed_attempts.get(version, 0) + 1
-            self._set_status(version, VersionStatus(VersionState.END, grpc.StatusCode.UNKNOWN, str(exc)))
-            return message
+            code = error_for_code(getattr(exc, "error_code", grpc.StatusCode.UNKNOWN.value[0]), "").code
+            self._set_status(version, VersionStatus(VersionState.END, code, str(exc)))
+            return [message]
         self._publish({**self._available, version: servable})
         self._set_status(version, VersionStatus(VersionState.AVAILABLE))
-        return None
+        return []
 
-    def _unload_stale(self, aspired: frozenset[int], on_disk: Any) -> None:
+    def _unload_stale(self, aspired: frozenset[int], on_disk: Collection[int]) -> None:
         stale = sorted(self._available.keys() - aspired)
         # Keep serving a version whose replacement failed to load, as long as its files are still there.
         replaced = any(version in self._available for version in aspired)
@@ -149,7 +149,7 @@ class ModelSet:
     def __init__(self, models: Sequence[ServedModel]) -> None:
         self._models = {model.name: model for model in models}
 
-    def __iter__(self) -> Any:
+    def __iter__(self) -> Iterator[ServedModel]:
         return iter(self._models.values())
 
     def get(self, name: str) -> ServedModel | None:

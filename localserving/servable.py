@@ -72,9 +72,7 @@ def load_servable(name: str, version: int, path: Path) -> Servable:
     """Load the SavedModel in ``path`` with the serve tag and warm up each signature."""
     started = time.monotonic()
     loaded = tf.saved_model.load(str(path), tags=[SERVE_TAG])
-    signatures = {
-        key: signature for key, function in loaded.signatures.items() if (signature := _signature(key, function))
-    }
+    signatures = _signatures(loaded.signatures)
     for signature in signatures.values():
         _warm_up(signature, f"{name} version {version}")
     servable = Servable(name, version, path, MappingProxyType(signatures), read_signature_defs(path), loaded)
@@ -99,12 +97,14 @@ def read_signature_defs(path: Path) -> Any:
     return result
 
 
-def _signature(key: str, function: Any) -> Signature | None:
-    try:
-        return Signature(key, function)
-    except ValueError as exc:
-        log.warning("signature %s cannot be served and is skipped: %s", key, exc)
-        return None
+def _signatures(functions: Mapping[str, Any]) -> dict[str, Signature]:
+    signatures = {}
+    for key, function in functions.items():
+        try:
+            signatures[key] = Signature(key, function)
+        except ValueError as exc:
+            log.warning("signature %s cannot be served and is skipped: %s", key, exc)
+    return signatures
 
 
 def _warm_up(signature: Signature, what: str) -> None:

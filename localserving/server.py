@@ -37,22 +37,25 @@ def serve(options: ServerOptions, stop: StopSignal) -> int:
     if stop.is_set():
         return 0
     scheduler = BatchScheduler(options.batching) if options.batching else None
-    run: Runner = BatchingRunner(scheduler) if scheduler else run_directly
-    poller = VersionPoller(models, options.poll_wait_seconds)
     if scheduler:
         scheduler.start()
-    server, port = _start_server(options, models, run)
+    server, port = _start_server(options, models, BatchingRunner(scheduler) if scheduler else run_directly)
+    poller = VersionPoller(models, options.poll_wait_seconds)
     if options.poll_wait_seconds > 0:
         poller.start()
     print(f"{READY_PREFIX}{HOST}:{port} models={models.describe()}", flush=True)
-    signum = stop.wait()
-    log.info("stopping on %s", signal.Signals(signum).name)
+    log.info("stopping on %s", signal.Signals(stop.wait()).name)
+    _shut_down(poller, scheduler, server)
+    return 0
+
+
+def _shut_down(poller: VersionPoller, scheduler: BatchScheduler | None, server: Any) -> None:
+    """Stop polling, run what is queued for batching, let calls in flight finish."""
     poller.stop()
     if scheduler:
         scheduler.stop()
     server.stop(STOP_GRACE_SECONDS).wait()
     log.info("stopped")
-    return 0
 
 
 def load_models(configs: Sequence[ModelConfig], stop: StopSignal) -> ModelSet:

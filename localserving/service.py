@@ -63,30 +63,24 @@ class BatchingRunner:
 def add_services(server: Any, models: ModelSet, run: Runner, typed_fields: bool = False) -> None:
     """Register the PredictionService and ModelService methods on grpc ``server``."""
     prediction = PredictionService(models, run, typed_fields)
+    status = ModelService(models)
+    services = {
+        "tensorflow.serving.PredictionService": {
+            "Predict": _unary(prediction.predict, predict_pb2.PredictRequest),
+            "GetModelMetadata": _unary(prediction.get_model_metadata, get_model_metadata_pb2.GetModelMetadataRequest),
+        },
+        "tensorflow.serving.ModelService": {
+            "GetModelStatus": _unary(status.get_model_status, get_model_status_pb2.GetModelStatusRequest),
+        },
+    }
     server.add_generic_rpc_handlers(
-        (
-            grpc.method_handlers_generic_handler(
-                "tensorflow.serving.PredictionService",
-                {
-                    "Predict": _unary(prediction.predict, predict_pb2.PredictRequest),
-                    "GetModelMetadata": _unary(
-                        prediction.get_model_metadata, get_model_metadata_pb2.GetModelMetadataRequest
-                    ),
-                },
-            ),
-            grpc.method_handlers_generic_handler(
-                "tensorflow.serving.ModelService",
-                {
-                    "GetModelStatus": _unary(
-                        ModelService(models).get_model_status, get_model_status_pb2.GetModelStatusRequest
-                    )
-                },
-            ),
-        )
+        tuple(grpc.method_handlers_generic_handler(name, methods) for name, methods in services.items())
     )
 
 
 class PredictionService:
+    """Predict and GetModelMetadata, as TF Serving answers them."""
+
     def __init__(self, models: ModelSet, run: Runner, typed_fields: bool = False) -> None:
         self._models = models
         self._run = run
@@ -128,6 +122,8 @@ class PredictionService:
 
 
 class ModelService:
+    """GetModelStatus: every version seen, newest first, as TF Serving lists them."""
+
     def __init__(self, models: ModelSet) -> None:
         self._models = models
 
