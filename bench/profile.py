@@ -61,39 +61,39 @@ def _short(frame: str) -> str:
     return f"{name} ({path})" if path else name
 
 
-def profile_tier(h: Harness, tool: str) -> None:
-    bodies = h.bodies("small4", h.workload.small, per_request=4)
+def profile_tier(h: Harness, tool: str, per_request: int = 4, concurrency: int = 16) -> None:
+    bodies = h.bodies(f"small{per_request}", h.workload.small, per_request=per_request)
     config = h.tier_config("tiny", h.tiny(), h.backend_address)
     if tool == "pyinstrument":
-        _pyinstrument(h, config, bodies)
+        _pyinstrument(h, config, bodies, concurrency)
         return
     py_spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
     for mode, extra in (("all", ["--threads"]), ("gil", ["--gil"])):
         child, url = h.start_tier(config)
-        raw = OUT / f"profile_{mode}.txt"
+        raw = OUT / f"profile_{mode}_c{concurrency}.txt"
         seconds = int(h.timing.duration_s + h.timing.warmup_s)
         args = [py_spy, "record", "--pid", str(child.pid), "--format", "raw", "--rate", "250"]
         args += ["--duration", str(seconds), "--output", str(raw), "--nonblocking", *extra]
         recorder = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         try:
-            result = h.load(url, bodies, concurrency=16)
+            result = h.load(url, bodies, concurrency=concurrency)
             recorder.wait(timeout=seconds + 60)
         finally:
             child.stop()
         _out, errors = recorder.communicate()
         summary = fold(raw.read_text().splitlines()) if raw.is_file() else errors
         report = f"# py-spy, {mode}: {result['images_per_s']:.0f} img/s during the profile\n\n{summary}"
-        (OUT / f"profile_{mode}_top.txt").write_text(report)
+        (OUT / f"profile_{mode}_c{concurrency}_top.txt").write_text(report)
         print(report, flush=True)
 
 
-def _pyinstrument(h: Harness, config: Path, bodies: Path) -> None:
+def _pyinstrument(h: Harness, config: Path, bodies: Path, concurrency: int) -> None:
     html = OUT / "profile_pyinstrument.html"
     args = ["-m", "pyinstrument", "-r", "html", "-o", str(html), "-m", "app", "--config", str(config)]
     args += ["--port", "0", "--log-level", "WARNING"]
     child = procs.start("tier", args, r"imagegate: ready on (http://\S+)")
     try:
-        result = h.load(f"{child.match.group(1)}/v1/models/tiny:predict", bodies, concurrency=16)
+        result = h.load(f"{child.match.group(1)}/v1/models/tiny:predict", bodies, concurrency=concurrency)
     finally:
         child.stop()
     done = threading.Event()
