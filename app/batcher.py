@@ -170,8 +170,11 @@ class MicroBatcher:
         lane = batch.lane
         if batch in lane.batches:
             lane.batches.remove(batch)
-        if not lane.batches and not lane.in_flight:
-            self._lanes.pop(lane.key, None)
+        self._forget_if_idle(lane)
+
+    def _forget_if_idle(self, lane: _Lane) -> None:
+        if not lane.batches and not lane.in_flight and self._lanes.get(lane.key) is lane:
+            del self._lanes[lane.key]
 
     def _send(self, batch: _Batch) -> None:
         if batch.parts:
@@ -192,8 +195,7 @@ class MicroBatcher:
             lane = batch.lane
             lane.in_flight -= 1
             self._pump(lane)
-            if not lane.batches and not lane.in_flight:
-                self._lanes.pop(lane.key, None)
+            self._forget_if_idle(lane)
 
     async def _predict_batch(self, batch: _Batch) -> None:
         model = batch.model
