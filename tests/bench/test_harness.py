@@ -6,6 +6,8 @@ One request each, no timing: the numbers come from ``python -m bench``, never fr
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -70,3 +72,11 @@ def test_profile_folding_and_the_table() -> None:
     assert "75.0  decode (processing/image.py)" in folded and "100.0  main (app/cli.py)" in folded
     text = table([Row("1 throughput", ">= 2.5x", "10 img/s", "3.00x", "PASS")])
     assert text.splitlines()[-1] == "| 1 throughput | >= 2.5x | 10 img/s | 3.00x | PASS |"
+
+
+def test_the_bench_never_loads_tensorflow() -> None:
+    code = (
+        "import sys, bench.run, bench.fakebackend, bench.baselines.common, app.batcher; "
+        "sys.exit('tensorflow.python' in sys.modules)"
+    )
+    assert subprocess.run([sys.executable, "-c", code], cwd=procs.ROOT, check=False).returncode == 0
