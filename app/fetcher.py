@@ -180,6 +180,11 @@ class GuardedResolver(Resolver):
         self, host: str, port: int, family: socket.AddressFamily = socket.AF_UNSPEC
     ) -> list[tuple[int, Any]]:
         self._policy.check_host(host)
+        literal = _canonical_literal(host)
+        if literal is not None:  # no lookup (and no thread hop) for a plain IP; still checked below
+            self._policy.check_address(literal)
+            sockaddr = (str(literal), port) if literal.version == 4 else (str(literal), port, 0, 0)
+            return [(socket.AF_INET if literal.version == 4 else socket.AF_INET6, sockaddr)]
         try:
             addresses = await self._inner.resolve(host, port, family)
         except (OSError, UnicodeError) as exc:
@@ -189,6 +194,14 @@ class GuardedResolver(Resolver):
         for _family, sockaddr in addresses:
             self._policy.check_address(_address_of(sockaddr))
         return list(addresses)
+
+
+def _canonical_literal(host: str) -> IPAddress | None:
+    """The address a host names if it is written as a canonical IP literal; odd spellings go to the resolver."""
+    try:
+        return ipaddress.ip_address(host)
+    except ValueError:
+        return None
 
 
 def _address_of(sockaddr: Any) -> IPAddress:
