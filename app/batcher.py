@@ -16,7 +16,6 @@ Each caller gets exactly its own rows of every output, and the version that answ
 from __future__ import annotations
 
 import asyncio
-import sys
 from collections import deque
 from collections.abc import Hashable, Mapping
 from dataclasses import dataclass, field
@@ -70,15 +69,14 @@ class _Lane:
 class MicroBatcher:
     """A ``Predictor`` that coalesces concurrent calls for the same model into one Predict.
 
-    ``max_in_flight`` bounds the Predicts in flight per key (None: no bound). While the
-    backend is busy with them, rows keep filling the waiting batch, so batches grow with
-    the load by themselves; with ``max_wait_ms: 0`` a lone request is sent at once.
+    The model's ``max_in_flight`` bounds its Predicts in flight per key. While the backend
+    is busy with them, rows keep filling the waiting batch, so batches grow with the load
+    by themselves; with ``max_wait_ms: 0`` a lone request is sent at once.
     """
 
-    def __init__(self, client: TFServingClient, max_in_flight: int | None = 2) -> None:
+    def __init__(self, client: TFServingClient) -> None:
         self._client = client
         self._direct = DirectPredictor(client)
-        self._max_in_flight = max_in_flight or sys.maxsize
         self._lanes: dict[Hashable, _Lane] = {}
         self._sending: set[asyncio.Task[None]] = set()
 
@@ -145,11 +143,15 @@ class MicroBatcher:
     def _pump(self, lane: _Lane) -> None:
         """Send the oldest batches that are ready while the lane has Predict slots free."""
         now = asyncio.get_running_loop().time()
-        while lane.batches and lane.in_flight < self._max_in_flight:
+        while lane.batches and lane.in_flight < lane.batches[0].model.max_in_flight:
             head = lane.batches[0]
             if head.rows < head.model.max_batch_size and now < head.send_at:
                 return
             self._send(head)
+
+    def pending_rows(self) -> int:
+        """Rows waiting in batches not yet sent, across all models."""
+        return sum(batch.rows for lane in self._lanes.values() for batch in lane.batches)
 
     def _withdraw(self, call: _Call) -> None:
         """Drop the caller's rows that have not been sent yet."""

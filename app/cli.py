@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import signal
@@ -84,6 +85,9 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
 def run_workers(settings: Settings, workers: int) -> int:
     """Pre-fork ``workers`` processes that accept on one shared socket; SIGTERM/SIGINT stop them all."""
     sockets = bind_sockets(settings.server.port, settings.server.host)
+    if settings.server.decode_threads == 0:  # share the cores between workers instead of one pool per core each
+        threads = max(1, (os.cpu_count() or 2) // workers)
+        settings = dataclasses.replace(settings, server=dataclasses.replace(settings.server, decode_threads=threads))
     children = []
     for _ in range(workers):
         pid = os.fork()

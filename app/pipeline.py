@@ -38,6 +38,7 @@ class ServedModel:
     postprocess: PostprocessSpec
     max_batch_size: int = 0
     max_wait_ms: float = 2.0
+    max_in_flight: int = 2  # batched Predicts under way at once
 
     def ref(self, version: int | None = None, label: str | None = None) -> ModelRef:
         return ModelRef(self.served_name, version, label, self.signature)

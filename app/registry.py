@@ -64,6 +64,7 @@ def build_served_model(name: str, settings: Settings, meta: ModelMetadata) -> Se
         postprocess=_postprocess_spec(model),
         max_batch_size=model.batching.max_batch_size,
         max_wait_ms=model.batching.max_wait_ms,
+        max_in_flight=model.batching.max_in_flight,
     )
 
 

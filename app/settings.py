@@ -110,6 +110,7 @@ class PostprocessSettings:
 class BatchingSettings:
     max_batch_size: int = 0  # 0 or 1: no micro-batching across requests
     max_wait_ms: float = 2.0
+    max_in_flight: int = 2  # Predicts under way per model; meanwhile rows fill the next batch
 
 
 @dataclass(frozen=True)
@@ -300,7 +301,7 @@ def _validate_model(name: str, model: ModelSettings) -> None:
         raise SettingsError(f"{path}.input: a uint8 input takes raw pixels; remove scale/mean/std")
     if not 1 <= model.postprocess.top_k <= 1000:
         raise SettingsError(f"{path}.postprocess.top_k: must be from 1 to 1000")
-    if model.batching.max_batch_size < 0 or model.batching.max_wait_ms < 0:
+    if model.batching.max_batch_size < 0 or model.batching.max_wait_ms < 0 or model.batching.max_in_flight < 1:
         raise SettingsError(f"{path}.batching: values must not be negative")
     labels = model.postprocess.labels
     if labels is not None and not labels.is_file():

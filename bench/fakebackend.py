@@ -58,6 +58,7 @@ class PredictLog:
     """What the fake was asked, for tests: the batch size of every Predict, in order."""
 
     batch_sizes: list[int] = field(default_factory=list)
+    arrived: threading.Event = field(default_factory=threading.Event)  # set at the first Predict
     delay_s: float = 0.0  # set by tests to make Predict slow
     fail_with: grpc.StatusCode | None = None  # set by tests to make Predict fail
 
@@ -75,6 +76,7 @@ class FakePrediction:
         tensor = request.inputs[INPUT_NAME]
         rows = tensor.tensor_shape.dim[0].size
         self.log.batch_sizes.append(rows)
+        self.log.arrived.set()
         if self.log.delay_s:
             time.sleep(self.log.delay_s)
         if self.log.fail_with is not None:

@@ -155,8 +155,10 @@ def _resize_to(rgb: np.ndarray, width: int, height: int) -> np.ndarray:
     h, w = rgb.shape[:2]
     if (w, h) == (width, height):
         return rgb
-    shrinking = width * height < w * h
-    interpolation = cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR
+    # Area averaging only pays for strong shrinks; below 2x (always so after a reduced JPEG
+    # decode) bilinear is as good to the eye and about twice as fast.
+    shrink = max(w / width, h / height)
+    interpolation = cv2.INTER_AREA if shrink >= 2.0 else cv2.INTER_LINEAR
     return np.asarray(cv2.resize(rgb, (width, height), interpolation=interpolation))
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import time
 from collections.abc import Iterator, Mapping
@@ -130,10 +131,10 @@ async def test_rows_wait_for_a_free_slot_and_fill_the_batch_meanwhile(
     fake: FakeBackend, client: TFServingClient
 ) -> None:
     fake.log.delay_s = 0.3
-    model = served(fake, max_batch_size=8, max_wait_ms=0)
-    batcher = MicroBatcher(client, max_in_flight=1)
+    model = dataclasses.replace(served(fake, max_batch_size=8, max_wait_ms=0), max_in_flight=1)
+    batcher = MicroBatcher(client)
     first = asyncio.ensure_future(batcher.predict(model, model.ref(), rows(1), TIMEOUT))
-    await asyncio.sleep(0.05)  # the first Predict is under way: the others wait for its slot
+    assert await asyncio.to_thread(fake.log.arrived.wait, 10)  # the first Predict is under way
     rest = await predict_all(batcher, model, [rows(i) for i in range(2, 6)])
     assert echoed(await first) == [1]
     assert [echoed(r) for r in rest] == [[2], [3], [4], [5]]
@@ -146,7 +147,8 @@ async def test_a_cancelled_caller_has_its_rows_dropped(fake: FakeBackend, client
     batcher = MicroBatcher(client)
     ref = model.ref()
     calls = [asyncio.ensure_future(batcher.predict(model, ref, rows(i, i), TIMEOUT)) for i in (1, 2, 3)]
-    await asyncio.sleep(0.01)
+    await asyncio.sleep(0)  # one loop turn: every call has queued its rows
+    assert batcher.pending_rows() == 6
     calls[1].cancel()
     first, third = await asyncio.gather(calls[0], calls[2])
     assert calls[1].cancelled()
@@ -159,10 +161,12 @@ async def test_when_every_caller_is_cancelled_nothing_is_sent(fake: FakeBackend,
     model = served(fake, max_batch_size=8, max_wait_ms=50)
     batcher = MicroBatcher(client)
     calls = [asyncio.ensure_future(batcher.predict(model, model.ref(), rows(i), TIMEOUT)) for i in (1, 2)]
-    await asyncio.sleep(0.01)
+    await asyncio.sleep(0)  # one loop turn: both calls have queued their rows
+    assert batcher.pending_rows() == 2
     for call in calls:
         call.cancel()
-    await asyncio.sleep(0.1)
+    await asyncio.gather(*calls, return_exceptions=True)
+    assert batcher.pending_rows() == 0  # withdrawn before the batch was due: nothing left to send
     assert fake.log.batch_sizes == []
 
 
