@@ -196,8 +196,9 @@ class MicroBatcher:
         finally:
             lane = batch.lane
             lane.in_flight -= 1
-            self._pump(lane)
-            self._forget_if_idle(lane)
+            if _loop_is_running():  # not when the loop is being torn down around an unfinished Predict
+                self._pump(lane)
+                self._forget_if_idle(lane)
 
     async def _predict_batch(self, batch: _Batch) -> None:
         model = batch.model
@@ -252,3 +253,11 @@ def _fail(call: _Call, exc: BaseException) -> None:
     if not isinstance(exc, Exception):  # the tier is shutting down and cancelled the Predict
         exc = BackendUnavailable("the tier is shutting down; try again shortly")
     call.future.set_exception(exc)
+
+
+def _loop_is_running() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True

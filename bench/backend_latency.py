@@ -52,19 +52,28 @@ def percentiles(samples: Sequence[float], prefix: str = "") -> Stats:
     return {f"{prefix}p50_ms": statistics.median(ordered) * 1e3, f"{prefix}p90_ms": p90 * 1e3}
 
 
-def images(batch: int) -> Array:
-    return np.random.default_rng(batch).uniform(-1, 1, (batch, *INPUT_SHAPE)).astype(np.float32)
+def images(batch: int, dtype: str) -> Array:
+    """Inputs for the signature: normalised floats, or raw pixels for a uint8 signature."""
+    rng = np.random.default_rng(batch)
+    if dtype == "uint8":
+        return rng.integers(0, 256, (batch, *INPUT_SHAPE), dtype=np.uint8)
+    return rng.uniform(-1, 1, (batch, *INPUT_SHAPE)).astype(np.float32)
+
+
+def input_dtype(signature: str) -> str:
+    """The demo models' uint8 signatures are named serving_uint8; the rest take float32."""
+    return "uint8" if signature.endswith("uint8") else "float32"
 
 
 def iterations_for(batch: int, iterations: int) -> int:
     return iterations if batch == 1 else max(10, iterations // 10)
 
 
-def time_interleaved(calls: Mapping[str, Call], iterations: int) -> dict[str, Results]:
+def time_interleaved(calls: Mapping[str, Call], iterations: int, dtype: str) -> dict[str, Results]:
     """Per batch size, alternate one call of each kind; wall time and wall time minus the inner time."""
     results: dict[str, Results] = {name: {} for name in calls}
     for batch in BATCH_SIZES:
-        x = images(batch)
+        x = images(batch, dtype)
         for call in calls.values():
             for _ in range(WARMUP_CALLS):
                 call(x)
@@ -91,7 +100,7 @@ def in_process(version_dir: Path, signature: str, iterations: int) -> Results:
         _outputs = {name: value.numpy() for name, value in function(images=tf.constant(x)).items()}
         return 0.0
 
-    return time_interleaved({"direct": call}, iterations)["direct"]
+    return time_interleaved({"direct": call}, iterations, input_dtype(signature))["direct"]
 
 
 def predict_call(address: str, model: str, signature: str, stack: ExitStack) -> Call:
@@ -109,7 +118,7 @@ def predict_call(address: str, model: str, signature: str, stack: ExitStack) -> 
         request.model_spec.name = model
         request.model_spec.signature_name = signature
         proto = request.inputs["images"]
-        proto.dtype = types_pb2.DT_FLOAT
+        proto.dtype = types_pb2.DT_UINT8 if x.dtype == np.uint8 else types_pb2.DT_FLOAT
         for size in x.shape:
             proto.tensor_shape.dim.add().size = size
         proto.tensor_content = x.tobytes()
@@ -245,7 +254,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             name: predict_call(address, args.model, args.signature, stack)
             for name, address in (("served", served), ("floor", floor))
         }
-        results = time_interleaved(calls, args.iterations)
+        results = time_interleaved(calls, args.iterations, input_dtype(args.signature))
     print(report(args.model, direct, results["served"], results["floor"]))
     return 0
 
