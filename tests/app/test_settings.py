@@ -71,3 +71,23 @@ def test_bad_values_name_the_key(
 def test_missing_file_is_a_settings_error(tmp_path: Path) -> None:
     with pytest.raises(SettingsError, match="cannot read"):
         load_settings(tmp_path / "absent.yaml", {})
+
+
+def test_annotated_example_config_is_valid(tmp_path: Path) -> None:
+    """deploy/config.example.yaml documents every key; it must load (its label paths point into a container)."""
+    example = DEV_CONFIG.parent / "config.example.yaml"
+    labels = tmp_path / "labels.txt"
+    labels.write_text("a\nb\n")
+    path = write(tmp_path, example.read_text().replace("/models/mobilenet_v2/labels.txt", str(labels)))
+    settings = load_settings(path, {})
+    assert settings.backend.address == "tfserving:8500"
+    assert settings.models["mobilenet_v2_float"].input.std == (0.229, 0.224, 0.225)
+
+
+def test_docker_config_is_valid(tmp_path: Path) -> None:
+    config = (DEV_CONFIG.parent / "config.docker.yaml").read_text()
+    for name in ("mobilenet_v2", "tiny", "digits"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "labels.txt").write_text("x\n")
+    settings = load_settings(write(tmp_path, config.replace("/models/", f"{tmp_path}/")), {})
+    assert settings.models["mobilenet_v2"].batching.max_batch_size == 32
