@@ -14,6 +14,7 @@ import tornado.httpserver
 import tornado.web
 from tornado.netutil import Resolver, bind_sockets
 
+from app.batcher import MicroBatcher
 from app.catalog import Catalog
 from app.fetcher import AddressPolicy, FetchLimits, UrlFetcher
 from app.pipeline import Admission, DirectPredictor, Pipeline, Predictor, ServedModel
@@ -68,8 +69,6 @@ def make_fetcher(settings: Settings, resolver: Resolver | None = None) -> UrlFet
 
 def make_predictor(client: TFServingClient, models: dict[str, ServedModel]) -> Predictor:
     """The micro-batcher if a model batches (max_batch_size > 1); it sends the others direct."""
-    from app.batcher import MicroBatcher  # here, not at the top: this function is the batcher's only wiring
-
     if any(model.max_batch_size > 1 for model in models.values()):
         return MicroBatcher(client)
     return DirectPredictor(client)
