@@ -6,9 +6,9 @@ import asyncio
 from collections.abc import Mapping
 from typing import Any
 
-from app.pipeline import ServedModel
+from app.pipeline import ServedModel, find_model
 from app.tfserving import ModelRef, TFServingClient, VersionStatus
-from processing.errors import GatewayError, ModelNotFound
+from processing.errors import GatewayError
 
 STATUS_TIMEOUT_S = 2.0
 
@@ -18,22 +18,16 @@ class Catalog:
         self._models = models
         self._client = client
 
-    def _model(self, name: str) -> ServedModel:
-        model = self._models.get(name)
-        if model is None:
-            raise ModelNotFound(f"model {name!r} is not configured")
-        return model
-
     def describe(self) -> list[dict[str, Any]]:
         return [model.describe() for model in self._models.values()]
 
     async def status(self, name: str, version: int | None) -> dict[str, Any]:
-        model = self._model(name)
+        model = find_model(self._models, name)
         statuses = await self._client.status(model.address, ModelRef(model.served_name, version), STATUS_TIMEOUT_S)
         return {"model_version_status": [_status_json(s) for s in statuses]}
 
     async def metadata(self, name: str, version: int | None) -> dict[str, Any]:
-        model = self._model(name)
+        model = find_model(self._models, name)
         meta = await self._client.metadata(model.address, ModelRef(model.served_name, version), STATUS_TIMEOUT_S)
         return {"model_spec": {"name": name, "version": meta.version}, "metadata": meta.raw}
 

@@ -19,8 +19,6 @@ from tornado.netutil import bind_sockets
 from app.server import build_services, listen, make_app
 from app.settings import Settings, SettingsError, load_settings
 
-log = logging.getLogger("imagegate")
-
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="imagegate", description="Image-inference gateway for TF Serving.")

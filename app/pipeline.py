@@ -54,6 +54,14 @@ class ServedModel:
         }
 
 
+def find_model(models: Mapping[str, ServedModel], name: str) -> ServedModel:
+    """The configured model called ``name``; raises ModelNotFound."""
+    model = models.get(name)
+    if model is None:
+        raise ModelNotFound(f"model {name!r} is not configured")
+    return model
+
+
 class Predictor(Protocol):
     """Runs one Predict for a batch of preprocessed images of one model."""
 
@@ -101,12 +109,6 @@ class Pipeline:
     fetch_concurrency_per_request: int
     admission: Admission
 
-    def model(self, name: str) -> ServedModel:
-        model = self.models.get(name)
-        if model is None:
-            raise ModelNotFound(f"model {name!r} is not configured")
-        return model
-
     async def predict(
         self,
         name: str,
@@ -116,7 +118,7 @@ class Pipeline:
         top_k: int | None = None,
     ) -> dict[str, Any]:
         """The JSON answer for ``sources``, in order; item failures are reported in place."""
-        model = self.model(name)
+        model = find_model(self.models, name)
         self.admission.acquire(len(sources))
         try:
             started = time.perf_counter()

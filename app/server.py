@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import os
 import socket
 from concurrent.futures import ThreadPoolExecutor
@@ -28,8 +27,6 @@ from handlers.page import PageFileHandler
 from handlers.ports import RequestLimits
 from handlers.predict import PredictHandler
 from processing.image import DecodeLimits
-
-log = logging.getLogger("imagegate")
 
 STATIC_DIR = Path(__file__).parent / "static"
 MODEL = r"/v1/models/([^/:]+)"

@@ -55,12 +55,19 @@ def dtype_name(enum: int) -> str:
 
 def to_tensor_proto(array: np.ndarray) -> tensor_pb2.TensorProto:
     """One TensorProto holding ``array``'s bytes in ``tensor_content``."""
+    proto = tensor_pb2.TensorProto()
+    fill_tensor_proto(proto, array)
+    return proto
+
+
+def fill_tensor_proto(proto: tensor_pb2.TensorProto, array: np.ndarray) -> None:
+    """Write ``array`` into ``proto`` (e.g. a request's input map entry) without an intermediate copy."""
     enum = _ENUMS.get(array.dtype)
     if enum is None:
         raise UnsupportedTensor(f"no TensorProto dtype for {array.dtype}")
-    shape = tensor_shape_pb2.TensorShapeProto(dim=[tensor_shape_pb2.TensorShapeProto.Dim(size=d) for d in array.shape])
-    little = array.astype(array.dtype.newbyteorder("<"), copy=False)
-    return tensor_pb2.TensorProto(dtype=enum, tensor_shape=shape, tensor_content=little.tobytes())
+    proto.dtype = enum
+    proto.tensor_shape.dim.extend(tensor_shape_pb2.TensorShapeProto.Dim(size=d) for d in array.shape)
+    proto.tensor_content = array.astype(array.dtype.newbyteorder("<"), copy=False).tobytes()
 
 
 def from_tensor_proto(proto: tensor_pb2.TensorProto) -> np.ndarray:

@@ -24,7 +24,7 @@ from app.protos import (
     predict_pb2,
     prediction_service_pb2_grpc,
 )
-from app.tensors import UnsupportedTensor, dtype_name, from_tensor_proto, to_tensor_proto
+from app.tensors import UnsupportedTensor, dtype_name, fill_tensor_proto, from_tensor_proto
 from processing.errors import (
     BackendFailed,
     BackendTimeout,
@@ -109,16 +109,25 @@ class PredictResult:
     outputs: Mapping[str, np.ndarray]
 
 
+@dataclass(frozen=True)
+class _Backend:
+    """One address's channel and the stubs over it, made once."""
+
+    channel: grpc.aio.Channel
+    prediction: prediction_service_pb2_grpc.PredictionServiceStub
+    models: model_service_pb2_grpc.ModelServiceStub
+
+
 class TFServingClient:
     """Predict, GetModelMetadata and GetModelStatus over one shared channel per address."""
 
     def __init__(self, load_balancing: str = "pick_first") -> None:
-        self._channels: dict[str, grpc.aio.Channel] = {}
+        self._backends: dict[str, _Backend] = {}
         self._load_balancing = load_balancing
 
-    def _channel(self, address: str) -> grpc.aio.Channel:
-        channel = self._channels.get(address)
-        if channel is None:
+    def _backend(self, address: str) -> _Backend:
+        backend = self._backends.get(address)
+        if backend is None:
             options = [
                 ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
                 ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
@@ -131,8 +140,13 @@ class TFServingClient:
                 ("grpc.max_reconnect_backoff_ms", 1000),
             ]
             channel = grpc.aio.insecure_channel(address, options=options)
-            self._channels[address] = channel
-        return channel
+            backend = _Backend(
+                channel,
+                prediction_service_pb2_grpc.PredictionServiceStub(channel),
+                model_service_pb2_grpc.ModelServiceStub(channel),
+            )
+            self._backends[address] = backend
+        return backend
 
     async def predict(
         self,
@@ -145,10 +159,9 @@ class TFServingClient:
         """One Predict call; ``outputs`` maps output names to arrays."""
         request = predict_pb2.PredictRequest(model_spec=model.to_proto(), output_filter=list(output_filter))
         for name, array in inputs.items():
-            request.inputs[name].CopyFrom(to_tensor_proto(array))
-        stub = prediction_service_pb2_grpc.PredictionServiceStub(self._channel(address))
+            fill_tensor_proto(request.inputs[name], array)
         try:
-            response = await _call(stub.Predict, request, timeout, model)
+            response = await _call(self._backend(address).prediction.Predict, request, timeout, model)
         except InternalError:
             if model.label is not None:
                 await self._check_label(address, model, timeout)
@@ -176,15 +189,13 @@ class TFServingClient:
             model_spec=model.to_proto(), metadata_field=["signature_def"]
         )
         request.model_spec.ClearField("signature_name")
-        stub = prediction_service_pb2_grpc.PredictionServiceStub(self._channel(address))
-        response = await _call(stub.GetModelMetadata, request, timeout, model)
+        response = await _call(self._backend(address).prediction.GetModelMetadata, request, timeout, model)
         return _parse_metadata(response)
 
     async def status(self, address: str, model: ModelRef, timeout: float) -> list[VersionStatus]:
         request = get_model_status_pb2.GetModelStatusRequest(model_spec=model.to_proto())
         request.model_spec.ClearField("signature_name")
-        stub = model_service_pb2_grpc.ModelServiceStub(self._channel(address))
-        response = await _call(stub.GetModelStatus, request, timeout, model)
+        response = await _call(self._backend(address).models.GetModelStatus, request, timeout, model)
         state_name = get_model_status_pb2.ModelVersionStatus.State.Name
         return [
             VersionStatus(int(s.version), state_name(s.state), int(s.status.error_code), s.status.error_message)
@@ -192,9 +203,9 @@ class TFServingClient:
         ]
 
     async def close(self) -> None:
-        channels, self._channels = list(self._channels.values()), {}
-        for channel in channels:
-            await channel.close()
+        backends, self._backends = list(self._backends.values()), {}
+        for backend in backends:
+            await backend.channel.close()
 
 
 async def _call(method: Any, request: Any, timeout: float, model: ModelRef) -> Any:
