@@ -16,9 +16,9 @@ from app.protos import (
     model_service_pb2_grpc,
     predict_pb2,
     prediction_service_pb2_grpc,
-    tensor_pb2,
     types_pb2,
 )
+from app.tensors import to_tensor_proto
 
 CHANNEL_OPTIONS = [("grpc.max_receive_message_length", -1), ("grpc.max_send_message_length", -1)]
 TIMEOUT = 30.0
@@ -31,7 +31,6 @@ NUMPY_BY_ENUM: dict[int, np.dtype[Any]] = {
     types_pb2.DT_UINT8: np.dtype(np.uint8),
     types_pb2.DT_BOOL: np.dtype(np.bool_),
 }
-ENUM_BY_NUMPY = {dtype: enum for enum, dtype in NUMPY_BY_ENUM.items()}
 TYPED_FIELD = {
     types_pb2.DT_FLOAT: "float_val",
     types_pb2.DT_DOUBLE: "double_val",
@@ -48,13 +47,8 @@ Array = np.ndarray[Any, np.dtype[Any]]
 
 
 def tensor_proto(array: Array) -> Any:
-    """A TensorProto carrying ``array`` as tensor_content, as the tier sends images."""
-    proto = tensor_pb2.TensorProto()
-    proto.dtype = ENUM_BY_NUMPY[array.dtype]
-    for size in array.shape:
-        proto.tensor_shape.dim.add().size = size
-    proto.tensor_content = np.ascontiguousarray(array).tobytes()
-    return proto
+    """A TensorProto carrying ``array`` as tensor_content, built by the tier's own encoder."""
+    return to_tensor_proto(np.ascontiguousarray(array))
 
 
 def to_numpy(proto: Any) -> Array:
