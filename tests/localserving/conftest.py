@@ -115,15 +115,19 @@ def _batching(root: Path, store: Path) -> Served:
         model_block("affine", make_base_path(store, root, "affine", [1, 2, 3])),
         model_block("inflight", make_base_path(store, root, "inflight", [1, 2]), "all {}"),
     ]
-    if (BUILD_MODELS / "models.config").is_file():
-        blocks += [model_block(name, BUILD_MODELS / name) for name in ("mobilenet_v2", "tiny")]
+    blocks += [model_block(name, BUILD_MODELS / name) for name in ("mobilenet_v2", "tiny")]
     batching_args = ["--enable_batching", f"--batching_parameters_file={parameters}"]
     return _serve(root, store, blocks, [POLL_FAST, *batching_args, "--predict_response_tensor_serialization=fields"])
 
 
 @pytest.fixture(scope="session")
-def _backends(tmp_path_factory: pytest.TempPathFactory, affine_store: Path) -> Iterator[dict[str, Served]]:
-    """Both test backends, started side by side (each spends seconds importing TensorFlow)."""
+def _backends(
+    tmp_path_factory: pytest.TempPathFactory, affine_store: Path, models_dir: Path
+) -> Iterator[dict[str, Served]]:
+    """Both test backends, started side by side (each spends seconds importing TensorFlow).
+
+    ``models_dir`` (tests/conftest.py) has built the demo models the batching backend also serves.
+    """
     starters = {"served": _served, "batching": _batching}
     with ThreadPoolExecutor(len(starters)) as pool:
         futures = {
@@ -159,11 +163,8 @@ def batching(_backends: dict[str, Served]) -> Served:
 
 
 @pytest.fixture(scope="session")
-def demo_backend(request: pytest.FixtureRequest) -> LocalBackend:
-    """The suite's backend on build/models/models.config, unchanged; skipped if the models are not built."""
-    if not (BUILD_MODELS / "models.config").is_file():
-        pytest.skip("build/models is missing: `make models` builds it")
-    backend: LocalBackend = request.getfixturevalue("backend")
+def demo_backend(backend: LocalBackend) -> LocalBackend:
+    """The suite's backend on build/models/models.config (tests/conftest.py builds the models if missing)."""
     return backend
 
 
