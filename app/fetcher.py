@@ -1,18 +1,19 @@
 """Downloading image URLs that strangers send us, safely.
 
 - Only http and https, no userinfo, a bounded URL length, a host name that can be encoded.
-- Every address is checked where it is dialled: ``GuardedResolver`` wraps the resolver
-  the HTTP client connects through (Tornado resolves IP literals through it too), so odd
-  IPv4 spellings, IPv4-mapped IPv6 and DNS rebinding are judged on the address actually
-  used, never on the URL text.
+- Every address is checked where it is dialled: each hop resolves its host through
+  ``GuardedResolver`` (IP literals included), and connects only to the addresses it
+  returned, so odd IPv4 spellings, IPv4-mapped IPv6 and DNS rebinding are judged on the
+  address actually used, never on the URL text. A kept-alive connection is reused only
+  when its address is among those just resolved and checked (``app.connpool``).
 - Redirects are followed here, hop by hop, each hop resolved and checked again.
 - Content-Length is checked before the body is read, the byte cap while it streams
   (after content decoding, so a gzip bomb stops at the cap), the Content-Type and the
   first bytes are checked, and connect and total timeouts bound every source.
 
-A refusal found inside the HTTP client's callbacks is recorded on the hop's ``_Download``
-and the callback raises ``_StopReading``: Tornado then closes the connection, and the
-recorded refusal, not the "connection closed" that Tornado reports, is what the caller gets.
+A refusal found while the response arrives is recorded on the hop's ``_Download`` (the
+response delegate of Tornado's ``HTTP1Connection``), which raises ``_StopReading``:
+Tornado then closes the connection, and the recorded refusal is what the caller gets.
 """
 
 from __future__ import annotations
@@ -27,15 +28,20 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from tornado.httpclient import HTTPRequest
-from tornado.httputil import HTTPHeaders, HTTPInputError, parse_response_start_line
-from tornado.iostream import StreamClosedError
+from tornado.http1connection import HTTP1Connection, HTTP1ConnectionParameters
+from tornado.httputil import (
+    HTTPHeaders,
+    HTTPInputError,
+    HTTPMessageDelegate,
+    RequestStartLine,
+    ResponseStartLine,
+)
+from tornado.iostream import IOStream, StreamClosedError
 from tornado.netutil import DefaultLoopResolver, Resolver
-from tornado.simple_httpclient import HTTPStreamClosedError, HTTPTimeoutError, SimpleAsyncHTTPClient
 
+from app.connpool import ConnectionPool, Origin, PoolLimits
 from processing.errors import (
     ContentTypeForbidden,
-    GatewayError,
     ImageDecodeFailed,
     ItemError,
     RedirectForbidden,
@@ -53,13 +59,15 @@ IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 MAX_URL_LENGTH = 2048
+MAX_HEADER_BYTES = 64 << 10
+USER_AGENT = "imagegate/0.1"
 REDIRECT_CODES = frozenset({301, 302, 303, 307, 308})
 SNIFF_BYTES = 16
 # The body of a redirect or an error answer is read and dropped up to this size, then
 # the connection is closed: we never need it.
 DISCARDED_BODY_BYTES = 64 << 10
-# Tornado's own body cap fires before ours on chunked and gzip bodies and then reports
-# only "connection closed"; ours (FetchLimits.max_bytes, after decoding) is the limit.
+# Tornado's own body cap would fire before ours on gzip bodies and report only a
+# malformed message; ours (FetchLimits.max_bytes, after decoding) is the limit.
 CLIENT_BODY_BACKSTOP = 1 << 62
 
 # Ranges that are not global unicast but which some Python versions' ipaddress treats as
@@ -241,25 +249,27 @@ def validate_url(url: str) -> urllib.parse.SplitResult:
 
 
 class _StopReading(HTTPInputError):
-    """Raised from the client's callbacks to make Tornado close the connection.
+    """Raised from the response delegate to make Tornado close the connection.
 
     An ``HTTPInputError`` so Tornado logs one INFO line instead of an ERROR traceback.
     """
 
 
-class _Download:
-    """One hop: the checks run by the HTTP client's header and body callbacks, and what they found."""
+class _Download(HTTPMessageDelegate):
+    """One hop's response: the checks run as its head and body arrive, and what they found."""
 
     def __init__(self, limits: FetchLimits) -> None:
         self.limits = limits
-        self.lines: list[str] = []
         self.chunks: list[bytes] = []
         self.size = 0
         self.checked_head = False
         self.code = 0
+        self.keep_alive = False
         self.location: str | None = None
         self.refusal: ItemError | None = None
         self.stopped = False
+        self.started = False  # a status line arrived
+        self.finished = False  # the body was read to its end
 
     @property
     def is_success(self) -> bool:
@@ -271,18 +281,13 @@ class _Download:
         self.stopped = True
         return _StopReading(refusal.log_message if refusal else "imagegate stopped reading")
 
-    def on_header(self, line: str) -> None:
+    def headers_received(self, start_line: RequestStartLine | ResponseStartLine, headers: HTTPHeaders) -> None:
         if self.stopped:
             raise self.stop()
-        if line.strip():
-            self.lines.append(line)
-            return
-        if not self.lines:
-            return
-        start, fields = self.lines[0], "".join(self.lines[1:])
-        self.lines = []
-        self.code = parse_response_start_line(start.strip()).code
-        headers = HTTPHeaders.parse(fields)
+        assert isinstance(start_line, ResponseStartLine)
+        self.started = True
+        self.code = start_line.code
+        self.keep_alive = _keeps_alive(start_line, headers)
         self.location = headers.get("Location")
         if self.is_success:
             try:
@@ -302,7 +307,7 @@ class _Download:
         if media not in self.limits.content_types:
             raise ContentTypeForbidden(f"the source's Content-Type {media!r} is not an accepted image type")
 
-    def on_chunk(self, chunk: bytes) -> None:
+    def data_received(self, chunk: bytes) -> None:
         if self.stopped:
             raise self.stop()
         self.size += len(chunk)
@@ -319,6 +324,12 @@ class _Download:
             except ItemError as exc:
                 raise self.stop(exc) from None
 
+    def finish(self) -> None:
+        self.finished = True
+
+    def on_connection_close(self) -> None:
+        self.keep_alive = False
+
     def check_magic(self) -> None:
         self.checked_head = True
         head = b"".join(self.chunks)[:SNIFF_BYTES]
@@ -333,30 +344,58 @@ class _Download:
         return b"".join(self.chunks)
 
 
-class UrlFetcher:
-    """Fetches image URLs through a guarded resolver with per-source limits."""
+def _keeps_alive(start_line: ResponseStartLine, headers: HTTPHeaders) -> bool:
+    """Whether the server lets us send another request on this connection after this response."""
+    connection = (headers.get("Connection") or "").lower()
+    framed = "Content-Length" in headers or "chunked" in (headers.get("Transfer-Encoding") or "").lower()
+    if start_line.version == "HTTP/1.1":
+        return framed and connection != "close"
+    return framed and connection == "keep-alive"
 
-    def __init__(self, policy: AddressPolicy, limits: FetchLimits, resolver: Resolver | None = None) -> None:
+
+class _StaleConnection(Exception):
+    """A reused connection was closed by the server before it answered; a new one may be tried."""
+
+
+class UrlFetcher:
+    """Fetches image URLs through a guarded resolver, with per-source limits and keep-alive reuse.
+
+    Every hop resolves its host through ``GuardedResolver`` (no lookup for IP literals), so
+    the policy judges the addresses on every fetch; an idle connection is reused only if
+    it leads to one of them (``ConnectionPool.take``).
+    """
+
+    def __init__(
+        self,
+        policy: AddressPolicy,
+        limits: FetchLimits,
+        resolver: Resolver | None = None,
+        pool: PoolLimits | None = None,
+    ) -> None:
         self.limits = limits
-        guarded = GuardedResolver(inner=resolver or DefaultLoopResolver(), policy=policy)
-        self._client = SimpleAsyncHTTPClient(
-            force_instance=True,
-            resolver=guarded,
-            max_clients=limits.max_concurrent,
-            max_body_size=CLIENT_BODY_BACKSTOP,
+        self._resolver = GuardedResolver(inner=resolver or DefaultLoopResolver(), policy=policy)
+        self._pool = ConnectionPool(pool)
+        self._gate = asyncio.Semaphore(limits.max_concurrent)
+        self._params = HTTP1ConnectionParameters(
+            decompress=True, chunk_size=64 << 10, max_header_size=MAX_HEADER_BYTES, max_body_size=CLIENT_BODY_BACKSTOP
         )
+        self._tls: ssl.SSLContext | None = None
 
     def close(self) -> None:
-        self._client.close()
+        self._pool.close()
+
+    @property
+    def idle_connections(self) -> int:
+        return len(self._pool)
 
     async def fetch(self, url: str) -> bytes:
         """The body of ``url`` after following allowed redirects; raises an ItemError."""
         deadline = time.monotonic() + self.limits.total_timeout_s
         current = url
-        validate_url(current)
+        parts = validate_url(current)
         for hop in range(self.limits.max_redirects + 1):
             try:
-                download = await self._fetch_hop(current, deadline)
+                download = await self._fetch_hop(parts, deadline)
             except SourceForbidden as exc:
                 if hop == 0 or isinstance(exc, RedirectForbidden):
                     raise
@@ -366,36 +405,107 @@ class UrlFetcher:
             if download.code not in REDIRECT_CODES:
                 return _body_or_error(download)
             current = _redirect_target(current, download)
+            parts = validate_url(current)
         raise TooManyRedirects(f"more than {self.limits.max_redirects} redirects")
 
-    async def _fetch_hop(self, url: str, deadline: float) -> _Download:
+    async def _fetch_hop(self, parts: urllib.parse.SplitResult, deadline: float) -> _Download:
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             raise _timeout(self.limits)
-        download = _Download(self.limits)
-        request = HTTPRequest(
-            url,
-            connect_timeout=min(self.limits.connect_timeout_s, remaining),
-            request_timeout=remaining,
-            follow_redirects=False,
-            decompress_response=True,
-            header_callback=download.on_header,
-            streaming_callback=download.on_chunk,
-            headers={"Accept": "image/*"},
-            user_agent="imagegate/0.1",
-        )
         try:
-            await self._client.fetch(request, raise_error=False)
-        except GatewayError:
-            raise  # from the guarded resolver
-        except asyncio.CancelledError:
-            download.stopped = True  # the next callback closes the connection
-            raise
-        except Exception as exc:
-            if not download.stopped:
-                raise _translate(exc, self.limits) from exc
+            async with asyncio.timeout(remaining), self._gate:
+                return await self._exchange_with_retry(parts, deadline)
+        except TimeoutError as exc:
+            raise _timeout(self.limits, "total timeout") from exc
+
+    async def _exchange_with_retry(self, parts: urllib.parse.SplitResult, deadline: float) -> _Download:
+        assert parts.hostname is not None
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        origin: Origin = (parts.scheme, parts.hostname, port)
+        addresses = await self._resolver.resolve(parts.hostname, port)
+        reusable = self._pool.take(origin, {str(sockaddr[0]) for _family, sockaddr in addresses})
+        if reusable is not None:
+            try:
+                return await self._exchange(parts, origin, *reusable)
+            except _StaleConnection:
+                pass  # the server closed it while it was idle: dial afresh
+        stream, address = await self._connect(parts, addresses, deadline)
+        try:
+            return await self._exchange(parts, origin, stream, address)
+        except _StaleConnection as exc:
+            raise SourceUnreachable("the source closed the connection without a valid HTTP answer") from exc
+
+    async def _connect(
+        self, parts: urllib.parse.SplitResult, addresses: list[tuple[int, Any]], deadline: float
+    ) -> tuple[IOStream, str]:
+        """A new connection to the first of ``addresses`` that answers (all already checked by the policy)."""
+        failure: BaseException | None = None
+        budget = min(self.limits.connect_timeout_s, deadline - time.monotonic())
+        try:
+            async with asyncio.timeout(budget):
+                for family, sockaddr in addresses:
+                    stream = IOStream(socket.socket(family, socket.SOCK_STREAM))
+                    try:
+                        await stream.connect(sockaddr)
+                        if parts.scheme == "https":
+                            stream = await stream.start_tls(
+                                False, ssl_options=self._tls_context(), server_hostname=parts.hostname
+                            )
+                        return stream, str(sockaddr[0])
+                    except (OSError, StreamClosedError) as exc:
+                        stream.close()
+                        failure = getattr(exc, "real_error", None) or exc
+                    except BaseException:
+                        stream.close()
+                        raise
+        except TimeoutError as exc:
+            raise _timeout(self.limits, "connect timeout") from exc
+        if isinstance(failure, ssl.SSLError):
+            raise SourceUnreachable("TLS handshake with the source failed", log_message=str(failure))
+        raise SourceUnreachable("the connection to the source failed", log_message=repr(failure))
+
+    def _tls_context(self) -> ssl.SSLContext:
+        if self._tls is None:
+            self._tls = ssl.create_default_context()
+        return self._tls
+
+    async def _exchange(
+        self, parts: urllib.parse.SplitResult, origin: Origin, stream: IOStream, address: str
+    ) -> _Download:
+        """One GET on ``stream``; the stream goes back to the pool only after a complete, reusable answer."""
+        download = _Download(self.limits)
+        connection = HTTP1Connection(stream, True, self._params)
+        target = parts.path or "/"
+        if parts.query:
+            target += "?" + parts.query
+        headers = HTTPHeaders(
+            {"Host": parts.netloc, "Accept": "image/*", "Accept-Encoding": "gzip", "User-Agent": USER_AGENT}
+        )
+        pooled = False
+        try:
+            connection.write_headers(RequestStartLine("GET", target, "HTTP/1.1"), headers)
+            connection.finish()
+            await connection.read_response(download)
+            if download.finished and download.keep_alive and not stream.closed():
+                self._pool.put(origin, stream, address)
+                pooled = True
+        except StreamClosedError as exc:
+            if not download.started:
+                raise _StaleConnection() from exc
+            raise SourceUnreachable("the connection to the source failed", log_message=repr(exc)) from exc
+        except OSError as exc:
+            raise SourceUnreachable("the connection to the source failed", log_message=repr(exc)) from exc
+        finally:
+            if not pooled:
+                stream.close()
         if download.refusal is not None:
             raise download.refusal
+        if download.stopped:
+            return download  # a redirect or error answer whose body we stopped reading
+        if not download.finished:
+            if not download.started:
+                raise _StaleConnection()
+            raise SourceUnreachable("the source closed the connection before the image was complete")
         return download
 
 
@@ -422,15 +532,3 @@ def _timeout(limits: FetchLimits, detail: str = "") -> SourceTimeout:
         f"(connecting may take at most {limits.connect_timeout_s:g} s)",
         log_message=detail or None,
     )
-
-
-def _translate(exc: BaseException, limits: FetchLimits) -> GatewayError:
-    if isinstance(exc, GatewayError):
-        return exc
-    if isinstance(exc, HTTPTimeoutError | TimeoutError):
-        return _timeout(limits, str(exc))
-    if isinstance(exc, ssl.SSLError):
-        return SourceUnreachable("TLS handshake with the source failed", log_message=str(exc))
-    if isinstance(exc, HTTPStreamClosedError | StreamClosedError | OSError):
-        return SourceUnreachable("the connection to the source failed", log_message=repr(exc))
-    return SourceUnreachable("the download failed", log_message=repr(exc))

@@ -15,6 +15,7 @@ from tornado.netutil import Resolver, bind_sockets
 
 from app.batcher import MicroBatcher
 from app.catalog import Catalog
+from app.connpool import PoolLimits
 from app.fetcher import AddressPolicy, FetchLimits, UrlFetcher
 from app.pipeline import Admission, DirectPredictor, Pipeline, Predictor, ServedModel
 from app.registry import resolve_models
@@ -61,7 +62,8 @@ def make_fetcher(settings: Settings, resolver: Resolver | None = None) -> UrlFet
         max_concurrent=f.max_concurrent,
         content_types=f.content_types,
     )
-    return UrlFetcher(policy, limits, resolver)
+    pool = PoolLimits(max_idle_per_origin=f.keepalive_per_host, idle_timeout_s=f.keepalive_idle_s)
+    return UrlFetcher(policy, limits, resolver, pool)
 
 
 def make_predictor(client: TFServingClient, models: dict[str, ServedModel]) -> Predictor:

@@ -18,6 +18,7 @@ import pytest
 import tornado.ioloop
 from tornado.netutil import Resolver
 
+from app.connpool import PoolLimits
 from app.fetcher import AddressPolicy, FetchLimits, GuardedResolver, UrlFetcher, validate_url
 from processing.errors import ItemError, SourceForbidden, SourceHttpError, SourceUnreachable, UrlInvalid
 from tests.support.imageserver import FIXTURES, ImageServer
@@ -269,3 +270,102 @@ async def test_a_cancelled_download_gives_its_connection_back(fetchers: FetcherF
     assert await asyncio.get_running_loop().run_in_executor(None, streaming.wait, 5.0)
     slow.cancel()
     assert await asyncio.wait_for(fetcher.fetch(images.url("coffee.jpg")), timeout=2.0) == COFFEE
+
+
+# --- keep-alive reuse ---------------------------------------------------------------
+
+
+@pytest.mark.gen_test
+async def test_downloads_from_one_host_reuse_one_connection(fetchers: FetcherFactory, images: ImageServer) -> None:
+    fetcher = fetchers()
+    before = images.connections
+    for _ in range(5):
+        assert await fetcher.fetch(images.url("coffee.jpg")) == COFFEE
+    assert images.connections - before == 1
+    assert fetcher.idle_connections == 1
+
+
+@pytest.mark.gen_test
+async def test_concurrent_downloads_each_get_a_connection_then_share_them(
+    fetchers: FetcherFactory, images: ImageServer
+) -> None:
+    fetcher = fetchers()
+    before = images.connections
+    assert await asyncio.gather(*[fetcher.fetch(images.url("coffee.jpg")) for _ in range(3)]) == [COFFEE] * 3
+    assert await asyncio.gather(*[fetcher.fetch(images.url("coffee.jpg")) for _ in range(3)]) == [COFFEE] * 3
+    assert images.connections - before == 3
+
+
+@pytest.mark.gen_test
+async def test_a_refused_download_does_not_leave_its_connection_for_reuse(
+    fetchers: FetcherFactory, images: ImageServer
+) -> None:
+    images.route("fetcher/text", lambda h: h.send_bytes(200, b"hello", "text/plain"))
+    fetcher = fetchers()
+    assert await code_of(fetcher, images.url("fetcher/text")) == "content_type_forbidden"
+    assert fetcher.idle_connections == 0
+    assert await fetcher.fetch(images.url("coffee.jpg")) == COFFEE
+    assert fetcher.idle_connections == 1
+
+
+def close_after_answer(handler: Any) -> None:
+    """Answer as a keep-alive response, then hang up: the client finds out only when it reuses the connection."""
+    handler.send_bytes(200, COFFEE, "image/jpeg")
+    handler.wfile.flush()
+    handler.close_connection = True
+
+
+@pytest.mark.gen_test
+async def test_a_connection_the_source_closed_while_idle_is_replaced(
+    fetchers: FetcherFactory, images: ImageServer
+) -> None:
+    images.route("fetcher/then-close", close_after_answer)
+    fetcher = fetchers()
+    before = images.connections
+    assert await fetcher.fetch(images.url("fetcher/then-close")) == COFFEE
+    assert await fetcher.fetch(images.url("coffee.jpg")) == COFFEE
+    assert images.connections - before == 2
+
+
+@pytest.mark.gen_test
+async def test_a_stale_connection_that_looked_alive_is_retried_on_a_new_one(
+    fetchers: FetcherFactory, images: ImageServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The liveness peek can miss a close that races the reuse; the fetcher then dials again, once."""
+    import app.connpool
+
+    monkeypatch.setattr(app.connpool, "_alive", lambda stream: not stream.closed())
+    images.route("fetcher/then-close", close_after_answer)
+    fetcher = fetchers()
+    assert await fetcher.fetch(images.url("fetcher/then-close")) == COFFEE
+    assert await fetcher.fetch(images.url("coffee.jpg")) == COFFEE
+
+
+@pytest.mark.gen_test
+async def test_a_host_that_now_resolves_elsewhere_gets_a_new_connection(
+    fetchers: FetcherFactory, images: ImageServer
+) -> None:
+    """Reuse follows the fresh resolution: a kept connection to the old address is not used for the new one."""
+    with ImageServer(host="127.0.0.2") as other:
+        table = {"images.test": [(socket.AF_INET, ("127.0.0.1", images.port))]}
+        policy = AddressPolicy(allow_cidrs=["127.0.0.1/32", "127.0.0.2/32"])
+        fetcher = fetchers(policy=policy, resolver=TableResolver(table=table))
+        url = f"http://images.test:{images.port}/coffee.jpg"
+        assert await fetcher.fetch(url) == COFFEE
+        assert fetcher.idle_connections == 1
+        table["images.test"] = [(socket.AF_INET, ("127.0.0.2", other.port))]
+        assert await fetcher.fetch(url) == COFFEE
+        assert other.hits == ["/coffee.jpg"]
+
+
+@pytest.mark.gen_test
+async def test_reuse_can_be_turned_off(images: ImageServer) -> None:
+    fetcher = UrlFetcher(IMAGE_SERVER_ONLY, FetchLimits(), pool=PoolLimits(idle_timeout_s=0))
+    try:
+        before = images.connections
+        for _ in range(3):
+            assert await fetcher.fetch(images.url("coffee.jpg")) == COFFEE
+        assert images.connections - before == 3
+        assert fetcher.idle_connections == 0
+    finally:
+        fetcher.close()

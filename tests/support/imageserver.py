@@ -1,11 +1,13 @@
 """A real local HTTP server for image URLs in tests, with routes for the awkward cases.
 
 Runs ``http.server.ThreadingHTTPServer`` in a daemon thread, so it serves both
-in-process async tests and tiers running as subprocesses. Counts the requests it got.
+in-process async tests and tiers running as subprocesses. Counts the requests it got and
+the connections they came on (HTTP/1.1 keep-alive, as most image hosts).
 """
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import http.server
 import threading
@@ -24,6 +26,7 @@ class ImageServer:
         self.directory = directory
         self.routes: dict[str, Route] = {}
         self.hits: list[str] = []
+        self.connections = 0
         self._lock = threading.Lock()
         handler = type("BoundHandler", (_Handler,), {"image_server": self})
         self.httpd = http.server.ThreadingHTTPServer((host, 0), handler)
@@ -42,6 +45,10 @@ class ImageServer:
         with self._lock:
             self.hits.append(path)
 
+    def count_connection(self) -> None:
+        with self._lock:
+            self.connections += 1
+
     def __enter__(self) -> ImageServer:
         self._thread.start()
         return self
@@ -57,6 +64,14 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: Any) -> None:
         pass
+
+    def setup(self) -> None:
+        super().setup()
+        self.image_server.count_connection()
+
+    def handle(self) -> None:
+        with contextlib.suppress(ConnectionResetError):  # a client closed a kept-alive connection
+            super().handle()
 
     def do_GET(self) -> None:
         path = self.path.split("?")[0]
