@@ -16,6 +16,7 @@ from pathlib import Path
 
 from tornado.netutil import bind_sockets
 
+from app.allocator import tune_malloc
 from app.server import build_services, listen, make_app
 from app.settings import Settings, SettingsError, load_settings
 
@@ -71,6 +72,7 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         settings = settings_from_args(args, os.environ if environ is None else environ)
+        tune_malloc(settings.server.malloc_mmap_threshold, settings.server.malloc_trim_threshold)
         if args.workers > 1:
             return run_workers(settings, args.workers)
         asyncio.run(serve(settings))

@@ -44,6 +44,8 @@ class ServerSettings:
     max_in_flight_images: int = 512  # backpressure bound across all requests
     retry_after_s: int = 1
     decode_threads: int = 0  # 0: one per core
+    malloc_mmap_threshold: int = 32 * MIB  # glibc: buffers below this reuse heap memory (app/allocator.py); 0: default
+    malloc_trim_threshold: int = 64 * MIB  # glibc: free heap kept per arena before returning it; 0: default
 
 
 @dataclass(frozen=True)

@@ -2,13 +2,21 @@
 
 No ``tf.make_tensor_proto``/``tf.make_ndarray`` on the request path: they need the
 TensorFlow runtime and copy element by element.
+
+``encode_predict_request`` writes a whole PredictRequest as bytes with each input's
+pixels copied once, straight from the numpy array: going through the protobuf message
+copies them three times (``tobytes``, into the message, out of it when serialised) and
+costs about 1.4 ms of event-loop time for a 4 x 224 x 224 x 3 uint8 batch, against
+0.05 ms this way (``bench/README.md``).
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import numpy as np
 
-from app.protos import tensor_pb2, tensor_shape_pb2, types_pb2
+from app.protos import predict_pb2, tensor_pb2, tensor_shape_pb2, types_pb2
 
 _DTYPES: dict[int, np.dtype[np.generic]] = {
     types_pb2.DT_FLOAT: np.dtype(np.float32),
@@ -68,6 +76,50 @@ def fill_tensor_proto(proto: tensor_pb2.TensorProto, array: np.ndarray) -> None:
     proto.dtype = enum
     proto.tensor_shape.dim.extend(tensor_shape_pb2.TensorShapeProto.Dim(size=d) for d in array.shape)
     proto.tensor_content = array.astype(array.dtype.newbyteorder("<"), copy=False).tobytes()
+
+
+def encode_predict_request(head: predict_pb2.PredictRequest, inputs: Mapping[str, np.ndarray]) -> bytes:
+    """``head`` (model spec, output filter; no inputs) with ``inputs`` added, serialised.
+
+    Parses to the same message as ``fill_tensor_proto`` into ``head.inputs`` would give:
+    protobuf fields may come in any order, and a map is a repeated (key, value) entry.
+    """
+    parts: list[bytes | memoryview] = [head.SerializeToString()]
+    for name, array in inputs.items():
+        enum = _ENUMS.get(array.dtype)
+        if enum is None:
+            raise UnsupportedTensor(f"no TensorProto dtype for {array.dtype}")
+        meta = tensor_pb2.TensorProto(dtype=enum)
+        meta.tensor_shape.dim.extend(tensor_shape_pb2.TensorShapeProto.Dim(size=d) for d in array.shape)
+        little = np.ascontiguousarray(array.astype(array.dtype.newbyteorder("<"), copy=False))
+        content = little.reshape(-1).view(np.uint8)
+        value_head = meta.SerializeToString() + _tag(_CONTENT_FIELD) + _varint(content.nbytes)
+        value_size = len(value_head) + content.nbytes
+        key = name.encode()
+        entry_head = _tag(1) + _varint(len(key)) + key + _tag(2) + _varint(value_size)
+        entry_size = len(entry_head) + value_size
+        parts += [_tag(_INPUTS_FIELD) + _varint(entry_size) + entry_head + value_head, content.data]
+    return b"".join(parts)
+
+
+_CONTENT_FIELD = tensor_pb2.TensorProto.DESCRIPTOR.fields_by_name["tensor_content"].number
+_INPUTS_FIELD = predict_pb2.PredictRequest.DESCRIPTOR.fields_by_name["inputs"].number
+
+
+def _tag(field: int) -> bytes:
+    """The key of a length-delimited field (wire type 2)."""
+    return _varint(field << 3 | 2)
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        low, value = value & 0x7F, value >> 7
+        if value:
+            out.append(low | 0x80)
+        else:
+            out.append(low)
+            return bytes(out)
 
 
 def from_tensor_proto(proto: tensor_pb2.TensorProto) -> np.ndarray:

@@ -24,7 +24,7 @@ from app.protos import (
     predict_pb2,
     prediction_service_pb2_grpc,
 )
-from app.tensors import UnsupportedTensor, dtype_name, fill_tensor_proto, from_tensor_proto
+from app.tensors import UnsupportedTensor, dtype_name, encode_predict_request, from_tensor_proto
 from processing.errors import (
     BackendFailed,
     BackendTimeout,
@@ -35,6 +35,7 @@ from processing.errors import (
 )
 
 MAX_MESSAGE_BYTES = 256 << 20
+PREDICT_METHOD = "/tensorflow.serving.PredictionService/Predict"
 
 # Retry only UNAVAILABLE (the call never reached a model), a few times, quickly.
 _SERVICE_CONFIG = {
@@ -116,6 +117,7 @@ class _Backend:
     channel: grpc.aio.Channel
     prediction: prediction_service_pb2_grpc.PredictionServiceStub
     models: model_service_pb2_grpc.ModelServiceStub
+    predict_encoded: grpc.aio.UnaryUnaryMultiCallable  # Predict taking a request already serialised
 
 
 class TFServingClient:
@@ -144,6 +146,7 @@ class TFServingClient:
                 channel,
                 prediction_service_pb2_grpc.PredictionServiceStub(channel),
                 model_service_pb2_grpc.ModelServiceStub(channel),
+                channel.unary_unary(PREDICT_METHOD, response_deserializer=predict_pb2.PredictResponse.FromString),
             )
             self._backends[address] = backend
         return backend
@@ -157,11 +160,10 @@ class TFServingClient:
         timeout: float,
     ) -> PredictResult:
         """One Predict call; ``outputs`` maps output names to arrays."""
-        request = predict_pb2.PredictRequest(model_spec=model.to_proto(), output_filter=list(output_filter))
-        for name, array in inputs.items():
-            fill_tensor_proto(request.inputs[name], array)
+        head = predict_pb2.PredictRequest(model_spec=model.to_proto(), output_filter=list(output_filter))
+        request = encode_predict_request(head, inputs)
         try:
-            response = await _call(self._backend(address).prediction.Predict, request, timeout, model)
+            response = await _call(self._backend(address).predict_encoded, request, timeout, model)
         except InternalError:
             if model.label is not None:
                 await self._check_label(address, model, timeout)
