@@ -85,9 +85,11 @@ class Admission:
         self.limit = limit
         self.retry_after_s = retry_after_s
         self.in_flight = 0
+        self.refused = 0  # requests refused since the last take_refused()
 
     def acquire(self, count: int) -> None:
         if self.in_flight + count > self.limit:
+            self.refused += 1
             raise Overloaded(
                 f"the tier is at capacity ({self.limit} images in flight); retry shortly",
                 retry_after_s=self.retry_after_s,
@@ -96,6 +98,10 @@ class Admission:
 
     def release(self, count: int) -> None:
         self.in_flight -= count
+
+    def take_refused(self) -> int:
+        refused, self.refused = self.refused, 0
+        return refused
 
 
 @dataclass

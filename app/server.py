@@ -21,7 +21,7 @@ from app.pipeline import Admission, DirectPredictor, Pipeline, Predictor, Served
 from app.registry import resolve_models
 from app.settings import Settings
 from app.tfserving import TFServingClient
-from handlers.base import NotFoundHandler
+from handlers.base import NotFoundHandler, log_request
 from handlers.health import LivenessHandler, ReadinessHandler
 from handlers.models import ModelListHandler, ModelMetadataHandler, ModelStatusHandler
 from handlers.page import PageFileHandler
@@ -121,7 +121,9 @@ def make_app(services: Services) -> tornado.web.Application:
             ),
             (r"/static/(.*)", PageFileHandler, {"path": str(STATIC_DIR)}),
         ]
-    return tornado.web.Application(routes, default_handler_class=NotFoundHandler, xsrf_cookies=False)
+    return tornado.web.Application(
+        routes, default_handler_class=NotFoundHandler, xsrf_cookies=False, log_function=log_request
+    )
 
 
 def listen(

@@ -14,12 +14,36 @@ from handlers.errors import status_for
 from processing.errors import GatewayError, Overloaded
 
 log = logging.getLogger("imagegate.http")
+access_log = logging.getLogger("tornado.access")
 
 ExcInfo = tuple[type[BaseException], BaseException, TracebackType | None]
 
 
+def log_request(handler: RequestHandler) -> None:
+    """Tornado's access log line, except for requests shed under load.
+
+    Tornado logs every 5xx at ERROR; under an overload that is a line per refused request,
+    written while the process is shedding load to stay responsive. Those are logged at
+    DEBUG; ``Admission`` counts them and the server logs one summary line a period.
+    """
+    status = handler.get_status()
+    if getattr(handler, "shed", False):
+        level = logging.DEBUG
+    elif status < 400:
+        level = logging.INFO
+    elif status < 500:
+        level = logging.WARNING
+    else:
+        level = logging.ERROR
+    if access_log.isEnabledFor(level):
+        millis = 1000.0 * handler.request.request_time()
+        access_log.log(level, "%d %s %.2fms", status, handler._request_summary(), millis)
+
+
 class BaseHandler(RequestHandler):
     """Writes ``{"error": {"code", "message"}}`` for every error, ours or Tornado's."""
+
+    shed = False  # answered 503 because the process is at capacity
 
     def set_default_headers(self) -> None:
         self.set_header("X-Content-Type-Options", "nosniff")
@@ -38,6 +62,8 @@ class BaseHandler(RequestHandler):
     def log_exception(
         self, typ: type[BaseException] | None, value: BaseException | None, tb: TracebackType | None
     ) -> None:
+        if isinstance(value, Overloaded):
+            return  # counted by Admission, summarised by the server
         if isinstance(value, GatewayError):
             log.info("%s %s -> %s: %s", self.request.method, self.request.path, value.code, value.log_message)
             return
@@ -48,6 +74,7 @@ class BaseHandler(RequestHandler):
         if isinstance(exc, GatewayError):
             code, message = exc.code, exc.message
             if isinstance(exc, Overloaded):
+                self.shed = True
                 self.set_header("Retry-After", str(exc.retry_after_s))
         elif isinstance(exc, HTTPError) and exc.reason:
             code, message = _code_for_status(status_code), exc.reason
