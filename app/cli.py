@@ -7,7 +7,6 @@ import asyncio
 import contextlib
 import dataclasses
 import functools
-import gc
 import logging
 import os
 import signal
@@ -68,11 +67,6 @@ async def serve(settings: Settings, announce: str = "", sockets: list[socket.soc
     """Serve until SIGTERM or SIGINT, then stop accepting, finish, and close the backend channels."""
     services = await build_services(settings)
     server, port = listen(make_app(services), settings, sockets)
-    # What start-up made (modules, protos, the app) lives as long as the process: freezing it
-    # keeps the collector from walking it again on every full collection, a pause of tens of
-    # milliseconds taken in the middle of requests.
-    gc.collect()
-    gc.freeze()
     shed_report = PeriodicCallback(functools.partial(report_shed, services.pipeline.admission), SHED_REPORT_S * 1000)
     shed_report.start()
     host = settings.server.host

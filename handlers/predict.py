@@ -90,6 +90,10 @@ class PredictHandler(BaseHandler):
             if self._client_gone:
                 return  # nobody to answer; downloads and unsent Predicts were cancelled
             raise
+        finally:
+            # A failed task holds its exception, whose traceback holds this frame and so this
+            # handler: let go of the task, or every refused request is a cycle for the collector.
+            self._work = None
         self.write_json(answer)
 
     def on_connection_close(self) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import logging
 import threading
@@ -71,3 +72,44 @@ def test_refusals_are_summarised_once_per_period(caplog: pytest.LogCaptureFixtur
         report_shed(admission, 10.0)
         report_shed(admission, 10.0)  # nothing new: no line
     assert [r.getMessage() for r in caplog.records] == ["at capacity: 3 requests answered 503 in the last 10 s"]
+
+
+@pytest.mark.gen_test(timeout=30)
+async def test_a_refused_request_leaves_no_garbage_cycle_behind(make_tier: TierFactory, images: ImageServer) -> None:
+    """Refusals come by the thousand in an overload; if each left a reference cycle (a failed task
+    holding its traceback, holding the handler, holding the task), the collector's pauses would
+    delay the very 503s that are meant to be quick."""
+    arrived, release = threading.Event(), threading.Event()
+
+    def held(handler: _Handler) -> None:
+        arrived.set()
+        release.wait(20)
+        handler.send_bytes(200, COFFEE, "image/jpeg")
+
+    images.route("backpressure/held-gc.jpg", held)
+    tier = await make_tier(["server.max_in_flight_images=1"])
+    first = asyncio.ensure_future(predict(tier, [images.url("backpressure/held-gc.jpg")]))
+    assert await asyncio.to_thread(arrived.wait, 10)
+    body = json.dumps([images.url("coffee.jpg")]).encode()
+    host, port = tier.base_url.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    request = (
+        f"POST /v1/models/tiny:predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    ).encode() + body
+    gc.collect()
+    gc.disable()
+    try:
+        for _ in range(50):
+            writer.write(request)
+            head = await reader.readuntil(b"\r\n\r\n")
+            assert head.startswith(b"HTTP/1.1 503")
+            length = int(head.split(b"Content-Length: ")[1].split(b"\r\n")[0])
+            await reader.readexactly(length)
+        garbage = gc.collect()
+    finally:
+        gc.enable()
+        writer.close()
+        release.set()
+    assert (await first).code == 200
+    assert garbage < 50, f"{garbage} objects in cycles after 50 refused requests"
