@@ -56,6 +56,12 @@ SHED_REPORT_S = 10.0
 log = logging.getLogger("imagegate")
 
 
+def say(line: str) -> None:
+    """One line on stdout in one write, so pre-forked workers sharing the pipe never interleave."""
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
+
+
 def report_shed(admission: Admission, period_s: float = SHED_REPORT_S) -> None:
     """One line for the requests refused at capacity since the last call (they get no access log line each)."""
     refused = admission.take_refused()
@@ -70,9 +76,9 @@ async def serve(settings: Settings, announce: str = "", sockets: list[socket.soc
     shed_report = PeriodicCallback(functools.partial(report_shed, services.pipeline.admission), SHED_REPORT_S * 1000)
     shed_report.start()
     host = settings.server.host
-    print(f"imagegate: ready on http://{host}:{port} models={','.join(settings.models)}", flush=True)
+    say(f"imagegate: ready on http://{host}:{port} models={','.join(settings.models)}")
     if announce:
-        print(announce.format(host=host, port=port), flush=True)
+        say(announce.format(host=host, port=port))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -82,7 +88,7 @@ async def serve(settings: Settings, announce: str = "", sockets: list[socket.soc
     server.stop()
     await server.close_all_connections()
     await services.close()
-    print("imagegate: stopped", flush=True)
+    say("imagegate: stopped")
 
 
 def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
