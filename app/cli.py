@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import ctypes
 import dataclasses
 import functools
 import logging
@@ -52,6 +53,7 @@ def settings_from_args(args: argparse.Namespace, environ: Mapping[str, str]) -> 
 
 
 SHED_REPORT_S = 10.0
+PR_SET_PDEATHSIG = 1
 
 log = logging.getLogger("imagegate")
 
@@ -106,6 +108,12 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     return 0
 
 
+def exit_with_parent() -> None:
+    """Have the kernel send this worker SIGTERM if the parent dies (even by SIGKILL), where Linux allows it."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
 def run_workers(settings: Settings, workers: int) -> int:
     """Pre-fork ``workers`` processes that accept on one shared socket; SIGTERM/SIGINT stop them all."""
     sockets = bind_sockets(settings.server.port, settings.server.host)
@@ -116,6 +124,7 @@ def run_workers(settings: Settings, workers: int) -> int:
     for _ in range(workers):
         pid = os.fork()
         if pid == 0:
+            exit_with_parent()
             try:
                 asyncio.run(serve(settings, sockets=sockets))
             except SettingsError as exc:

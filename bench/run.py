@@ -301,16 +301,28 @@ def decode_resize_ms(h: Harness, repeat: int = 30) -> float:
 
 
 def scenario_latency(h: Harness) -> None:
+    """Rounds of (tier p50 at c=1, then decode+resize in-process), the round with the median overhead kept.
+
+    At c=1 every hop wakes a sleeping thread or process, so the p50 follows the machine's
+    state from one minute to the next; each round pairs the two figures taken together,
+    and the table shows the spread.
+    """
     bodies = h.bodies("small1", h.workload.small, per_request=1)
-    with h.contender("tier") as (_child, url):
-        result = h.load(url, bodies, concurrency=1, duration_s=h.timing.latency_s)
-    decode = decode_resize_ms(h)
-    h.raw["latency"] = {"tier": result, "decode_resize_ms": decode}
-    overhead = result["p50_ms"] - decode
+    rounds = []
+    for _round in range(max(1, 2 * h.timing.rounds - 1)):
+        with h.contender("tier") as (_child, url):
+            result = h.load(url, bodies, concurrency=1, duration_s=h.timing.latency_s)
+        decode = decode_resize_ms(h)
+        rounds.append((result["p50_ms"] - decode, result, decode))
+    rounds.sort(key=lambda r: r[0])
+    overhead, result, decode = rounds[len(rounds) // 2]
+    h.raw["latency"] = {"tier": result, "decode_resize_ms": decode, "overheads_ms": [r[0] for r in rounds]}
+    spread = ", ".join(f"+{r[0]:.2f}" for r in rounds)
     h.add(
         "3 latency, c=1, 1 x 640x480",
         "tier p50 <= decode+resize + 3 ms",
-        f"p50 {result['p50_ms']:.2f} ms, decode+resize {decode:.2f} ms, p99 {result['p99_ms']:.2f} ms",
+        f"p50 {result['p50_ms']:.2f} ms, decode+resize {decode:.2f} ms, p99 {result['p99_ms']:.2f} ms "
+        f"(median of {len(rounds)} rounds; overheads {spread} ms)",
         f"+{overhead:.2f} ms",
         _verdict(overhead <= 3.0),
     )

@@ -44,9 +44,11 @@ def start_tier(
     overrides: Sequence[str] = (),
     env: dict[str, str] | None = None,
     ready_timeout: float = 60.0,
+    workers: int = 1,
 ) -> TierProcess:
-    """Start ``python -m app`` on a free port and wait for its readiness line."""
+    """Start ``python -m app`` on a free port and wait for its readiness line (one per worker)."""
     args = [sys.executable, "-m", "app", "--config", str(config), "--port", "0", "--backend", backend_address]
+    args += ["--workers", str(workers)]
     for item in overrides:
         args += ["--set", item]
     proc = subprocess.Popen(
@@ -68,11 +70,12 @@ def start_tier(
             match = READY.search(line)
             if match and not found.is_set():
                 url.append(match.group(1))
-                found.set()
+                if len(url) == workers:
+                    found.set()
         found.set()
 
     threading.Thread(target=pump, daemon=True).start()
-    if not found.wait(ready_timeout) or not url:
+    if not found.wait(ready_timeout) or len(url) < workers:
         proc.kill()
         raise RuntimeError("tier did not become ready:\n" + "".join(output))
     return TierProcess(proc, url[0], output)
