@@ -61,6 +61,11 @@ def dtype_name(enum: int) -> str:
     return dtype.name if dtype is not None else types_pb2.DataType.Name(enum)
 
 
+def _enum_of(dtype: np.dtype[np.generic]) -> int | None:
+    """The TensorProto type of ``dtype`` in either byte order (the bytes are written little-endian)."""
+    return _ENUMS.get(dtype.newbyteorder("="))
+
+
 def to_tensor_proto(array: np.ndarray) -> tensor_pb2.TensorProto:
     """One TensorProto holding ``array``'s bytes in ``tensor_content``."""
     proto = tensor_pb2.TensorProto()
@@ -70,7 +75,7 @@ def to_tensor_proto(array: np.ndarray) -> tensor_pb2.TensorProto:
 
 def fill_tensor_proto(proto: tensor_pb2.TensorProto, array: np.ndarray) -> None:
     """Write ``array`` into ``proto`` (e.g. a request's input map entry) without an intermediate copy."""
-    enum = _ENUMS.get(array.dtype)
+    enum = _enum_of(array.dtype)
     if enum is None:
         raise UnsupportedTensor(f"no TensorProto dtype for {array.dtype}")
     proto.dtype = enum
@@ -86,7 +91,7 @@ def encode_predict_request(head: predict_pb2.PredictRequest, inputs: Mapping[str
     """
     parts: list[bytes | memoryview] = [head.SerializeToString()]
     for name, array in inputs.items():
-        enum = _ENUMS.get(array.dtype)
+        enum = _enum_of(array.dtype)
         if enum is None:
             raise UnsupportedTensor(f"no TensorProto dtype for {array.dtype}")
         meta = tensor_pb2.TensorProto(dtype=enum)
