@@ -30,21 +30,33 @@ async def predict(tier: Tier, urls: list[str]) -> HTTPResponse:
     )
 
 
+class HeldSource:
+    """An image URL whose answer waits until the test releases it: a request that holds its slot."""
+
+    def __init__(self, images: ImageServer, path: str) -> None:
+        self.arrived, self.release = threading.Event(), threading.Event()
+        self.url = images.url(path)
+        images.route(path, self._answer)
+
+    def _answer(self, handler: _Handler) -> None:
+        self.arrived.set()
+        self.release.wait(20)
+        handler.send_bytes(200, COFFEE, "image/jpeg")
+
+    async def occupy(self, tier: Tier) -> asyncio.Future[HTTPResponse]:
+        """Start a request for this URL and return once the tier is downloading it."""
+        request = asyncio.ensure_future(predict(tier, [self.url]))
+        assert await asyncio.to_thread(self.arrived.wait, 10), "the request never reached the image server"
+        return request
+
+
 @pytest.mark.gen_test(timeout=30)
 async def test_beyond_the_bound_requests_get_503_with_retry_after_and_the_held_one_completes(
     make_tier: TierFactory, images: ImageServer, caplog: pytest.LogCaptureFixture
 ) -> None:
-    arrived, release = threading.Event(), threading.Event()
-
-    def held(handler: _Handler) -> None:
-        arrived.set()
-        release.wait(20)
-        handler.send_bytes(200, COFFEE, "image/jpeg")
-
-    images.route("backpressure/held.jpg", held)
+    held = HeldSource(images, "backpressure/held.jpg")
     tier = await make_tier(["server.max_in_flight_images=1", "server.retry_after_s=2"])
-    first = asyncio.ensure_future(predict(tier, [images.url("backpressure/held.jpg")]))
-    assert await asyncio.to_thread(arrived.wait, 10), "the first request never reached the image server"
+    first = await held.occupy(tier)
 
     with caplog.at_level(logging.DEBUG, logger="tornado.access"):
         refused = await predict(tier, [images.url("coffee.jpg")])
@@ -55,7 +67,7 @@ async def test_beyond_the_bound_requests_get_503_with_retry_after_and_the_held_o
     assert tier.services.pipeline.admission.refused == 1
     assert images.hits.count("/coffee.jpg") == 0, "a refused request still downloaded its image"
 
-    release.set()
+    held.release.set()
     answered = await first
     assert answered.code == 200
     assert json.loads(answered.body)["predictions"][0]["classes"]
@@ -79,17 +91,9 @@ async def test_a_refused_request_leaves_no_garbage_cycle_behind(make_tier: TierF
     """Refusals come by the thousand in an overload; if each left a reference cycle (a failed task
     holding its traceback, holding the handler, holding the task), the collector's pauses would
     delay the very 503s that are meant to be quick."""
-    arrived, release = threading.Event(), threading.Event()
-
-    def held(handler: _Handler) -> None:
-        arrived.set()
-        release.wait(20)
-        handler.send_bytes(200, COFFEE, "image/jpeg")
-
-    images.route("backpressure/held-gc.jpg", held)
+    held = HeldSource(images, "backpressure/held-gc.jpg")
     tier = await make_tier(["server.max_in_flight_images=1"])
-    first = asyncio.ensure_future(predict(tier, [images.url("backpressure/held-gc.jpg")]))
-    assert await asyncio.to_thread(arrived.wait, 10)
+    first = await held.occupy(tier)
     body = json.dumps([images.url("coffee.jpg")]).encode()
     host, port = tier.base_url.removeprefix("http://").split(":")
     reader, writer = await asyncio.open_connection(host, int(port))
@@ -110,6 +114,6 @@ async def test_a_refused_request_leaves_no_garbage_cycle_behind(make_tier: TierF
     finally:
         gc.enable()
         writer.close()
-        release.set()
+        held.release.set()
     assert (await first).code == 200
     assert garbage < 50, f"{garbage} objects in cycles after 50 refused requests"
