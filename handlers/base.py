@@ -36,8 +36,9 @@ def log_request(handler: RequestHandler) -> None:
     else:
         level = logging.ERROR
     if access_log.isEnabledFor(level):
-        millis = 1000.0 * handler.request.request_time()
-        access_log.log(level, "%d %s %.2fms", status, handler._request_summary(), millis)
+        request = handler.request
+        millis = 1000.0 * request.request_time()
+        access_log.log(level, "%d %s %s (%s) %.2fms", status, request.method, request.uri, request.remote_ip, millis)
 
 
 class BaseHandler(RequestHandler):

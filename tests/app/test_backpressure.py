@@ -117,3 +117,16 @@ async def test_a_refused_request_leaves_no_garbage_cycle_behind(make_tier: TierF
         held.release.set()
     assert (await first).code == 200
     assert garbage < 50, f"{garbage} objects in cycles after 50 refused requests"
+
+
+@pytest.mark.gen_test(timeout=30)
+async def test_other_answers_keep_the_usual_access_log_levels(
+    tier: Tier, images: ImageServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.DEBUG, logger="tornado.access"):
+        assert (await predict(tier, [images.url("coffee.jpg")])).code == 200
+        response = await AsyncHTTPClient().fetch(tier.url("/v1/models/nope"), raise_error=False)
+        assert response.code == 404
+    levels = {r.getMessage().split()[0]: r.levelno for r in caplog.records if r.name == "tornado.access"}
+    assert levels == {"200": logging.INFO, "404": logging.WARNING}
+    assert "POST /v1/models/tiny:predict (127.0.0.1)" in caplog.records[0].getMessage()
