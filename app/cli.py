@@ -108,10 +108,12 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     return 0
 
 
-def exit_with_parent() -> None:
+def exit_with_parent(parent: int) -> None:
     """Have the kernel send this worker SIGTERM if the parent dies (even by SIGKILL), where Linux allows it."""
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() != parent:  # it died before we asked
+        os._exit(0)
 
 
 def run_workers(settings: Settings, workers: int) -> int:
@@ -121,10 +123,11 @@ def run_workers(settings: Settings, workers: int) -> int:
         threads = max(1, (os.cpu_count() or 2) // workers)
         settings = dataclasses.replace(settings, server=dataclasses.replace(settings.server, decode_threads=threads))
     children = []
+    parent = os.getpid()
     for _ in range(workers):
         pid = os.fork()
         if pid == 0:
-            exit_with_parent()
+            exit_with_parent(parent)
             try:
                 asyncio.run(serve(settings, sockets=sockets))
             except SettingsError as exc:
