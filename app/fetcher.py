@@ -36,7 +36,7 @@ from tornado.httputil import (
     RequestStartLine,
     ResponseStartLine,
 )
-from tornado.iostream import IOStream, StreamClosedError
+from tornado.iostream import IOStream, SSLIOStream, StreamClosedError
 from tornado.netutil import DefaultLoopResolver, Resolver
 
 from app.connpool import ConnectionPool, Origin, PoolLimits
@@ -371,6 +371,7 @@ class UrlFetcher:
         limits: FetchLimits,
         resolver: Resolver | None = None,
         pool: PoolLimits | None = None,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         self.limits = limits
         self._resolver = GuardedResolver(inner=resolver or DefaultLoopResolver(), policy=policy)
@@ -379,7 +380,7 @@ class UrlFetcher:
         self._params = HTTP1ConnectionParameters(
             decompress=True, chunk_size=64 << 10, max_header_size=MAX_HEADER_BYTES, max_body_size=CLIENT_BODY_BACKSTOP
         )
-        self._tls: ssl.SSLContext | None = None
+        self._tls = tls  # None: the system's trust store, certificate and host name verified
 
     def close(self) -> None:
         self._pool.close()
@@ -444,13 +445,16 @@ class UrlFetcher:
         try:
             async with asyncio.timeout(budget):
                 for family, sockaddr in addresses:
-                    stream = IOStream(socket.socket(family, socket.SOCK_STREAM))
+                    sock = socket.socket(family, socket.SOCK_STREAM)
+                    # One stream object from the first byte to the handshake's end, so that a failure or
+                    # a timeout anywhere closes the socket (start_tls would hand it to a stream we never see).
+                    stream = (
+                        SSLIOStream(sock, ssl_options=self._tls_context())
+                        if parts.scheme == "https"
+                        else IOStream(sock)
+                    )
                     try:
-                        await stream.connect(sockaddr)
-                        if parts.scheme == "https":
-                            stream = await stream.start_tls(
-                                False, ssl_options=self._tls_context(), server_hostname=parts.hostname
-                            )
+                        await stream.connect(sockaddr, server_hostname=parts.hostname)
                         return stream, str(sockaddr[0])
                     except (OSError, StreamClosedError) as exc:
                         stream.close()

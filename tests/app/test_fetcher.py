@@ -10,12 +10,14 @@ import asyncio
 import functools
 import ipaddress
 import socket
+import ssl
 import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 import tornado.ioloop
+import trustme
 from tornado.netutil import Resolver
 
 from app.connpool import PoolLimits
@@ -369,3 +371,81 @@ async def test_reuse_can_be_turned_off(images: ImageServer) -> None:
         assert fetcher.idle_connections == 0
     finally:
         fetcher.close()
+
+
+# --- https ----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def ca() -> trustme.CA:
+    return trustme.CA()
+
+
+@pytest.fixture
+def tls_images(ca: trustme.CA) -> Iterator[ImageServer]:
+    """An image server on https://127.0.0.1 with a certificate from the test CA."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(context)
+    with ImageServer(tls=context) as server:
+        yield server
+
+
+def trusting(ca: trustme.CA) -> ssl.SSLContext:
+    context = ssl.create_default_context()
+    ca.configure_trust(context)
+    return context
+
+
+@pytest.mark.gen_test
+async def test_https_sources_are_verified_and_their_connections_reused(ca: trustme.CA, tls_images: ImageServer) -> None:
+    fetcher = UrlFetcher(IMAGE_SERVER_ONLY, FetchLimits(), tls=trusting(ca))
+    try:
+        for _ in range(3):
+            assert await fetcher.fetch(tls_images.url("coffee.jpg")) == COFFEE
+        assert tls_images.connections == 1
+    finally:
+        fetcher.close()
+
+
+@pytest.mark.gen_test
+async def test_an_untrusted_certificate_is_refused(fetchers: FetcherFactory, tls_images: ImageServer) -> None:
+    with pytest.raises(SourceUnreachable, match="TLS handshake"):
+        await fetchers().fetch(tls_images.url("coffee.jpg"))  # the system's trust store knows no test CA
+
+
+@pytest.mark.gen_test
+async def test_a_certificate_for_another_host_is_refused(ca: trustme.CA) -> None:
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("images.example").configure_cert(context)
+    with ImageServer(tls=context) as impostor:
+        fetcher = UrlFetcher(IMAGE_SERVER_ONLY, FetchLimits(), tls=trusting(ca))
+        try:
+            with pytest.raises(SourceUnreachable, match="TLS handshake"):
+                await fetcher.fetch(impostor.url("coffee.jpg"))
+        finally:
+            fetcher.close()
+
+
+@pytest.mark.gen_test
+async def test_a_tls_handshake_that_never_comes_times_out_and_hangs_up(ca: trustme.CA) -> None:
+    listener = socket.create_server(("127.0.0.1", 0))
+    hung_up = threading.Event()
+
+    def accept_and_say_nothing() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            while conn.recv(4096):  # the ClientHello, then nothing until the client gives up
+                pass
+        hung_up.set()
+
+    threading.Thread(target=accept_and_say_nothing, daemon=True).start()
+    port = listener.getsockname()[1]
+    fetcher = UrlFetcher(IMAGE_SERVER_ONLY, FetchLimits(connect_timeout_s=0.5), tls=trusting(ca))
+    try:
+        with pytest.raises(ItemError) as caught:
+            await fetcher.fetch(f"https://127.0.0.1:{port}/coffee.jpg")
+        assert caught.value.code == "source_timeout"
+        assert await asyncio.to_thread(hung_up.wait, 5), "the half-open TLS connection was left open"
+    finally:
+        fetcher.close()
+        listener.close()

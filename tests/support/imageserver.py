@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import gzip
 import http.server
+import ssl
 import threading
 import time
 from collections.abc import Callable
@@ -22,7 +23,7 @@ Route = Callable[["_Handler"], None]
 
 
 class ImageServer:
-    def __init__(self, host: str = "127.0.0.1", directory: Path = FIXTURES) -> None:
+    def __init__(self, host: str = "127.0.0.1", directory: Path = FIXTURES, tls: ssl.SSLContext | None = None) -> None:
         self.directory = directory
         self.routes: dict[str, Route] = {}
         self.hits: list[str] = []
@@ -33,10 +34,13 @@ class ImageServer:
         self.httpd.daemon_threads = True
         self.port = int(self.httpd.server_address[1])
         self.host = host
+        self.scheme = "https" if tls else "http"
+        if tls is not None:
+            self.httpd.socket = tls.wrap_socket(self.httpd.socket, server_side=True)
         self._thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
 
     def url(self, path: str) -> str:
-        return f"http://{self.host}:{self.port}/{path.lstrip('/')}"
+        return f"{self.scheme}://{self.host}:{self.port}/{path.lstrip('/')}"
 
     def route(self, path: str, handler: Route) -> None:
         self.routes["/" + path.lstrip("/")] = handler
