@@ -423,27 +423,34 @@ class UrlFetcher:
         assert parts.hostname is not None
         port = parts.port or (443 if parts.scheme == "https" else 80)
         origin: Origin = (parts.scheme, parts.hostname, port)
-        addresses = await self._resolver.resolve(parts.hostname, port)
+        connect_by = self._connect_deadline(deadline)  # resolving and dialling share one connect budget
+        try:
+            async with asyncio.timeout(connect_by - time.monotonic()):
+                addresses = await self._resolver.resolve(parts.hostname, port)
+        except TimeoutError as exc:
+            raise _timeout(self.limits, "connect timeout (resolving)") from exc
         reusable = self._pool.take(origin, {str(sockaddr[0]) for _family, sockaddr in addresses})
         if reusable is not None:
             try:
                 return await self._exchange(parts, origin, *reusable)
             except _StaleConnection:
-                pass  # the server closed it while it was idle: dial afresh
-        stream, address = await self._connect(parts, addresses, deadline)
+                connect_by = self._connect_deadline(deadline)  # the server closed it while idle: dial afresh
+        stream, address = await self._connect(parts, addresses, connect_by)
         try:
             return await self._exchange(parts, origin, stream, address)
         except _StaleConnection as exc:
             raise SourceUnreachable("the source closed the connection without a valid HTTP answer") from exc
 
+    def _connect_deadline(self, deadline: float) -> float:
+        return min(time.monotonic() + self.limits.connect_timeout_s, deadline)
+
     async def _connect(
-        self, parts: urllib.parse.SplitResult, addresses: list[tuple[int, Any]], deadline: float
+        self, parts: urllib.parse.SplitResult, addresses: list[tuple[int, Any]], connect_by: float
     ) -> tuple[IOStream, str]:
         """A new connection to the first of ``addresses`` that answers (all already checked by the policy)."""
         failure: BaseException | None = None
-        budget = min(self.limits.connect_timeout_s, deadline - time.monotonic())
         try:
-            async with asyncio.timeout(budget):
+            async with asyncio.timeout(connect_by - time.monotonic()):
                 for family, sockaddr in addresses:
                     sock = socket.socket(family, socket.SOCK_STREAM)
                     # One stream object from the first byte to the handshake's end, so that a failure or

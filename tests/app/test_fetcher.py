@@ -449,3 +449,22 @@ async def test_a_tls_handshake_that_never_comes_times_out_and_hangs_up(ca: trust
     finally:
         fetcher.close()
         listener.close()
+
+
+class SilentResolver(Resolver):
+    """A name server that never answers."""
+
+    async def resolve(
+        self, host: str, port: int, family: socket.AddressFamily = socket.AF_UNSPEC
+    ) -> list[tuple[int, Any]]:
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
+
+
+@pytest.mark.gen_test(timeout=10)
+async def test_a_name_that_never_resolves_is_cut_at_the_connect_timeout(fetchers: FetcherFactory) -> None:
+    fetcher = fetchers(resolver=SilentResolver(), connect_timeout_s=0.2, total_timeout_s=60.0)
+    with pytest.raises(ItemError) as caught:
+        await fetcher.fetch("http://slow-dns.test/a.jpg")
+    assert caught.value.code == "source_timeout"
+    assert caught.value.log_message == "connect timeout (resolving)"
