@@ -24,6 +24,11 @@ from app.pipeline import Admission
 from app.server import build_services, listen, make_app
 from app.settings import Settings, SettingsError, load_settings
 
+SHED_REPORT_S = 10.0
+PR_SET_PDEATHSIG = 1
+
+log = logging.getLogger("imagegate")
+
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="imagegate", description="Image-inference gateway for TF Serving.")
@@ -50,12 +55,6 @@ def settings_from_args(args: argparse.Namespace, environ: Mapping[str, str]) -> 
         if value is not None:
             overrides.append(f"{key}={value}")
     return load_settings(args.config, environ, overrides)
-
-
-SHED_REPORT_S = 10.0
-PR_SET_PDEATHSIG = 1
-
-log = logging.getLogger("imagegate")
 
 
 def say(line: str) -> None:
