@@ -75,12 +75,17 @@ def to_tensor_proto(array: np.ndarray) -> tensor_pb2.TensorProto:
 
 def fill_tensor_proto(proto: tensor_pb2.TensorProto, array: np.ndarray) -> None:
     """Write ``array`` into ``proto`` (e.g. a request's input map entry) without an intermediate copy."""
+    proto.tensor_content = _describe(proto, array).tobytes()
+
+
+def _describe(proto: tensor_pb2.TensorProto, array: np.ndarray) -> np.ndarray:
+    """Set ``proto``'s dtype and shape from ``array``; returns the array as the little-endian values to store."""
     enum = _enum_of(array.dtype)
     if enum is None:
         raise UnsupportedTensor(f"no TensorProto dtype for {array.dtype}")
     proto.dtype = enum
     proto.tensor_shape.dim.extend(tensor_shape_pb2.TensorShapeProto.Dim(size=d) for d in array.shape)
-    proto.tensor_content = array.astype(array.dtype.newbyteorder("<"), copy=False).tobytes()
+    return array.astype(array.dtype.newbyteorder("<"), copy=False)
 
 
 def encode_predict_request(head: predict_pb2.PredictRequest, inputs: Mapping[str, np.ndarray]) -> bytes:
@@ -91,13 +96,8 @@ def encode_predict_request(head: predict_pb2.PredictRequest, inputs: Mapping[str
     """
     parts: list[bytes | memoryview] = [head.SerializeToString()]
     for name, array in inputs.items():
-        enum = _enum_of(array.dtype)
-        if enum is None:
-            raise UnsupportedTensor(f"no TensorProto dtype for {array.dtype}")
-        meta = tensor_pb2.TensorProto(dtype=enum)
-        meta.tensor_shape.dim.extend(tensor_shape_pb2.TensorShapeProto.Dim(size=d) for d in array.shape)
-        little = np.ascontiguousarray(array.astype(array.dtype.newbyteorder("<"), copy=False))
-        content = little.reshape(-1).view(np.uint8)
+        meta = tensor_pb2.TensorProto()
+        content = np.ascontiguousarray(_describe(meta, array)).reshape(-1).view(np.uint8)
         value_head = meta.SerializeToString() + _tag(_CONTENT_FIELD) + _varint(content.nbytes)
         value_size = len(value_head) + content.nbytes
         key = name.encode()
