@@ -57,7 +57,7 @@ class ConnectionPool:
         while entries:
             entry = entries.pop()
             self._count -= 1
-            if entry.address in addresses and now - entry.since < self.limits.idle_timeout_s and _alive(entry.stream):
+            if entry.address in addresses and self._fresh(entry, now) and _alive(entry.stream):
                 return entry.stream, entry.address
             entry.stream.close()
         return None
@@ -82,16 +82,21 @@ class ConnectionPool:
         self._idle.clear()
         self._count = 0
 
+    def _fresh(self, entry: _Idle, now: float) -> bool:
+        return now - entry.since < self.limits.idle_timeout_s
+
     def _sweep(self, now: float) -> None:
         """Close connections idle for too long, so a quiet origin does not keep its sockets."""
         self._swept = now
         for origin in list(self._idle):
             entries = self._idle[origin]
-            fresh = [e for e in entries if now - e.since < self.limits.idle_timeout_s]
+            fresh = []
             for entry in entries:
-                if entry not in fresh:
+                if self._fresh(entry, now):
+                    fresh.append(entry)
+                else:
                     entry.stream.close()
-            self._count -= len(entries) - len(fresh)
+                    self._count -= 1
             if fresh:
                 self._idle[origin] = fresh
             else:
