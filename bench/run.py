@@ -221,13 +221,20 @@ def better_baseline(results: dict[str, dict[str, Any]]) -> str:
     return max(("flask", "tornado"), key=lambda k: float(results[k]["images_per_s"]))
 
 
+def against_better_baseline(
+    results: dict[str, dict[str, Any]],
+) -> tuple[str, dict[str, Any], dict[str, Any], float]:
+    """The better baseline's name, the tier's and its results, and the tier's images/s ratio over it."""
+    best = better_baseline(results)
+    tier, base = results["tier"], results[best]
+    return best, tier, base, tier["images_per_s"] / max(base["images_per_s"], 1e-9)
+
+
 def scenario_throughput(h: Harness) -> None:
     bodies = h.bodies("small4", h.workload.small, per_request=4)
     results = compare_run(h, "4 x 640x480, c=16", bodies, concurrency=16)
     h.raw["throughput"] = results
-    best = better_baseline(results)
-    tier, base = results["tier"], results[best]
-    ratio = tier["images_per_s"] / max(base["images_per_s"], 1e-9)
+    best, tier, base, ratio = against_better_baseline(results)
     h.add(
         "1 throughput, 4 x 640x480 per request, c=16",
         ">= 2.5x better baseline's images/s",
@@ -264,9 +271,7 @@ def scenario_large(h: Harness) -> None:
     results = compare_run(h, "1 x 12 MP, c=8", bodies, concurrency=8)
     h.raw["large"] = results
     h.cache["large_tier_hwm_mb"] = results["tier"]["hwm_mb"]
-    best = better_baseline(results)
-    tier, base = results["tier"], results[best]
-    ratio = tier["images_per_s"] / max(base["images_per_s"], 1e-9)
+    best, tier, base, ratio = against_better_baseline(results)
     h.add(
         "2 throughput, 1 x 12 MP per request, c=8",
         ">= 3x better baseline's images/s",
