@@ -19,13 +19,13 @@ $(STAMP): setup.cfg pyproject.toml
 	touch $(STAMP)
 
 models: venv
-	$(PY) -m modelbuild --out $(MODELS)
+	$(PY) -m tools.modelbuild --out $(MODELS)
 
 browser:
 	bash scripts/install-browser.sh
 
 run: venv models
-	$(PY) -m app.devrun --config $(CONFIG) --models $(MODELS)
+	$(PY) -m tools.run --config $(CONFIG) --models $(MODELS)
 
 lint: venv
 	$(VENV)/bin/ruff check .
@@ -40,7 +40,7 @@ pytest: venv models browser
 test: lint typecheck pytest
 
 bench: venv models
-	$(PY) -m bench
+	$(PY) -m tools.bench
 
 clean:
-	rm -rf $(VENV) build test-artifacts bench/out
+	rm -rf $(VENV) build test-artifacts

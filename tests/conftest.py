@@ -25,7 +25,7 @@ MODELS_DIR = ROOT / "build" / "models"
 @pytest.fixture(scope="session")
 def models_dir() -> Path:
     """The demo models, built if missing (the build is a no-op when they exist)."""
-    subprocess.run([sys.executable, "-m", "modelbuild", "--out", str(MODELS_DIR)], cwd=ROOT, check=True)
+    subprocess.run([sys.executable, "-m", "tools.modelbuild", "--out", str(MODELS_DIR)], cwd=ROOT, check=True)
     return MODELS_DIR
 
 

@@ -19,12 +19,12 @@ from app.batcher import MicroBatcher
 from app.pipeline import DirectPredictor, ServedModel
 from app.server import make_predictor
 from app.tfserving import ModelRef, PredictResult, TFServingClient
-from bench.fakebackend import FakeBackend, FakeModel, start_fake_backend
 from processing.errors import BackendFailed, BackendTimeout
 from processing.image import PreprocessSpec
 from processing.postprocess import PostprocessSpec
 from tests.conftest import TierFactory
 from tests.support.imageserver import ImageServer
+from tools.fakeserving import FakeBackend, FakeModel, start_fake_backend
 
 TIMEOUT = 30.0
 

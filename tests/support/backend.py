@@ -1,4 +1,4 @@
-"""A running ``python -m localserving`` subprocess, the TF-Serving-compatible backend for tests.
+"""A running ``python -m tools.localserving`` subprocess, the TF-Serving-compatible backend for tests.
 
 ``start_local_backend`` returns once the server has printed its readiness line (all models loaded, port
 bound), so tests never sleep to wait for it. ``stop`` sends SIGTERM and checks for exit code 0.
@@ -26,7 +26,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 
 @dataclass
 class LocalBackend:
-    """A running ``python -m localserving`` subprocess."""
+    """A running ``python -m tools.localserving`` subprocess."""
 
     address: str  # "127.0.0.1:<port>"
     port: int
@@ -66,8 +66,8 @@ def start_local_backend(
     extra_args: Sequence[str] = (),
     ready_timeout: float = 120.0,
 ) -> LocalBackend:
-    """Launch ``python -m localserving`` and wait for its readiness line; raises with its output if it fails."""
-    args = [sys.executable, "-m", "localserving", "--port", str(port)]
+    """Launch ``python -m tools.localserving`` and wait for its readiness line; raises with its output if it fails."""
+    args = [sys.executable, "-m", "tools.localserving", "--port", str(port)]
     if model_config_file is not None:
         args += ["--model_config_file", str(model_config_file)]
     if model_name is not None:

@@ -1,0 +1,82 @@
+"""The benchmark's pieces start and answer: image host, trivial backend, load generator, both baselines, the tier.
+
+One request each, no timing: the numbers come from ``python -m tools.bench``, never from tests.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tools.bench import procs
+from tools.bench.imagehost import start_image_host
+from tools.bench.images import make_workload
+from tools.bench.profile import fold
+from tools.bench.run import Harness, Row, Timing, table
+
+SMOKE = Timing(warmup_s=0.0, duration_s=30.0, starts=1, latency_s=1.0)
+
+
+@pytest.fixture(scope="module")
+def harness(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Harness]:
+    out = tmp_path_factory.mktemp("bench")
+    workload = make_workload(out / "images", small_count=2, large_count=0)
+    host = start_image_host(workload.directory, install=False)
+    backend = procs.start(
+        "fakeserving", ["-m", "tools.fakeserving", "--port", "0", "--model", "tiny:8"], r"fakeserving: ready on (\S+)"
+    )
+    try:
+        yield Harness(SMOKE, workload, host, backend, out=out)
+    finally:
+        backend.stop()
+        host.stop()
+
+
+def one_request(harness: Harness, url: str) -> dict[str, object]:
+    bodies = harness.bodies("smoke", harness.workload.small, per_request=2, count=1)
+    return harness.load(url, bodies, concurrency=1, requests=1)
+
+
+@pytest.mark.parametrize("kind", ["flask", "tornado", "tier"])
+def test_each_contender_answers_one_request(harness: Harness, kind: str) -> None:
+    with harness.contender(kind) as (_child, url):
+        result = one_request(harness, url)
+    assert result["statuses"] == {"200": 1}, result["sample"]
+    assert result["item_errors"] == 0 and result["connection_errors"] == 0
+    answer = json.loads(str(result["sample"]))
+    assert [len(item["classes"]) for item in answer["predictions"]] == [3, 3]
+
+
+def test_the_workload_is_deterministic(tmp_path: Path, harness: Harness) -> None:
+    again = make_workload(tmp_path, small_count=2, large_count=0)
+    for name in again.small:
+        assert (tmp_path / name).read_bytes() == (harness.workload.directory / name).read_bytes()
+
+
+def test_the_memory_probes_read_this_process() -> None:
+    import os
+
+    rss, hwm = procs.memory(os.getpid())
+    assert 0 < rss <= hwm
+    assert procs.cpu_seconds(os.getpid()) > 0
+
+
+def test_profile_folding_and_the_table() -> None:
+    raw = ["main (app/cli.py:10);decode (processing/image.py:5) 3", "main (app/cli.py:10) 1"]
+    folded = fold(raw)
+    assert "75.0  decode (processing/image.py)" in folded and "100.0  main (app/cli.py)" in folded
+    text = table([Row("1 throughput", ">= 2.5x", "10 img/s", "3.00x", "PASS")])
+    assert text.splitlines()[-1] == "| 1 throughput | >= 2.5x | 10 img/s | 3.00x | PASS |"
+
+
+def test_the_bench_never_loads_tensorflow() -> None:
+    code = (
+        "import sys, tools.bench.run, tools.fakeserving, tools.bench.baselines.common, app.batcher; "
+        "sys.exit('tensorflow.python' in sys.modules)"
+    )
+    assert subprocess.run([sys.executable, "-c", code], cwd=procs.ROOT, check=False).returncode == 0

@@ -1,0 +1,171 @@
+"""Child processes for the benchmark: start one, wait for its readiness line, sample its memory, stop it."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+MIB = 1 << 20
+
+
+@dataclass
+class Child:
+    """A started process, its readiness match and how long it took to get there."""
+
+    proc: subprocess.Popen[str]
+    name: str
+    match: re.Match[str]
+    ready_s: float
+    output: list[str] = field(default_factory=list)
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def tail(self, lines: int = 20) -> str:
+        return "".join(self.output[-lines:])
+
+
+def start(
+    name: str,
+    args: Sequence[str],
+    ready: str,
+    timeout: float = 120.0,
+    env: dict[str, str] | None = None,
+    count: int = 1,
+) -> Child:
+    """Start ``args`` (a Python module run from the repository) and wait for ``count`` lines matching ``ready``."""
+    pattern = re.compile(ready)
+    started = time.perf_counter()
+    proc = subprocess.Popen(
+        [sys.executable, *args],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    output: list[str] = []
+    found: list[tuple[re.Match[str], float]] = []
+    event = threading.Event()
+
+    def pump() -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            if len(output) < 2000:
+                output.append(line)
+            match = pattern.search(line)
+            if match and not event.is_set():
+                found.append((match, time.perf_counter() - started))
+                if len(found) >= count:
+                    event.set()
+        event.set()
+
+    threading.Thread(target=pump, daemon=True).start()
+    if not event.wait(timeout) or len(found) < count:
+        proc.kill()
+        proc.wait()
+        raise RuntimeError(f"{name} did not become ready:\n" + "".join(output[-40:]))
+    match, ready_s = found[0][0], found[-1][1]
+    return Child(proc, name, match, ready_s, output)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and its children (one level: the tier's pre-forked workers)."""
+    children: list[int] = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            children += [int(c) for c in (task / "children").read_text().split()]
+        except OSError:
+            continue
+    return [pid, *children]
+
+
+def memory(pid: int) -> tuple[int, int]:
+    """(VmRSS, VmHWM) of ``pid`` in bytes; zeros if it is gone."""
+    values = {"VmRSS": 0, "VmHWM": 0}
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            key, _, rest = line.partition(":")
+            if key in values:
+                values[key] = int(rest.split()[0]) * 1024
+    except OSError:
+        pass
+    return values["VmRSS"], values["VmHWM"]
+
+
+class MemorySampler:
+    """Samples the RSS of a process tree while a load runs: the largest process and the sum."""
+
+    def __init__(self, pid: int, interval_s: float = 0.1) -> None:
+        self.pid = pid
+        self.interval_s = interval_s
+        self.max_process_rss = 0
+        self.max_total_rss = 0
+        self.samples: list[int] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> MemorySampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            rss = [memory(p)[0] for p in process_tree(self.pid)]
+            self.max_process_rss = max(self.max_process_rss, *rss)
+            self.max_total_rss = max(self.max_total_rss, sum(rss))
+            self.samples.append(max(rss))
+            self._stop.wait(self.interval_s)
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of ``pid`` and its children (one level), in seconds."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for p in process_tree(pid):
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / ticks
+
+
+def peak_process_hwm(pid: int) -> int:
+    """The largest VmHWM among ``pid`` and its children."""
+    return max(memory(p)[1] for p in process_tree(pid))
+
+
+def idle_rss(pid: int) -> list[int]:
+    """VmRSS of every process of the tree."""
+    return [memory(p)[0] for p in process_tree(pid)]

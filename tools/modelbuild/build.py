@@ -1,0 +1,72 @@
+"""Build every demo model that is missing or outdated, then the TF Serving config that lists them.
+
+TensorFlow is imported only when something has to be built, so a run over up-to-date
+artefacts returns in well under a second.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from tools.modelbuild import serving_config
+from tools.modelbuild.artifacts import (
+    Recipe,
+    build_lock,
+    build_model,
+    is_current,
+    read_stamp,
+    remove_leftovers,
+    write_if_changed,
+)
+
+CONFIG_NAME = "models.config"
+
+
+def _build_mobilenet_v2(target: Path) -> dict[str, object]:
+    from tools.modelbuild import mobilenet_v2
+
+    return mobilenet_v2.build(target)
+
+
+def _build_tiny(target: Path) -> dict[str, object]:
+    from tools.modelbuild import tiny
+
+    return tiny.build(target)
+
+
+def _build_digits(target: Path) -> dict[str, object]:
+    from tools.modelbuild import digits
+
+    return digits.build(target)
+
+
+RECIPES = (
+    Recipe("mobilenet_v2", 1, _build_mobilenet_v2),
+    Recipe("tiny", 1, _build_tiny),
+    Recipe("digits", 1, _build_digits),
+)
+
+
+def _describe(name: str, status: str, stamp: dict[str, Any]) -> str:
+    return f"{name}: {status} ({stamp['recipe']}, {stamp['seconds']}s) {json.dumps(stamp['info'])}"
+
+
+def build_all(out: Path, report: Callable[[str], None] = print) -> dict[str, dict[str, Any]]:
+    """Bring ``out`` up to date; return each model's stamp (which records e.g. digits' accuracies)."""
+    out = out.resolve()
+    stamps: dict[str, dict[str, Any]] = {}
+    with build_lock(out):
+        remove_leftovers(out)
+        for recipe in RECIPES:
+            current = is_current(out, recipe)
+            stamp = read_stamp(out / recipe.name) if current else build_model(out, recipe)
+            assert stamp is not None
+            stamps[recipe.name] = stamp
+            report(_describe(recipe.name, "up to date" if current else "built", stamp))
+        config_path = out / CONFIG_NAME
+        written = write_if_changed(config_path, serving_config.render(str(out)), serving_config.parse_model_names)
+        report(f"{CONFIG_NAME}: {'written' if written else 'up to date'} ({config_path})")
+    return stamps

@@ -1,0 +1,100 @@
+"""``make run``: the local TF-Serving-compatible backend, an image server for the demo URLs, and the tier.
+
+Development only: production runs the tier against the ``tensorflow/serving`` image
+(see docker-compose.yml and deploy/k8s). Ctrl-C stops everything.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import re
+import signal
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import tornado.web
+
+from app.cli import serve
+from app.settings import SettingsError, load_settings
+
+ROOT = Path(__file__).resolve().parent.parent
+DEMO_IMAGES = ROOT / "tests" / "fixtures" / "images"
+BACKEND_READY = re.compile(r"localserving: ready on (\S+)")
+
+ANNOUNCE = """
+  Open http://{{host}}:{{port}}/ in a browser, or try:
+
+  curl -F image=@tests/fixtures/images/coffee.jpg http://{{host}}:{{port}}/v1/models/mobilenet_v2:predict
+
+  curl -X POST http://{{host}}:{{port}}/v1/models/mobilenet_v2:predict -H 'Content-Type: application/json' \\
+       -d '["http://127.0.0.1:{images}/coffee.jpg", "http://127.0.0.1:{images}/chelsea.jpg"]'
+
+  Ctrl-C stops the tier and the local backend.
+"""
+
+
+def start_backend(models: Path, port: int) -> tuple[subprocess.Popen[str], str]:
+    args = [
+        sys.executable,
+        "-m",
+        "tools.localserving",
+        "--port",
+        str(port),
+        "--model_config_file",
+        str(models / "models.config"),
+    ]
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, text=True, start_new_session=True)
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        print(line, end="", flush=True)
+        match = BACKEND_READY.search(line)
+        if match:
+            return proc, match.group(1)
+    raise SystemExit(f"the local backend exited with code {proc.wait()} before it was ready")
+
+
+def stop_backend(proc: subprocess.Popen[str]) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+async def run_tier(config: Path, backend: str, images_port: int) -> None:
+    settings = load_settings(config, os.environ, [f"backend.address={backend}"])
+    images = tornado.web.Application([(r"/(.*)", tornado.web.StaticFileHandler, {"path": str(DEMO_IMAGES)})])
+    server = images.listen(images_port, "127.0.0.1")
+    try:
+        await serve(settings, announce=ANNOUNCE.format(images=images_port))
+    finally:
+        server.stop()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="make run")
+    parser.add_argument("--config", type=Path, default=ROOT / "deploy" / "config.dev.yaml")
+    parser.add_argument("--models", type=Path, default=ROOT / "build" / "models")
+    parser.add_argument("--backend-port", type=int, default=8500)
+    parser.add_argument("--images-port", type=int, default=8081)
+    args = parser.parse_args(argv)
+    backend, address = start_backend(args.models.resolve(), args.backend_port)
+    try:
+        asyncio.run(run_tier(args.config, address, args.images_port))
+    except SettingsError as exc:
+        print(f"imagegate: configuration error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        pass
+    finally:
+        stop_backend(backend)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
