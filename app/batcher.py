@@ -22,9 +22,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from app.pipeline import DirectPredictor, ServedModel
-from app.tfserving import ModelRef, PredictResult, TFServingClient
-from processing.errors import BackendFailed, BackendTimeout, BackendUnavailable
+from app.backend.client import TFServingClient
+from app.backend.types import ModelRef, PredictResult
+from app.errors import BackendFailed, BackendTimeout, BackendUnavailable
+from app.models import ServedModel
 
 
 @dataclass(eq=False)
@@ -67,7 +68,7 @@ class _Lane:
 
 
 class MicroBatcher:
-    """A ``Predictor`` that coalesces concurrent calls for the same model into one Predict.
+    """Coalesces concurrent calls for the same model into one Predict (models with ``batched`` only).
 
     The model's ``max_in_flight`` bounds its Predicts in flight per key. While the backend
     is busy with them, rows keep filling the waiting batch, so batches grow with the load
@@ -76,14 +77,13 @@ class MicroBatcher:
 
     def __init__(self, client: TFServingClient) -> None:
         self._client = client
-        self._direct = DirectPredictor(client)
         self._lanes: dict[Hashable, _Lane] = {}
         self._sending: set[asyncio.Task[None]] = set()
 
-    async def predict(self, model: ServedModel, ref: ModelRef, batch: np.ndarray, timeout: float) -> PredictResult:
+    async def submit(self, model: ServedModel, ref: ModelRef, batch: np.ndarray, timeout: float) -> PredictResult:
         """The outputs for ``batch``'s rows, predicted together with other callers' rows."""
-        if model.max_batch_size <= 1 or len(batch) == 0:
-            return await self._direct.predict(model, ref, batch, timeout)
+        if len(batch) == 0:
+            raise ValueError("an empty batch has no rows to predict")
         loop = asyncio.get_running_loop()
         call = _Call(loop.create_future(), loop.time() + timeout)
         self._enqueue(model, ref, batch, call)
@@ -149,10 +149,6 @@ class MicroBatcher:
                 return
             self._send(head)
 
-    def pending_rows(self) -> int:
-        """Rows waiting in batches not yet sent, across all models."""
-        return sum(batch.rows for lane in self._lanes.values() for batch in lane.batches)
-
     def _withdraw(self, call: _Call) -> None:
         """Drop the caller's rows that have not been sent yet."""
         for part in call.parts:
@@ -186,13 +182,13 @@ class MicroBatcher:
             part.batch = None
         if not batch.parts:
             return
-        task = asyncio.ensure_future(self._predict(batch))
+        task = asyncio.ensure_future(self._run(batch))
         self._sending.add(task)
         task.add_done_callback(self._sending.discard)
 
-    async def _predict(self, batch: _Batch) -> None:
+    async def _run(self, batch: _Batch) -> None:
         try:
-            await self._predict_batch(batch)
+            await self._call_backend(batch)
         finally:
             lane = batch.lane
             lane.in_flight -= 1
@@ -200,7 +196,7 @@ class MicroBatcher:
                 self._pump(lane)
                 self._forget_if_idle(lane)
 
-    async def _predict_batch(self, batch: _Batch) -> None:
+    async def _call_backend(self, batch: _Batch) -> None:
         model = batch.model
         inputs = batch.parts[0].rows if len(batch.parts) == 1 else np.concatenate([p.rows for p in batch.parts])
         loop = asyncio.get_running_loop()

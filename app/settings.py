@@ -19,10 +19,13 @@ from typing import Any, Literal, Union
 
 import yaml
 
-from processing.cv import BACKSTOP_MAX_PIXELS, BACKSTOP_MAX_SIDE
+from processing.sources import MAX_TOP_K
 
 ENV_PREFIX = "IMAGEGATE_"
 MIB = 1 << 20
+# OpenCV's own decode limits, a backstop behind decode.* set where the process starts (app/serving/opencv.py).
+OPENCV_MAX_PIXELS = 1 << 26  # 67 megapixels: above any sane configured cap
+OPENCV_MAX_SIDE = 1 << 15
 
 
 class SettingsError(ValueError):
@@ -58,6 +61,7 @@ class FetchSettings:
     max_concurrent_per_request: int = 8
     keepalive_idle_s: float = 4.0  # an idle connection to a source is kept this long for reuse; 0 = no reuse
     keepalive_per_host: int = 16  # idle connections kept per source host
+    keepalive_total: int = 256  # idle connections kept across all source hosts
     allow_cidrs: tuple[str, ...] = ()  # allowed even if in a denied range (e.g. 127.0.0.0/8 for dev)
     deny_cidrs: tuple[str, ...] = ()  # denied on top of the built-in forbidden ranges
     allow_hosts: tuple[str, ...] = ()  # if set, only these host names may be fetched
@@ -262,10 +266,13 @@ def validate(settings: Settings) -> None:
     _positive(settings.server, "server", ("max_images_per_request", "max_in_flight_images"))
     _positive(settings.fetch, "fetch", ("connect_timeout_s", "total_timeout_s", "max_bytes", "max_concurrent"))
     _positive(settings.fetch, "fetch", ("max_concurrent_per_request",))
+    for key in ("keepalive_idle_s", "keepalive_per_host", "keepalive_total"):
+        if getattr(settings.fetch, key) < 0:
+            raise SettingsError(f"fetch.{key}: must not be negative")
     _positive(settings.decode, "decode", ("max_pixels", "max_side"))
-    if settings.decode.max_pixels > BACKSTOP_MAX_PIXELS or settings.decode.max_side > BACKSTOP_MAX_SIDE:
+    if settings.decode.max_pixels > OPENCV_MAX_PIXELS or settings.decode.max_side > OPENCV_MAX_SIDE:
         raise SettingsError(
-            f"decode: max_pixels must be at most {BACKSTOP_MAX_PIXELS} and max_side at most {BACKSTOP_MAX_SIDE} "
+            f"decode: max_pixels must be at most {OPENCV_MAX_PIXELS} and max_side at most {OPENCV_MAX_SIDE} "
             "(OpenCV's own backstop limits)"
         )
     _positive(settings.backend, "backend", ("timeout_s",))
@@ -303,8 +310,8 @@ def _validate_model(name: str, model: ModelSettings) -> None:
     uses_normalisation = inp.scale != 1.0 or any(inp.mean) or any(s != 1.0 for s in inp.std)
     if inp.dtype == "uint8" and uses_normalisation:
         raise SettingsError(f"{path}.input: a uint8 input takes raw pixels; remove scale/mean/std")
-    if not 1 <= model.postprocess.top_k <= 1000:
-        raise SettingsError(f"{path}.postprocess.top_k: must be from 1 to 1000")
+    if not 1 <= model.postprocess.top_k <= MAX_TOP_K:
+        raise SettingsError(f"{path}.postprocess.top_k: must be from 1 to {MAX_TOP_K}")
     if model.batching.max_batch_size < 0 or model.batching.max_wait_ms < 0 or model.batching.max_in_flight < 1:
         raise SettingsError(f"{path}.batching: values must not be negative")
     labels = model.postprocess.labels

@@ -10,8 +10,7 @@ from typing import Any
 
 from tornado.web import HTTPError, RequestHandler
 
-from handlers.errors import status_for
-from processing.errors import GatewayError, Overloaded
+from processing.errors import GatewayError
 
 log = logging.getLogger("imagegate.http")
 access_log = logging.getLogger("tornado.access")
@@ -57,13 +56,13 @@ class BaseHandler(RequestHandler):
     def send_error(self, status_code: int = 500, **kwargs: Any) -> None:
         exc_info = kwargs.get("exc_info")
         if exc_info is not None and isinstance(exc_info[1], GatewayError):
-            status_code = status_for(exc_info[1])
+            status_code = exc_info[1].status
         super().send_error(status_code, **kwargs)
 
     def log_exception(
         self, typ: type[BaseException] | None, value: BaseException | None, tb: TracebackType | None
     ) -> None:
-        if isinstance(value, Overloaded):
+        if isinstance(value, GatewayError) and value.shed:
             return  # counted by Admission, summarised by the server
         if isinstance(value, GatewayError):
             log.info("%s %s -> %s: %s", self.request.method, self.request.path, value.code, value.log_message)
@@ -74,9 +73,9 @@ class BaseHandler(RequestHandler):
         exc = kwargs["exc_info"][1] if "exc_info" in kwargs else None
         if isinstance(exc, GatewayError):
             code, message = exc.code, exc.message
-            if isinstance(exc, Overloaded):
-                self.shed = True
-                self.set_header("Retry-After", str(exc.retry_after_s))
+            self.shed = exc.shed
+            for name, value in exc.headers().items():
+                self.set_header(name, value)
         elif isinstance(exc, HTTPError) and exc.reason:
             code, message = _code_for_status(status_code), exc.reason
         else:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from handlers.base import BaseHandler
-from handlers.ports import ModelCatalog
+from handlers.ports import ModelStatus
 
 
 class LivenessHandler(BaseHandler):
@@ -16,9 +16,9 @@ class LivenessHandler(BaseHandler):
 class ReadinessHandler(BaseHandler):
     """GET /readyz: 200 when every configured model is AVAILABLE on its backend, else 503."""
 
-    def initialize(self, catalog: ModelCatalog) -> None:
-        self.catalog = catalog
+    def initialize(self, models: ModelStatus) -> None:
+        self.models = models
 
     async def get(self) -> None:
-        ready, details = await self.catalog.readiness()
+        ready, details = await self.models.readiness()
         self.write_json({"ready": ready, "models": details}, status=200 if ready else 503)

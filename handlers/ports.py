@@ -22,8 +22,8 @@ class RequestLimits:
     max_images: int
 
 
-class PredictService(Protocol):
-    async def predict(
+class PredictPipeline(Protocol):
+    async def run(
         self,
         name: str,
         sources: Sequence[ImageSource],
@@ -33,7 +33,7 @@ class PredictService(Protocol):
     ) -> dict[str, Any]: ...
 
 
-class ModelCatalog(Protocol):
+class ModelStatus(Protocol):
     def describe(self) -> list[dict[str, Any]]: ...
 
     async def status(self, name: str, version: int | None) -> dict[str, Any]: ...

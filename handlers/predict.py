@@ -14,7 +14,7 @@ from typing import Any
 from tornado.web import stream_request_body
 
 from handlers.base import BaseHandler
-from handlers.ports import PredictService, RequestLimits
+from handlers.ports import PredictPipeline, RequestLimits
 from processing.errors import GatewayError, InvalidRequest, PayloadTooLarge, UnsupportedMediaType
 from processing.multipart import MultipartParser, Part, boundary_from_content_type
 from processing.sources import ImageSource, PredictRequest, parse_json_request, parse_top_k
@@ -25,7 +25,7 @@ RAW_TYPES = ("image/", "application/octet-stream")
 
 @stream_request_body
 class PredictHandler(BaseHandler):
-    def initialize(self, pipeline: PredictService, limits: RequestLimits) -> None:
+    def initialize(self, pipeline: PredictPipeline, limits: RequestLimits) -> None:
         self.pipeline = pipeline
         self.limits = limits
         self._chunks: list[bytes] = []
@@ -82,7 +82,7 @@ class PredictHandler(BaseHandler):
             return
         request = self._parse_body()
         top_k = request.top_k if request.top_k is not None else parse_top_k(self.get_query_argument("top_k", None))
-        work = self.pipeline.predict(name, request.sources, int(version) if version else None, label, top_k)
+        work = self.pipeline.run(name, request.sources, int(version) if version else None, label, top_k)
         self._work = asyncio.ensure_future(work)
         try:
             answer = await self._work

@@ -9,9 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+import cv2
 import numpy as np
 
-from processing.cv import cv2
 from processing.errors import ImageDecodeFailed, ImageTooLarge
 from processing.sniff import ImageHeader, read_header
 
@@ -29,8 +29,8 @@ _REDUCED_FLAGS = (
 
 @dataclass(frozen=True)
 class DecodeLimits:
-    max_pixels: int = 16_777_216  # 4096 x 4096
-    max_side: int = 16_384
+    max_pixels: int
+    max_side: int
 
 
 @dataclass(frozen=True)
@@ -39,15 +39,15 @@ class PreprocessSpec:
 
     height: int
     width: int
-    resize: ResizeMode = "stretch"
-    resize_shorter: int | None = None  # crop mode: shorter side before the centre crop
-    color: ColorOrder = "rgb"
-    dtype: TensorDtype = "float32"
-    scale: float = 1.0
-    mean: tuple[float, ...] = (0.0,)
-    std: tuple[float, ...] = (1.0,)
-    layout: Layout = "nhwc"
-    pad_value: int = 0  # letterbox border
+    resize: ResizeMode
+    resize_shorter: int | None  # crop mode: shorter side before the centre crop
+    color: ColorOrder
+    dtype: TensorDtype
+    scale: float
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    layout: Layout
+    pad_value: int  # letterbox border
 
     @property
     def channels(self) -> int:
@@ -90,7 +90,7 @@ def decode_image(data: bytes, limits: DecodeLimits, min_side: int = 0) -> np.nda
     flags = _jpeg_flags(header, min_side) if header.format == "jpeg" else cv2.IMREAD_UNCHANGED
     try:
         pixels = cv2.imdecode(buffer, flags)
-    except cv2.error as exc:  # OpenCV's own limits (processing/cv.py) refuse by raising
+    except cv2.error as exc:  # OpenCV's own limits (app/serving/opencv.py) refuse by raising
         raise ImageDecodeFailed(f"{header.format.upper()} image could not be decoded", log_message=str(exc)) from exc
     if pixels is None or pixels.size == 0:
         raise ImageDecodeFailed(f"{header.format.upper()} image is truncated or corrupt")

@@ -13,10 +13,10 @@ PostprocessKind = Literal["classification", "raw"]
 
 @dataclass(frozen=True)
 class PostprocessSpec:
-    kind: PostprocessKind = "classification"
-    softmax: bool = False  # apply softmax (the model outputs logits)
-    top_k: int = 5
-    labels: tuple[str, ...] = ()
+    kind: PostprocessKind
+    softmax: bool  # apply softmax (the model outputs logits)
+    top_k: int
+    labels: tuple[str, ...]
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from collections.abc import Awaitable, Callable, Iterator, Sequence
@@ -13,11 +14,16 @@ import tornado.httpserver
 import tornado.ioloop
 from tornado.netutil import Resolver
 
-from app.server import Services, build_services, listen, make_app
-from app.settings import Settings, load_settings
-from tests.support.backend import LocalBackend, start_local_backend
-from tests.support.imageserver import ImageServer
-from tests.support.tier import DEV_CONFIG, ROOT
+from app.serving.opencv import configure_opencv
+
+# The test process starts here: configure OpenCV as ``python -m app`` does, before anything imports it.
+configure_opencv(os.environ)
+
+from app.serving.server import Services, build_services, listen, make_app  # noqa: E402
+from app.settings import Settings, load_settings  # noqa: E402
+from tests.support.backend import LocalBackend, start_local_backend  # noqa: E402
+from tests.support.imageserver import ImageServer  # noqa: E402
+from tests.support.tier import DEV_CONFIG, ROOT  # noqa: E402
 
 MODELS_DIR = ROOT / "build" / "models"
 

@@ -10,7 +10,6 @@ import argparse
 import asyncio
 import os
 import re
-import signal
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -18,8 +17,9 @@ from pathlib import Path
 
 import tornado.web
 
-from app.cli import serve
+from app.serving.opencv import configure_opencv
 from app.settings import SettingsError, load_settings
+from tools.process import stop_process
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO_IMAGES = ROOT / "tests" / "fixtures" / "images"
@@ -57,16 +57,9 @@ def start_backend(models: Path, port: int) -> tuple[subprocess.Popen[str], str]:
     raise SystemExit(f"the local backend exited with code {proc.wait()} before it was ready")
 
 
-def stop_backend(proc: subprocess.Popen[str]) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-
-
 async def run_tier(config: Path, backend: str, images_port: int) -> None:
+    from app.serving.lifecycle import serve  # after configure_opencv: it imports OpenCV
+
     settings = load_settings(config, os.environ, [f"backend.address={backend}"])
     images = tornado.web.Application([(r"/(.*)", tornado.web.StaticFileHandler, {"path": str(DEMO_IMAGES)})])
     server = images.listen(images_port, "127.0.0.1")
@@ -83,6 +76,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--backend-port", type=int, default=8500)
     parser.add_argument("--images-port", type=int, default=8081)
     args = parser.parse_args(argv)
+    configure_opencv(os.environ)
     backend, address = start_backend(args.models.resolve(), args.backend_port)
     try:
         asyncio.run(run_tier(args.config, address, args.images_port))
@@ -92,7 +86,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         pass
     finally:
-        stop_backend(backend)
+        stop_process(backend)
     return 0
 
 

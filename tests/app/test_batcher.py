@@ -15,15 +15,14 @@ import pytest
 import tornado.ioloop
 from tornado.httpclient import AsyncHTTPClient
 
+from app.backend.client import TFServingClient
+from app.backend.types import ModelRef, PredictResult
 from app.batcher import MicroBatcher
-from app.pipeline import DirectPredictor, ServedModel
-from app.server import make_predictor
-from app.tfserving import ModelRef, PredictResult, TFServingClient
-from processing.errors import BackendFailed, BackendTimeout
-from processing.image import PreprocessSpec
-from processing.postprocess import PostprocessSpec
+from app.errors import BackendFailed, BackendTimeout
+from app.models import ServedModel
 from tests.conftest import TierFactory
 from tests.support.imageserver import ImageServer
+from tests.support.specs import postprocess_spec, preprocess_spec
 from tools.fakeserving import FakeBackend, FakeModel, start_fake_backend
 
 TIMEOUT = 30.0
@@ -38,7 +37,7 @@ def fake() -> Iterator[FakeBackend]:
 
 @pytest.fixture
 def client(io_loop: tornado.ioloop.IOLoop) -> Iterator[TFServingClient]:
-    client = TFServingClient()
+    client = TFServingClient("pick_first")
     yield client
     io_loop.run_sync(client.close)
 
@@ -51,10 +50,11 @@ def served(backend: FakeBackend, max_batch_size: int = 8, max_wait_ms: float = 5
         signature="serving_uint8",
         input_name="images",
         output_names=("logits",),
-        preprocess=PreprocessSpec(4, 4, dtype="uint8"),
-        postprocess=PostprocessSpec(),
+        preprocess=preprocess_spec(4, 4, dtype="uint8"),
+        postprocess=postprocess_spec(),
         max_batch_size=max_batch_size,
         max_wait_ms=max_wait_ms,
+        max_in_flight=2,
     )
 
 
@@ -71,7 +71,7 @@ async def predict_all(
     batcher: MicroBatcher, model: ServedModel, batches: list[np.ndarray], timeout: float = TIMEOUT
 ) -> list[PredictResult]:
     ref = model.ref()
-    return list(await asyncio.gather(*(batcher.predict(model, ref, b, timeout) for b in batches)))
+    return list(await asyncio.gather(*(batcher.submit(model, ref, b, timeout) for b in batches)))
 
 
 @pytest.mark.gen_test(timeout=30)
@@ -133,7 +133,7 @@ async def test_rows_wait_for_a_free_slot_and_fill_the_batch_meanwhile(
     fake.log.delay_s = 0.3
     model = dataclasses.replace(served(fake, max_batch_size=8, max_wait_ms=0), max_in_flight=1)
     batcher = MicroBatcher(client)
-    first = asyncio.ensure_future(batcher.predict(model, model.ref(), rows(1), TIMEOUT))
+    first = asyncio.ensure_future(batcher.submit(model, model.ref(), rows(1), TIMEOUT))
     assert await asyncio.to_thread(fake.log.arrived.wait, 10)  # the first Predict is under way
     rest = await predict_all(batcher, model, [rows(i) for i in range(2, 6)])
     assert echoed(await first) == [1]
@@ -146,9 +146,8 @@ async def test_a_cancelled_caller_has_its_rows_dropped(fake: FakeBackend, client
     model = served(fake, max_batch_size=8, max_wait_ms=300)
     batcher = MicroBatcher(client)
     ref = model.ref()
-    calls = [asyncio.ensure_future(batcher.predict(model, ref, rows(i, i), TIMEOUT)) for i in (1, 2, 3)]
+    calls = [asyncio.ensure_future(batcher.submit(model, ref, rows(i, i), TIMEOUT)) for i in (1, 2, 3)]
     await asyncio.sleep(0)  # one loop turn: every call has queued its rows
-    assert batcher.pending_rows() == 6
     calls[1].cancel()
     first, third = await asyncio.gather(calls[0], calls[2])
     assert calls[1].cancelled()
@@ -160,14 +159,15 @@ async def test_a_cancelled_caller_has_its_rows_dropped(fake: FakeBackend, client
 async def test_when_every_caller_is_cancelled_nothing_is_sent(fake: FakeBackend, client: TFServingClient) -> None:
     model = served(fake, max_batch_size=8, max_wait_ms=50)
     batcher = MicroBatcher(client)
-    calls = [asyncio.ensure_future(batcher.predict(model, model.ref(), rows(i), TIMEOUT)) for i in (1, 2)]
+    calls = [asyncio.ensure_future(batcher.submit(model, model.ref(), rows(i), TIMEOUT)) for i in (1, 2)]
     await asyncio.sleep(0)  # one loop turn: both calls have queued their rows
-    assert batcher.pending_rows() == 2
     for call in calls:
         call.cancel()
     await asyncio.gather(*calls, return_exceptions=True)
-    assert batcher.pending_rows() == 0  # withdrawn before the batch was due: nothing left to send
     assert fake.log.batch_sizes == []
+    # Withdrawn before the batch was due: a later caller's batch carries only its own row.
+    result = await batcher.submit(model, model.ref(), rows(7), TIMEOUT)
+    assert echoed(result) == [7] and fake.log.batch_sizes == [1]
 
 
 @pytest.mark.gen_test(timeout=30)
@@ -178,7 +178,7 @@ async def test_a_failed_predict_fails_every_caller_with_the_same_error(
     model = served(fake, max_batch_size=8)
     batcher = MicroBatcher(client)
     outcomes = await asyncio.gather(
-        *(batcher.predict(model, model.ref(), rows(i), TIMEOUT) for i in range(3)), return_exceptions=True
+        *(batcher.submit(model, model.ref(), rows(i), TIMEOUT) for i in range(3)), return_exceptions=True
     )
     assert fake.log.batch_sizes == [3]
     assert all(isinstance(o, BackendFailed) for o in outcomes)
@@ -194,24 +194,23 @@ async def test_a_slow_backend_times_each_caller_out(fake: FakeBackend, client: T
 
 
 @pytest.mark.gen_test(timeout=30)
-async def test_models_without_batching_go_direct(fake: FakeBackend, client: TFServingClient) -> None:
-    model = served(fake, max_batch_size=0)
-    results = await predict_all(MicroBatcher(client), model, [rows(i) for i in range(3)])
-    assert fake.log.batch_sizes == [1, 1, 1]
-    assert [echoed(r) for r in results] == [[0], [1], [2]]
-
-
-@pytest.mark.gen_test(timeout=30)
 async def test_the_answered_version_comes_from_the_response(fake: FakeBackend, client: TFServingClient) -> None:
     model = served(fake)
     batcher = MicroBatcher(client)
-    results = await asyncio.gather(*(batcher.predict(model, ModelRef("tiny", 7), rows(i), TIMEOUT) for i in (1, 2)))
+    results = await asyncio.gather(*(batcher.submit(model, ModelRef("tiny", 7), rows(i), TIMEOUT) for i in (1, 2)))
     assert [r.version for r in results] == [7, 7]
 
 
-def test_make_predictor_batches_only_when_a_model_asks(fake: FakeBackend, client: TFServingClient) -> None:
-    assert isinstance(make_predictor(client, {"tiny": served(fake, max_batch_size=1)}), DirectPredictor)
-    assert isinstance(make_predictor(client, {"tiny": served(fake, max_batch_size=8)}), MicroBatcher)
+def test_a_model_batches_only_when_its_batch_size_is_above_one(fake: FakeBackend) -> None:
+    assert [served(fake, max_batch_size=n).batched for n in (0, 1, 2, 8)] == [False, False, True, True]
+
+
+@pytest.mark.gen_test(timeout=30)
+async def test_an_empty_batch_is_refused_rather_than_left_waiting(fake: FakeBackend, client: TFServingClient) -> None:
+    model = served(fake)
+    with pytest.raises(ValueError):
+        await MicroBatcher(client).submit(model, model.ref(), np.zeros((0, 4, 4, 3), np.uint8), TIMEOUT)
+    assert fake.log.batch_sizes == []
 
 
 def count_predicts(client: TFServingClient) -> list[int]:

@@ -16,12 +16,13 @@ import numpy as np
 import pytest
 from tornado.httpclient import AsyncHTTPClient, HTTPResponse
 
-from app.server import build_services
+from app.serving.server import build_services
 from app.settings import SettingsError
-from processing.image import DecodeLimits, image_to_tensor
+from processing.image import image_to_tensor
 from tests.conftest import Tier, TierFactory, dev_settings
 from tests.support.backend import LocalBackend, start_local_backend
 from tests.support.imageserver import FIXTURES, ImageServer
+from tests.support.specs import decode_limits
 from tests.support.tier import ROOT
 
 PREDICT = "/v1/models/mobilenet_v2:predict"
@@ -245,7 +246,7 @@ async def test_float_signature_path_matches_uint8_path(make_tier: TierFactory) -
 @pytest.mark.gen_test(timeout=60)
 async def test_scores_equal_the_savedmodel_called_directly(tier: Tier, models_dir: Path, tmp_path: Path) -> None:
     model = tier.services.pipeline.models["mobilenet_v2"]
-    tensor = image_to_tensor(photo("chelsea.jpg"), model.preprocess, DecodeLimits())
+    tensor = image_to_tensor(photo("chelsea.jpg"), model.preprocess, decode_limits())
     np.save(tmp_path / "in.npy", tensor[None])
     args = ["-m", "tests.support.direct_predict", str(models_dir / "mobilenet_v2" / "1"), "serving_uint8"]
     args += ["images", str(tmp_path / "in.npy"), str(tmp_path / "out.npz")]
@@ -303,7 +304,7 @@ async def test_config_that_contradicts_the_model_fails_at_start(backend: LocalBa
 def test_tier_process_does_not_load_tensorflow(backend: LocalBackend) -> None:
     code = (
         "import sys, asyncio, pathlib\n"
-        "from app.server import build_services\n"
+        "from app.serving.server import build_services\n"
         "from app.settings import load_settings\n"
         "config = pathlib.Path('deploy/config.dev.yaml')\n"
         f"settings = load_settings(config, {{}}, ['backend.address={backend.address}'])\n"

@@ -9,8 +9,10 @@ import pytest
 import tornado.ioloop
 from tornado.netutil import Resolver
 
-from app.fetcher import AddressPolicy, FetchLimits, UrlFetcher
+from app.fetch.client import UrlFetcher
+from app.fetch.policy import AddressPolicy
 from tests.hostile.traps import ConnectionTrap
+from tests.support.specs import url_fetcher
 
 # The policy of a production tier: nothing on this machine is allowed.
 PRODUCTION_POLICY = AddressPolicy()
@@ -24,13 +26,11 @@ TrapFactory = Callable[..., ConnectionTrap]
 
 @pytest.fixture
 def fetchers(io_loop: tornado.ioloop.IOLoop) -> Iterator[FetcherFactory]:
-    """Makes URL fetchers with short timeouts (override any FetchLimits field); closes them after."""
+    """Makes URL fetchers with short timeouts (override any ``fetch.*`` setting); closes them after."""
     made: list[UrlFetcher] = []
 
     def make(policy: AddressPolicy = IMAGE_SERVER_ONLY, resolver: Resolver | None = None, **limits: Any) -> UrlFetcher:
-        fetcher = UrlFetcher(
-            policy, FetchLimits(**{"connect_timeout_s": 0.5, "total_timeout_s": 3.0, **limits}), resolver
-        )
+        fetcher = url_fetcher(policy, resolver, **{"connect_timeout_s": 0.5, "total_timeout_s": 3.0, **limits})
         made.append(fetcher)
         return fetcher
 

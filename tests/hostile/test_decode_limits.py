@@ -2,7 +2,7 @@
 
 tests/processing/test_image.py covers the PNG case, formats, colour handling and corrupt
 data; this adds every other format's header bomb, the exact cap boundaries, and OpenCV's
-own limits (processing/cv.py) as the backstop should our check ever be bypassed.
+own limits (set by app/serving/opencv.py where the process starts) as the backstop should our check ever be bypassed.
 """
 
 from __future__ import annotations
@@ -18,12 +18,14 @@ from pathlib import Path
 
 import pytest
 
+from app.settings import OPENCV_MAX_PIXELS
 from processing.errors import ImageTooLarge
-from processing.image import DecodeLimits, check_dimensions, decode_image
+from processing.image import check_dimensions, decode_image
 from processing.sniff import ImageHeader, read_header
+from tests.support.specs import decode_limits
 
 ROOT = Path(__file__).resolve().parents[2]
-LIMITS = DecodeLimits()  # the defaults: 16,777,216 pixels, no side over 16,384
+LIMITS = decode_limits()  # the defaults: 16,777,216 pixels, no side over 16,384
 
 
 def png(width: int, height: int) -> bytes:
@@ -150,13 +152,60 @@ def run_probe(imports: str, then: str = "") -> list[str]:
     return result.stdout.split()
 
 
-def test_opencv_refuses_huge_images_itself_once_processing_cv_has_set_its_limits() -> None:
+CONFIGURED = "import os; from app.serving.opencv import configure_opencv; configure_opencv(os.environ); import cv2"
+
+
+def test_opencv_refuses_huge_images_itself_once_the_process_has_configured_it() -> None:
     """A valid 81-megapixel PNG and a 40000-pixel-wide one: over OpenCV's backstop.
 
-    Imported through processing.cv, OpenCV refuses both; imported bare (the control), it decodes them.
+    After configure_opencv (what ``python -m app`` runs first), OpenCV refuses both; imported bare
+    (the control), it decodes them.
     """
-    assert run_probe("from processing.cv import cv2") == ["refused", "refused"]
+    assert run_probe(CONFIGURED) == ["refused", "refused"]
     assert run_probe("import cv2") == ["decoded", "decoded"]
+
+
+def test_python_m_app_configures_opencv_before_anything_imports_it() -> None:
+    script = textwrap.dedent(
+        """
+        import os, runpy, sys
+        sys.argv = ["app", "--help"]
+        try:
+            runpy.run_module("app", run_name="__main__")
+        except SystemExit:
+            pass
+        print(os.environ.get("OPENCV_IO_MAX_IMAGE_PIXELS"), sys.modules["cv2"].getNumThreads())
+        """
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OPENCV_")}
+    result = subprocess.run(
+        [sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60, check=True
+    )
+    assert result.stdout.split()[-2:] == [str(OPENCV_MAX_PIXELS), "1"]
+
+
+def test_importing_the_product_writes_no_environment_and_settings_need_no_opencv() -> None:
+    script = textwrap.dedent(
+        """
+        import os, sys
+        before = dict(os.environ)
+        import app.settings
+        print("cv2" in sys.modules)
+        import app.serving.cli, app.serving.server, processing.image
+        changed = {k for k in before.keys() | os.environ.keys() if before.get(k) != os.environ.get(k)}
+        print(changed <= {"LD_LIBRARY_PATH"})  # OpenCV's own loader sets that one
+        """
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=60, check=True
+    )
+    assert result.stdout.split() == ["False", "True"]
+
+
+def test_configuring_opencv_after_it_was_imported_is_refused() -> None:
+    script = "import os, cv2\nfrom app.serving.opencv import configure_opencv\nconfigure_opencv(os.environ)"
+    result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert result.returncode != 0 and "before cv2 is imported" in result.stderr
 
 
 def test_when_the_backstop_refuses_the_item_fails_not_the_request() -> None:
@@ -172,4 +221,4 @@ def test_when_the_backstop_refuses_the_item_fails_not_the_request() -> None:
         except Exception as exc:
             print("escaped:" + type(exc).__name__)
     """
-    assert run_probe("from processing.cv import cv2", then)[-1] in {"image_too_large", "image_decode_failed"}
+    assert run_probe(CONFIGURED, then)[-1] in {"image_too_large", "image_decode_failed"}

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from app.fetcher import AddressPolicy
+from app.fetch.policy import AddressPolicy
 from processing.errors import ItemError
 from tests.conftest import TierFactory
 from tests.hostile.conftest import IMAGE_SERVER_ONLY, PRODUCTION_POLICY, FetcherFactory, TrapFactory

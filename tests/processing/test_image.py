@@ -3,16 +3,17 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 
-from processing.cv import cv2
 from processing.errors import ImageDecodeFailed, ImageTooLarge
-from processing.image import DecodeLimits, PreprocessSpec, decode_image, image_to_tensor, preprocess
+from processing.image import decode_image, image_to_tensor, preprocess
 from processing.sniff import read_header
+from tests.support.specs import decode_limits, preprocess_spec
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "images"
-LIMITS = DecodeLimits()
+LIMITS = decode_limits()
 
 
 def encode(pixels: np.ndarray, ext: str, params: list[int] | None = None) -> bytes:
@@ -123,7 +124,7 @@ def test_png_declaring_huge_canvas_is_refused_before_decoding() -> None:
 def test_side_limit_applies_even_under_the_pixel_cap() -> None:
     data = encode(np.zeros((2, 300, 3), dtype=np.uint8), ".png")
     with pytest.raises(ImageTooLarge):
-        decode_image(data, DecodeLimits(max_pixels=10**9, max_side=299))
+        decode_image(data, decode_limits(max_pixels=10**9, max_side=299))
 
 
 def test_jpeg_is_downscaled_in_the_dct_domain_when_the_target_allows() -> None:
@@ -138,7 +139,7 @@ def test_crop_mode_matches_torchvision_geometry() -> None:
     """Shorter side to 256, then a centred 224 crop."""
     rgb = np.zeros((300, 600, 3), dtype=np.uint8)
     rgb[:, 300:] = 255  # right half white
-    spec = PreprocessSpec(height=224, width=224, resize="crop", resize_shorter=256, dtype="uint8")
+    spec = preprocess_spec(height=224, width=224, resize="crop", resize_shorter=256, dtype="uint8")
     out = preprocess(rgb, spec)
     assert out.shape == (224, 224, 3)
     # resized to 512x256: the centre crop spans x 144..368, the white edge at 256 -> column 112
@@ -147,7 +148,7 @@ def test_crop_mode_matches_torchvision_geometry() -> None:
 
 def test_letterbox_keeps_aspect_and_pads() -> None:
     rgb = np.full((100, 200, 3), 255, dtype=np.uint8)
-    spec = PreprocessSpec(height=100, width=100, resize="letterbox", dtype="uint8", pad_value=0)
+    spec = preprocess_spec(height=100, width=100, resize="letterbox", dtype="uint8", pad_value=0)
     out = preprocess(rgb, spec)
     assert (out[25:75] == 255).all() and (out[:24] == 0).all() and (out[76:] == 0).all()
 
@@ -155,20 +156,20 @@ def test_letterbox_keeps_aspect_and_pads() -> None:
 def test_normalisation_colour_order_and_layout() -> None:
     rgb = np.zeros((2, 2, 3), dtype=np.uint8)
     rgb[..., 0] = 255
-    spec = PreprocessSpec(height=2, width=2, color="bgr", scale=1 / 255, mean=(0.5,), std=(0.5,), layout="nchw")
+    spec = preprocess_spec(height=2, width=2, color="bgr", scale=1 / 255, mean=(0.5,), std=(0.5,), layout="nchw")
     out = preprocess(rgb, spec)
     assert out.shape == (3, 2, 2) and out.dtype == np.float32
     np.testing.assert_allclose(out[:, 0, 0], [-1.0, -1.0, 1.0], atol=1e-6)  # B, G, R
 
 
 def test_gray_output_has_one_channel() -> None:
-    spec = PreprocessSpec(height=8, width=8, color="gray")
+    spec = preprocess_spec(height=8, width=8, color="gray")
     out = image_to_tensor(encode(solid_bgr(255, 255, 255), ".png"), spec, LIMITS)
     assert out.shape == (8, 8, 1)
     assert out.max() == pytest.approx(255.0)
 
 
 def test_fixture_photo_becomes_a_model_tensor() -> None:
-    spec = PreprocessSpec(height=224, width=224, resize="crop", resize_shorter=256, dtype="uint8")
+    spec = preprocess_spec(height=224, width=224, resize="crop", resize_shorter=256, dtype="uint8")
     out = image_to_tensor((FIXTURES / "coffee.jpg").read_bytes(), spec, LIMITS)
     assert out.shape == (224, 224, 3) and out.dtype == np.uint8

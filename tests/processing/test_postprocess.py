@@ -3,13 +3,13 @@ from __future__ import annotations
 import numpy as np
 
 from processing.postprocess import (
-    PostprocessSpec,
     classify_batch,
     parse_labels,
     raw_batch,
     softmax,
     top_classes,
 )
+from tests.support.specs import postprocess_spec
 
 
 def test_softmax_is_stable_and_normalised() -> None:
@@ -29,7 +29,9 @@ def test_top_k_larger_than_classes_and_missing_labels() -> None:
 
 
 def test_classify_batch_applies_softmax_when_asked() -> None:
-    out = classify_batch(np.array([[0.0, 0.0], [10.0, 0.0]]), PostprocessSpec(softmax=True, top_k=1, labels=("x", "y")))
+    out = classify_batch(
+        np.array([[0.0, 0.0], [10.0, 0.0]]), postprocess_spec(softmax=True, top_k=1, labels=("x", "y"))
+    )
     assert out[0]["classes"][0]["score"] == 0.5
     assert out[1]["classes"][0]["label"] == "x"
 

@@ -8,8 +8,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from processing.errors import GatewayError
-from processing.image import DecodeLimits, decode_image
+from processing.image import decode_image
 from processing.sniff import read_header, sniff_format
+from tests.support.specs import decode_limits
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "images"
 
@@ -27,7 +28,7 @@ def test_sniff_rejects_html() -> None:
 @given(st.binary(max_size=400))
 def test_decoder_never_raises_anything_but_our_errors(data: bytes) -> None:
     with contextlib.suppress(GatewayError):
-        decode_image(data, DecodeLimits(max_pixels=1 << 20, max_side=4096))
+        decode_image(data, decode_limits(max_pixels=1 << 20, max_side=4096))
 
 
 @given(
@@ -36,4 +37,4 @@ def test_decoder_never_raises_anything_but_our_errors(data: bytes) -> None:
 )
 def test_decoder_on_valid_magic_with_random_tails(magic: bytes, tail: bytes) -> None:
     with contextlib.suppress(GatewayError):
-        decode_image(magic + tail, DecodeLimits(max_pixels=1 << 20, max_side=4096))
+        decode_image(magic + tail, decode_limits(max_pixels=1 << 20, max_side=4096))

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import queue
-import signal
 import subprocess
 import sys
 import tempfile
@@ -18,6 +17,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
+
+from tools.process import stop_process
 
 READY_PREFIX = "localserving: ready on "
 STOP_TIMEOUT_SECONDS = 10.0
@@ -36,16 +37,10 @@ class LocalBackend:
 
     def stop(self) -> None:
         """SIGTERM, wait, assert it exited 0 (SIGKILL after 10 s)."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=STOP_TIMEOUT_SECONDS)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-                raise AssertionError(
-                    f"localserving ignored SIGTERM for {STOP_TIMEOUT_SECONDS} s and was killed\n{self.logs()}"
-                ) from None
+        if not stop_process(self.proc, STOP_TIMEOUT_SECONDS):
+            raise AssertionError(
+                f"localserving ignored SIGTERM for {STOP_TIMEOUT_SECONDS} s and was killed\n{self.logs()}"
+            )
         assert self.proc.returncode == 0, f"localserving exited {self.proc.returncode}\n{self.logs()}"
 
     def logs(self, last_chars: int = 6000) -> str:

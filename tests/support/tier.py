@@ -1,6 +1,6 @@
 """Starting the tier as a real subprocess (``python -m app``) for tests that need one.
 
-In-process tests use ``app.server`` directly; this is for tests that drive the tier
+In-process tests use ``app.serving.server`` directly; this is for tests that drive the tier
 from another thread or process (the browser tests) or test its start and stop.
 """
 
@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import os
 import re
-import signal
 import subprocess
 import sys
 import threading
 from collections.abc import Sequence
 from pathlib import Path
+
+from tools.process import stop_process
 
 ROOT = Path(__file__).resolve().parents[2]
 DEV_CONFIG = ROOT / "deploy" / "config.dev.yaml"
@@ -27,13 +28,7 @@ class TierProcess:
         self.output = output
 
     def stop(self) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc)
         return int(self.proc.returncode)
 
 

@@ -107,7 +107,7 @@ def predict_call(address: str, model: str, signature: str, stack: ExitStack) -> 
     """A Predict call from this process, built and decoded as the tier does it."""
     import grpc
 
-    from app.protos import predict_pb2, prediction_service_pb2_grpc, types_pb2
+    from app.backend.protos import predict_pb2, prediction_service_pb2_grpc, types_pb2
 
     options = [("grpc.max_receive_message_length", -1), ("grpc.max_send_message_length", -1)]
     channel = stack.enter_context(grpc.insecure_channel(address, options=options))
@@ -135,7 +135,7 @@ def serve_canned_answers() -> None:
 
     import grpc
 
-    from app.protos import predict_pb2, types_pb2
+    from app.backend.protos import predict_pb2, types_pb2
     from tools.localserving.memory import keep_freed_memory
     from tools.localserving.transport import GRPC_OPTIONS, HOST
 

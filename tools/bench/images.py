@@ -11,9 +11,8 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+import cv2
 import numpy as np
-
-from processing.cv import cv2
 
 FIXTURES = Path(__file__).resolve().parents[2] / "tests" / "fixtures" / "images"
 PHOTOS = ("astronaut.jpg", "chelsea.jpg", "coffee.jpg", "rocket.jpg")

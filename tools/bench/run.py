@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from app.settings import DecodeSettings
 from processing.image import DecodeLimits, PreprocessSpec, image_to_tensor
 from tools.bench import procs
 from tools.bench.imagehost import ImageHost, start_image_host
@@ -292,8 +293,21 @@ def scenario_large(h: Harness) -> None:
 
 def decode_resize_ms(h: Harness, repeat: int = 30) -> float:
     """Median in-process ``image_to_tensor`` time for the scenario's images, as the tier's tiny model does it."""
-    spec = PreprocessSpec(224, 224, dtype="uint8")
-    limits = DecodeLimits()
+    spec = PreprocessSpec(
+        height=224,
+        width=224,
+        resize="stretch",
+        resize_shorter=None,
+        color="rgb",
+        dtype="uint8",
+        scale=1.0,
+        mean=(0.0,),
+        std=(1.0,),
+        layout="nhwc",
+        pad_value=0,
+    )
+    decode = DecodeSettings()
+    limits = DecodeLimits(decode.max_pixels, decode.max_side)
     times = []
     for name in h.workload.small:
         data = (h.workload.directory / name).read_bytes()
@@ -531,12 +545,12 @@ def scenario_extras(h: Harness) -> None:
 
 
 def _predict_request_bytes(dtype: str, images: int) -> int:
-    from app.protos import predict_pb2
-    from app.tensors import to_tensor_proto
-    from app.tfserving import ModelRef
+    from app.backend.protos import predict_pb2
+    from app.backend.types import ModelRef
+    from tools.localserving.tensors import fill_tensor_proto
 
     request = predict_pb2.PredictRequest(model_spec=ModelRef("tiny", signature="serving_uint8").to_proto())
-    request.inputs["images"].CopyFrom(to_tensor_proto(np.zeros((images, 224, 224, 3), dtype=dtype)))
+    fill_tensor_proto(request.inputs["images"], np.zeros((images, 224, 224, 3), dtype=dtype))
     return int(request.ByteSize())
 
 

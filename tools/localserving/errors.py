@@ -10,45 +10,37 @@ class ServingError(Exception):
 
     code: grpc.StatusCode = grpc.StatusCode.UNKNOWN
 
+    def __init_subclass__(cls, *, code: grpc.StatusCode) -> None:
+        super().__init_subclass__()
+        cls.code = code
+
     def __init__(self, message: str) -> None:
         super().__init__(message)
         self.message = message
 
 
-class InvalidArgument(ServingError):
+class InvalidArgument(ServingError, code=grpc.StatusCode.INVALID_ARGUMENT):
     """Malformed request: missing or extra inputs, wrong dtype or shape, unparsable tensor."""
 
-    code = grpc.StatusCode.INVALID_ARGUMENT
 
-
-class NotFound(ServingError):
+class NotFound(ServingError, code=grpc.StatusCode.NOT_FOUND):
     """No loaded servable for the requested model and version."""
 
-    code = grpc.StatusCode.NOT_FOUND
 
-
-class FailedPrecondition(ServingError):
+class FailedPrecondition(ServingError, code=grpc.StatusCode.FAILED_PRECONDITION):
     """The servable exists but cannot answer this request, e.g. an unknown signature name."""
 
-    code = grpc.StatusCode.FAILED_PRECONDITION
 
-
-class Unavailable(ServingError):
+class Unavailable(ServingError, code=grpc.StatusCode.UNAVAILABLE):
     """Try again later: the batching queue is full or the server is stopping."""
 
-    code = grpc.StatusCode.UNAVAILABLE
 
-
-class Internal(ServingError):
+class Internal(ServingError, code=grpc.StatusCode.INTERNAL):
     """A fault of the model or of this server, not of the request."""
 
-    code = grpc.StatusCode.INTERNAL
 
-
-class DeadlineExceeded(ServingError):
+class DeadlineExceeded(ServingError, code=grpc.StatusCode.DEADLINE_EXCEEDED):
     """The client's deadline passed before the answer was ready."""
-
-    code = grpc.StatusCode.DEADLINE_EXCEEDED
 
 
 _CODES_BY_NUMBER = {status.value[0]: status for status in grpc.StatusCode}

@@ -1,4 +1,4 @@
-"""A small TF Serving gRPC client for the tests, built only on ``app.protos`` (no TensorFlow runtime)."""
+"""A small TF Serving gRPC client for the tests, built only on ``app.backend.protos`` (no TensorFlow runtime)."""
 
 from __future__ import annotations
 
@@ -10,15 +10,16 @@ from typing import Any
 import grpc
 import numpy as np
 
-from app.protos import (
+from app.backend.protos import (
     get_model_metadata_pb2,
     get_model_status_pb2,
     model_service_pb2_grpc,
     predict_pb2,
     prediction_service_pb2_grpc,
+    tensor_pb2,
     types_pb2,
 )
-from app.tensors import to_tensor_proto
+from tools.localserving.tensors import fill_tensor_proto
 
 CHANNEL_OPTIONS = [("grpc.max_receive_message_length", -1), ("grpc.max_send_message_length", -1)]
 TIMEOUT = 30.0
@@ -47,8 +48,10 @@ Array = np.ndarray[Any, np.dtype[Any]]
 
 
 def tensor_proto(array: Array) -> Any:
-    """A TensorProto carrying ``array`` as tensor_content, built by the tier's own encoder."""
-    return to_tensor_proto(np.ascontiguousarray(array))
+    """A TensorProto carrying ``array`` as tensor_content."""
+    proto = tensor_pb2.TensorProto()
+    fill_tensor_proto(proto, np.ascontiguousarray(array))
+    return proto
 
 
 def to_numpy(proto: Any) -> Array:

@@ -8,7 +8,7 @@ import grpc
 import numpy as np
 import pytest
 
-from app.protos import predict_pb2, tensor_pb2, types_pb2
+from app.backend.protos import predict_pb2, tensor_pb2, types_pb2
 from tests.support.savedmodels import affine
 from tests.tools.localserving.conftest import Served
 from tests.tools.localserving.rpc import predict_request, rpc_error, tensor_proto

@@ -10,7 +10,7 @@ import grpc
 import numpy as np
 import pytest
 
-from app.protos import get_model_metadata_pb2, tensor_pb2, types_pb2
+from app.backend.protos import get_model_metadata_pb2, tensor_pb2, types_pb2
 from tests.support.savedmodels import affine
 from tests.tools.localserving.conftest import Served
 from tests.tools.localserving.rpc import AVAILABLE, predict_request, rpc_error, to_numpy

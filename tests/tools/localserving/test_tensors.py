@@ -8,7 +8,7 @@ import ml_dtypes
 import numpy as np
 import pytest
 
-from app.protos import tensor_pb2, types_pb2
+from app.backend.protos import tensor_pb2, types_pb2
 from tools.localserving.errors import InvalidArgument
 from tools.localserving.tensors import MAX_EXPANDED_ELEMENTS, fill_tensor_proto, to_array
 

@@ -7,12 +7,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 
-from app.protos import predict_pb2
-from app.tensors import from_tensor_proto, to_tensor_proto
-from processing.cv import cv2
+from app.backend.protos import predict_pb2
+from app.backend.tensors import from_tensor_proto
 from processing.postprocess import PostprocessSpec, classify_batch, parse_labels
+from tools.localserving.tensors import fill_tensor_proto
 
 SIZE = (224, 224)
 
@@ -32,7 +33,7 @@ def parse_args(prog: str, argv: Sequence[str] | None) -> argparse.Namespace:
 
 def postprocess_spec(args: argparse.Namespace) -> PostprocessSpec:
     labels = parse_labels(args.labels.read_text()) if args.labels and args.labels.is_file() else ()
-    return PostprocessSpec(softmax=args.softmax, top_k=3, labels=labels)
+    return PostprocessSpec(kind="classification", softmax=args.softmax, top_k=3, labels=labels)
 
 
 def decode_and_resize(data: bytes, dtype: str) -> np.ndarray:
@@ -47,7 +48,7 @@ def predict_request(args: argparse.Namespace, batch: np.ndarray) -> Any:
     request = predict_pb2.PredictRequest()
     request.model_spec.name = args.model
     request.model_spec.signature_name = args.signature
-    request.inputs[args.input].CopyFrom(to_tensor_proto(batch))
+    fill_tensor_proto(request.inputs[args.input], batch)
     return request
 
 

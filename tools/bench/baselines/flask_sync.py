@@ -16,15 +16,8 @@ import requests
 from flask import Flask, jsonify, request
 from werkzeug.serving import WSGIRequestHandler
 
-from app.protos import prediction_service_pb2_grpc
-from tools.bench.baselines.common import (
-    answer,
-    decode_and_resize,
-    input_dtype,
-    parse_args,
-    postprocess_spec,
-    predict_request,
-)
+from app.backend.protos import prediction_service_pb2_grpc
+from tools.bench.baselines import common
 
 
 class QuietHandler(WSGIRequestHandler):
@@ -35,9 +28,9 @@ class QuietHandler(WSGIRequestHandler):
 
 
 def create_app(argv: Sequence[str] | None = None) -> tuple[Flask, int]:
-    args = parse_args("flask_sync", argv)
-    spec = postprocess_spec(args)
-    dtype = input_dtype(args)
+    args = common.parse_args("flask_sync", argv)
+    spec = common.postprocess_spec(args)
+    dtype = common.input_dtype(args)
     channel = grpc.insecure_channel(args.backend, options=[("grpc.max_send_message_length", 256 << 20)])
     stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
     app = Flask("flask_sync")
@@ -48,9 +41,9 @@ def create_app(argv: Sequence[str] | None = None) -> tuple[Flask, int]:
         tensors = []
         for url in urls:
             data = requests.get(url, timeout=10).content
-            tensors.append(decode_and_resize(data, dtype))
-        response = stub.Predict(predict_request(args, np.stack(tensors)), timeout=10)
-        return jsonify(answer(args, spec, urls, response))
+            tensors.append(common.decode_and_resize(data, dtype))
+        response = stub.Predict(common.predict_request(args, np.stack(tensors)), timeout=10)
+        return jsonify(common.answer(args, spec, urls, response))
 
     return app, args.port
 

@@ -18,16 +18,9 @@ import numpy as np
 import tornado.web
 from tornado.httpclient import AsyncHTTPClient
 
-from app.protos import prediction_service_pb2_grpc
+from app.backend.protos import prediction_service_pb2_grpc
 from processing.postprocess import PostprocessSpec
-from tools.bench.baselines.common import (
-    answer,
-    decode_and_resize,
-    input_dtype,
-    parse_args,
-    postprocess_spec,
-    predict_request,
-)
+from tools.bench.baselines import common
 
 
 class PredictHandler(tornado.web.RequestHandler):
@@ -40,17 +33,17 @@ class PredictHandler(tornado.web.RequestHandler):
         urls: list[str] = json.loads(self.request.body)
         client = AsyncHTTPClient()
         responses = await asyncio.gather(*(client.fetch(url, request_timeout=10) for url in urls))
-        dtype = input_dtype(self.args)
-        batch = np.stack([decode_and_resize(r.body, dtype) for r in responses])
-        response = await self.stub.Predict(predict_request(self.args, batch), timeout=10)
-        self.write(answer(self.args, self.spec, urls, response))
+        dtype = common.input_dtype(self.args)
+        batch = np.stack([common.decode_and_resize(r.body, dtype) for r in responses])
+        response = await self.stub.Predict(common.predict_request(self.args, batch), timeout=10)
+        self.write(common.answer(self.args, self.spec, urls, response))
 
 
 async def serve(argv: Sequence[str] | None) -> None:
-    args = parse_args("tornado_naive", argv)
+    args = common.parse_args("tornado_naive", argv)
     channel = grpc.aio.insecure_channel(args.backend, options=[("grpc.max_send_message_length", 256 << 20)])
     stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
-    deps = {"args": args, "spec": postprocess_spec(args), "stub": stub}
+    deps = {"args": args, "spec": common.postprocess_spec(args), "stub": stub}
     app = tornado.web.Application([(r"/v1/models/([^/:]+):predict", PredictHandler, deps)])
     app.listen(args.port, "127.0.0.1")
     print(f"baseline: ready on http://127.0.0.1:{args.port}", flush=True)

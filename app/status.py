@@ -1,20 +1,22 @@
-"""Model listing, status, metadata and readiness, for the handlers."""
+"""What the model endpoints and /readyz answer: the configured models, and their status and metadata on TF Serving."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
 from typing import Any
 
-from app.pipeline import ServedModel, find_model
-from app.tfserving import ModelRef, TFServingClient, VersionStatus
+from app.backend.client import TFServingClient
+from app.backend.types import ModelRef, VersionStatus
+from app.models import ModelRegistry
 from processing.errors import GatewayError
 
 STATUS_TIMEOUT_S = 2.0
 
 
-class Catalog:
-    def __init__(self, models: Mapping[str, ServedModel], client: TFServingClient) -> None:
+class ModelStatus:
+    """Listing, status, metadata and readiness of the configured models."""
+
+    def __init__(self, models: ModelRegistry, client: TFServingClient) -> None:
         self._models = models
         self._client = client
 
@@ -22,12 +24,12 @@ class Catalog:
         return [model.describe() for model in self._models.values()]
 
     async def status(self, name: str, version: int | None) -> dict[str, Any]:
-        model = find_model(self._models, name)
+        model = self._models.get_model(name)
         statuses = await self._client.status(model.address, ModelRef(model.served_name, version), STATUS_TIMEOUT_S)
         return {"model_version_status": [_status_json(s) for s in statuses]}
 
     async def metadata(self, name: str, version: int | None) -> dict[str, Any]:
-        model = find_model(self._models, name)
+        model = self._models.get_model(name)
         meta = await self._client.metadata(model.address, ModelRef(model.served_name, version), STATUS_TIMEOUT_S)
         return {"model_spec": {"name": name, "version": meta.version}, "metadata": meta.raw}
 

@@ -16,7 +16,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from app.protos import predict_pb2, tensor_pb2, tensor_shape_pb2, types_pb2
+from app.backend.protos import predict_pb2, tensor_pb2, tensor_shape_pb2, types_pb2
 
 _DTYPES: dict[int, np.dtype[np.generic]] = {
     types_pb2.DT_FLOAT: np.dtype(np.float32),
@@ -66,18 +66,6 @@ def _enum_of(dtype: np.dtype[np.generic]) -> int | None:
     return _ENUMS.get(dtype.newbyteorder("="))
 
 
-def to_tensor_proto(array: np.ndarray) -> tensor_pb2.TensorProto:
-    """One TensorProto holding ``array``'s bytes in ``tensor_content``."""
-    proto = tensor_pb2.TensorProto()
-    fill_tensor_proto(proto, array)
-    return proto
-
-
-def fill_tensor_proto(proto: tensor_pb2.TensorProto, array: np.ndarray) -> None:
-    """Write ``array`` into ``proto`` (e.g. a request's input map entry) without an intermediate copy."""
-    proto.tensor_content = _describe(proto, array).tobytes()
-
-
 def _describe(proto: tensor_pb2.TensorProto, array: np.ndarray) -> np.ndarray:
     """Set ``proto``'s dtype and shape from ``array``; returns the array as the little-endian values to store."""
     enum = _enum_of(array.dtype)
@@ -91,7 +79,7 @@ def _describe(proto: tensor_pb2.TensorProto, array: np.ndarray) -> np.ndarray:
 def encode_predict_request(head: predict_pb2.PredictRequest, inputs: Mapping[str, np.ndarray]) -> bytes:
     """``head`` (model spec, output filter; no inputs) with ``inputs`` added, serialised.
 
-    Parses to the same message as ``fill_tensor_proto`` into ``head.inputs`` would give:
+    Parses to the same message as setting ``head.inputs`` through protobuf would give:
     protobuf fields may come in any order, and a map is a repeated (key, value) entry.
     """
     parts: list[bytes | memoryview] = [head.SerializeToString()]

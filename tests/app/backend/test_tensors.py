@@ -5,8 +5,20 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from app.protos import predict_pb2
-from app.tensors import UnsupportedTensor, encode_predict_request, fill_tensor_proto, from_tensor_proto
+from app.backend.protos import predict_pb2, types_pb2
+from app.backend.tensors import UnsupportedTensor, encode_predict_request, from_tensor_proto
+
+# Written out here rather than taken from the module under test, so the reference is independent.
+TENSOR_TYPES = {
+    "float16": types_pb2.DT_HALF,
+    "float32": types_pb2.DT_FLOAT,
+    "float64": types_pb2.DT_DOUBLE,
+    "int32": types_pb2.DT_INT32,
+    "int64": types_pb2.DT_INT64,
+    "uint8": types_pb2.DT_UINT8,
+    "uint16": types_pb2.DT_UINT16,
+    "bool": types_pb2.DT_BOOL,
+}
 
 
 def head() -> predict_pb2.PredictRequest:
@@ -20,7 +32,12 @@ def head() -> predict_pb2.PredictRequest:
 def through_protobuf(inputs: dict[str, np.ndarray]) -> predict_pb2.PredictRequest:
     request = head()
     for name, array in inputs.items():
-        fill_tensor_proto(request.inputs[name], array)
+        tensor = request.inputs[name]
+        tensor.dtype = TENSOR_TYPES[array.dtype.name]
+        tensor.tensor_shape.SetInParent()  # present even for a scalar, as TensorFlow writes it
+        for size in array.shape:
+            tensor.tensor_shape.dim.add().size = size
+        tensor.tensor_content = array.astype(array.dtype.newbyteorder("<")).tobytes()
     return request
 
 

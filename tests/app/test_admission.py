@@ -11,8 +11,8 @@ import threading
 import pytest
 from tornado.httpclient import AsyncHTTPClient, HTTPResponse
 
-from app.cli import report_shed
-from app.pipeline import Admission
+from app.admission import Admission
+from app.serving.lifecycle import report_shed
 from tests.conftest import Tier, TierFactory
 from tests.support.imageserver import FIXTURES, ImageServer, _Handler
 

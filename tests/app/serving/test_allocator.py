@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from app.allocator import tune_malloc
+from app.serving.allocator import tune_malloc
 
 # Four 600 KB buffers made and dropped together, as one request's tensors are: with glibc's
 # defaults they come from fresh mmap pages (or a heap top that is trimmed), faulted in again
@@ -16,7 +16,7 @@ from app.allocator import tune_malloc
 WORKLOAD = """
 import resource, sys
 import numpy as np
-from app.allocator import tune_malloc
+from app.serving.allocator import tune_malloc
 if sys.argv[1] == "tuned":
     assert tune_malloc(32 << 20, 64 << 20)
 def round_():

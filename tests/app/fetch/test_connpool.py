@@ -9,7 +9,8 @@ import pytest
 import tornado.ioloop
 from tornado.iostream import IOStream
 
-from app.connpool import ConnectionPool, PoolLimits
+from app.fetch.connpool import ConnectionPool
+from tests.support.specs import pool_limits
 
 ORIGIN = ("http", "images.test", 80)
 
@@ -46,7 +47,7 @@ def streams(io_loop: tornado.ioloop.IOLoop) -> Iterator[list[tuple[IOStream, soc
 def test_hands_back_only_connections_to_a_freshly_resolved_address(
     clock: Clock, streams: list[tuple[IOStream, socket.socket]]
 ) -> None:
-    pool = ConnectionPool(clock=clock)
+    pool = ConnectionPool(pool_limits(), clock)
     stream, _peer = streams[0]
     pool.put(ORIGIN, stream, "192.0.2.1")
     assert pool.take(ORIGIN, {"192.0.2.9"}) is None
@@ -59,7 +60,7 @@ def test_hands_back_only_connections_to_a_freshly_resolved_address(
 
 
 def test_idle_connections_expire(clock: Clock, streams: list[tuple[IOStream, socket.socket]]) -> None:
-    pool = ConnectionPool(PoolLimits(idle_timeout_s=4.0), clock)
+    pool = ConnectionPool(pool_limits(keepalive_idle_s=4.0), clock)
     old, _ = streams[0]
     pool.put(ORIGIN, old, "192.0.2.1")
     clock.now += 5.0
@@ -76,7 +77,7 @@ def test_idle_connections_expire(clock: Clock, streams: list[tuple[IOStream, soc
 def test_a_connection_the_peer_closed_or_wrote_to_is_not_reused(
     clock: Clock, streams: list[tuple[IOStream, socket.socket]]
 ) -> None:
-    pool = ConnectionPool(clock=clock)
+    pool = ConnectionPool(pool_limits(), clock)
     hung_up, peer = streams[0]
     peer.close()
     pool.put(ORIGIN, hung_up, "192.0.2.1")
@@ -88,10 +89,18 @@ def test_a_connection_the_peer_closed_or_wrote_to_is_not_reused(
 
 
 def test_the_pool_is_bounded(clock: Clock, streams: list[tuple[IOStream, socket.socket]]) -> None:
-    pool = ConnectionPool(PoolLimits(max_idle_per_origin=2), clock)
+    pool = ConnectionPool(pool_limits(keepalive_per_host=2), clock)
     for stream, _peer in streams[:3]:
         pool.put(ORIGIN, stream, "192.0.2.1")
     assert len(pool) == 2
     assert streams[2][0].closed()
     pool.close()
     assert len(pool) == 0 and streams[0][0].closed()
+
+
+def test_the_pool_is_bounded_across_origins(clock: Clock, streams: list[tuple[IOStream, socket.socket]]) -> None:
+    pool = ConnectionPool(pool_limits(keepalive_per_host=16, keepalive_total=3), clock)
+    for i, (stream, _peer) in enumerate(streams):
+        pool.put(("http", f"host{i}.test", 80), stream, "192.0.2.1")
+    assert len(pool) == 3
+    assert streams[3][0].closed() and not streams[0][0].closed()

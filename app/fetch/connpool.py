@@ -20,14 +20,9 @@ from dataclasses import dataclass
 
 from tornado.iostream import IOStream, SSLIOStream
 
+from app.fetch.limits import PoolLimits
+
 Origin = tuple[str, str, int]  # scheme, host as written in the URL, port
-
-
-@dataclass(frozen=True)
-class PoolLimits:
-    max_idle_per_origin: int = 16
-    max_idle_total: int = 256
-    idle_timeout_s: float = 4.0
 
 
 @dataclass
@@ -40,8 +35,8 @@ class _Idle:
 class ConnectionPool:
     """Keep-alive connections at rest, newest first out."""
 
-    def __init__(self, limits: PoolLimits | None = None, clock: Callable[[], float] = time.monotonic) -> None:
-        self.limits = limits or PoolLimits()
+    def __init__(self, limits: PoolLimits, clock: Callable[[], float] = time.monotonic) -> None:
+        self.limits = limits
         self._clock = clock
         self._idle: dict[Origin, list[_Idle]] = {}
         self._count = 0

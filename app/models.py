@@ -1,19 +1,23 @@
-"""Completing each configured model from the backend's GetModelMetadata at start.
+"""The model registry: each configured model, completed from the backend's metadata at start.
 
 What the configuration leaves out (input name, dtype, size, output name) is taken from
 the signature; what it states must agree with the signature, or the tier refuses to
-start with a message naming the key.
+start with a message naming the key. ``ServedModel.batched`` is the one place that
+decides whether a model's Predicts go through the micro-batcher.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
 
-from app.pipeline import ServedModel
+from app.backend.client import TFServingClient
+from app.backend.types import ModelMetadata, ModelRef, SignatureInfo, TensorInfo
+from app.errors import ModelNotFound
 from app.settings import ModelSettings, Settings, SettingsError
-from app.tfserving import ModelMetadata, ModelRef, SignatureInfo, TensorInfo, TFServingClient
 from processing.errors import GatewayError
 from processing.image import PreprocessSpec
 from processing.postprocess import PostprocessSpec, parse_labels
@@ -21,11 +25,71 @@ from processing.postprocess import PostprocessSpec, parse_labels
 METADATA_RETRY_S = 0.2
 
 
-async def resolve_models(settings: Settings, client: TFServingClient) -> dict[str, ServedModel]:
-    """Every configured model as a ServedModel; raises SettingsError on a mismatch."""
+@dataclass(frozen=True)
+class ServedModel:
+    """A configured model, completed from the backend's metadata at start."""
+
+    name: str  # public name, in our URLs
+    served_name: str  # name on the backend
+    address: str
+    signature: str
+    input_name: str
+    output_names: tuple[str, ...]
+    preprocess: PreprocessSpec
+    postprocess: PostprocessSpec
+    max_batch_size: int
+    max_wait_ms: float
+    max_in_flight: int  # batched Predicts under way at once
+
+    @property
+    def batched(self) -> bool:
+        """Whether rows of concurrent requests share Predicts (``batching.max_batch_size`` above 1)."""
+        return self.max_batch_size > 1
+
+    def ref(self, version: int | None = None, label: str | None = None) -> ModelRef:
+        return ModelRef(self.served_name, version, label, self.signature)
+
+    def describe(self) -> dict[str, Any]:
+        spec = self.preprocess
+        return {
+            "name": self.name,
+            "signature": self.signature,
+            "input": {"name": self.input_name, "dtype": spec.dtype, "shape": [-1, *spec.shape]},
+            "output": {"kind": self.postprocess.kind, "names": list(self.output_names)},
+            "top_k": self.postprocess.top_k,
+        }
+
+
+class ModelRegistry(Mapping[str, ServedModel]):
+    """The served models by public name; ``get_model`` refuses a name that is not configured."""
+
+    def __init__(self, models: Mapping[str, ServedModel]) -> None:
+        self._models = dict(models)
+
+    def __getitem__(self, name: str) -> ServedModel:
+        return self._models[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._models)
+
+    def __len__(self) -> int:
+        return len(self._models)
+
+    def get_model(self, name: str) -> ServedModel:
+        """The configured model called ``name``; raises ModelNotFound."""
+        model = self._models.get(name)
+        if model is None:
+            raise ModelNotFound(f"model {name!r} is not configured")
+        return model
+
+
+async def load_registry(settings: Settings, client: TFServingClient) -> ModelRegistry:
+    """Every configured model, completed from its metadata; raises SettingsError on a mismatch."""
     names = list(settings.models)
     metadata = await asyncio.gather(*(_wait_for_metadata(settings, client, name) for name in names))
-    return {name: build_served_model(name, settings, meta) for name, meta in zip(names, metadata, strict=True)}
+    return ModelRegistry(
+        {name: build_served_model(name, settings, meta) for name, meta in zip(names, metadata, strict=True)}
+    )
 
 
 async def _wait_for_metadata(settings: Settings, client: TFServingClient, name: str) -> ModelMetadata:

@@ -1,0 +1,57 @@
+"""Name resolution that refuses a host unless every address it resolves to is allowed."""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+from typing import Any
+
+from tornado.netutil import Resolver
+
+from app.fetch.errors import SourceForbidden, SourceUnreachable
+from app.fetch.policy import AddressPolicy, IPAddress
+
+
+class GuardedResolver(Resolver):
+    """Resolves through ``inner`` and refuses the host unless every address is allowed."""
+
+    def initialize(self, inner: Resolver, policy: AddressPolicy) -> None:
+        self._inner = inner
+        self._policy = policy
+
+    async def resolve(
+        self, host: str, port: int, family: socket.AddressFamily = socket.AF_UNSPEC
+    ) -> list[tuple[int, Any]]:
+        self._policy.check_host(host)
+        literal = _canonical_literal(host)
+        if literal is not None:  # no lookup (and no thread hop) for a plain IP; still checked below
+            self._policy.check_address(literal)
+            sockaddr = (str(literal), port) if literal.version == 4 else (str(literal), port, 0, 0)
+            return [(socket.AF_INET if literal.version == 4 else socket.AF_INET6, sockaddr)]
+        try:
+            addresses = await self._inner.resolve(host, port, family)
+        except (OSError, UnicodeError) as exc:
+            raise SourceUnreachable(f"cannot resolve host {host}", log_message=repr(exc)) from exc
+        if not addresses:
+            raise SourceUnreachable(f"host {host} has no addresses")
+        for _family, sockaddr in addresses:
+            self._policy.check_address(_address_of(sockaddr))
+        return list(addresses)
+
+
+def _canonical_literal(host: str) -> IPAddress | None:
+    """The address a host names if it is written as a canonical IP literal; odd spellings go to the resolver."""
+    try:
+        return ipaddress.ip_address(host)
+    except ValueError:
+        return None
+
+
+def _address_of(sockaddr: Any) -> IPAddress:
+    try:
+        return ipaddress.ip_address(sockaddr[0])
+    except (ValueError, TypeError, IndexError) as exc:
+        raise SourceForbidden(
+            "the URL's host resolves to something that is not an IP address",
+            log_message=f"resolver answered {sockaddr!r}",
+        ) from exc

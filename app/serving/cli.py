@@ -1,0 +1,58 @@
+"""The tier's command line: ``python -m app --config deploy/config.dev.yaml``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from app.serving.allocator import tune_malloc
+from app.serving.lifecycle import serve
+from app.serving.workers import run_workers
+from app.settings import Settings, SettingsError, load_settings
+
+
+def parse_args(argv: Sequence[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="imagegate", description="Image-inference gateway for TF Serving.")
+    parser.add_argument("--config", type=Path, help="YAML settings file (see deploy/config.example.yaml)")
+    parser.add_argument("--host", help="listen address (server.host)")
+    parser.add_argument("--port", help="listen port (server.port)")
+    parser.add_argument("--backend", help="default TF Serving address host:port (backend.address)")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="any setting, e.g. fetch.max_bytes=1000000",
+    )
+    parser.add_argument("--workers", type=int, default=1, help="pre-forked processes sharing the socket (default 1)")
+    parser.add_argument("--log-level", default="INFO")
+    return parser.parse_args(argv)
+
+
+def settings_from_args(args: argparse.Namespace, environ: Mapping[str, str]) -> Settings:
+    overrides = list(args.set)
+    for flag, key in (("host", "server.host"), ("port", "server.port"), ("backend", "backend.address")):
+        value = getattr(args, flag)
+        if value is not None:
+            overrides.append(f"{key}={value}")
+    return load_settings(args.config, environ, overrides)
+
+
+def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        settings = settings_from_args(args, os.environ if environ is None else environ)
+        tune_malloc(settings.server.malloc_mmap_threshold, settings.server.malloc_trim_threshold)
+        if args.workers > 1:
+            return run_workers(settings, args.workers)
+        asyncio.run(serve(settings))
+    except SettingsError as exc:
+        print(f"imagegate: configuration error: {exc}", file=sys.stderr)
+        return 2
+    return 0

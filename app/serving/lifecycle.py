@@ -1,0 +1,55 @@
+"""The process's life: build the services, serve, and stop cleanly on SIGTERM or SIGINT."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import signal
+import socket
+import sys
+
+from tornado.ioloop import PeriodicCallback
+
+from app.admission import Admission
+from app.serving.server import build_services, listen, make_app
+from app.settings import Settings
+
+SHED_REPORT_S = 10.0
+
+log = logging.getLogger("imagegate")
+
+
+def say(line: str) -> None:
+    """One line on stdout in one write, so pre-forked workers sharing the pipe never interleave."""
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
+
+
+def report_shed(admission: Admission, period_s: float = SHED_REPORT_S) -> None:
+    """One line for the requests refused at capacity since the last call (they get no access log line each)."""
+    refused = admission.take_refused()
+    if refused:
+        log.warning("at capacity: %d requests answered 503 in the last %.0f s", refused, period_s)
+
+
+async def serve(settings: Settings, announce: str = "", sockets: list[socket.socket] | None = None) -> None:
+    """Serve until SIGTERM or SIGINT, then stop accepting, finish, and close the backend channels."""
+    services = await build_services(settings)
+    server, port = listen(make_app(services), settings, sockets)
+    shed_report = PeriodicCallback(functools.partial(report_shed, services.pipeline.admission), SHED_REPORT_S * 1000)
+    shed_report.start()
+    host = settings.server.host
+    say(f"imagegate: ready on http://{host}:{port} models={','.join(settings.models)}")
+    if announce:
+        say(announce.format(host=host, port=port))
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    shed_report.stop()
+    server.stop()
+    await server.close_all_connections()
+    await services.close()
+    say("imagegate: stopped")

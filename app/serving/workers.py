@@ -1,0 +1,57 @@
+"""``--workers N``: pre-forked processes accepting on one shared socket, stopped together."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import dataclasses
+import os
+import signal
+import sys
+
+from tornado.netutil import bind_sockets
+
+from app.serving.lifecycle import serve
+from app.settings import Settings, SettingsError
+
+PR_SET_PDEATHSIG = 1
+
+
+def exit_with_parent(parent: int) -> None:
+    """Have the kernel send this worker SIGTERM if the parent dies (even by SIGKILL), where Linux allows it."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() != parent:  # it died before we asked
+        os._exit(0)
+
+
+def run_workers(settings: Settings, workers: int) -> int:
+    """Pre-fork ``workers`` processes that accept on one shared socket; SIGTERM/SIGINT stop them all."""
+    sockets = bind_sockets(settings.server.port, settings.server.host)
+    if settings.server.decode_threads == 0:  # share the cores between workers instead of one pool per core each
+        threads = max(1, (os.cpu_count() or 2) // workers)
+        settings = dataclasses.replace(settings, server=dataclasses.replace(settings.server, decode_threads=threads))
+    children = []
+    parent = os.getpid()
+    for _ in range(workers):
+        pid = os.fork()
+        if pid == 0:
+            exit_with_parent(parent)
+            try:
+                asyncio.run(serve(settings, sockets=sockets))
+            except SettingsError as exc:
+                print(f"imagegate: configuration error: {exc}", file=sys.stderr)
+                os._exit(2)
+            os._exit(0)
+        children.append(pid)
+
+    def forward(signum: int, _frame: object) -> None:
+        for child in children:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(child, signum)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    codes = [os.waitstatus_to_exitcode(os.waitpid(child, 0)[1]) for child in children]
+    return max(codes, default=0)

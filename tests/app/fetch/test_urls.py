@@ -1,0 +1,45 @@
+"""Which URLs the fetcher accepts at all."""
+
+from __future__ import annotations
+
+import pytest
+
+from app.fetch.errors import UrlInvalid
+from app.fetch.urls import validate_url
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "ftp://example.com/a.jpg",
+        "file:///etc/passwd",
+        "gopher://example.com/",
+        "javascript:alert(1)",
+        "data:image/png;base64,iVBORw0KGgo=",
+        "//example.com/a.jpg",
+        "example.com/a.jpg",
+        "http://user:pass@example.com/a.jpg",
+        "http://user@example.com/a.jpg",
+        "http://example.com\\@127.0.0.1/",
+        "http:///a.jpg",
+        "http://example.com:0/",
+        "http://example.com:99999/",
+        "http://example.com:80:80/",
+        "http://exa mple.com/",
+        "http://example.com/a\nb.jpg",
+        "http://example.com/\x00.jpg",
+        "http://" + "a" * 64 + ".example.com/",  # a DNS label longer than 63 characters
+        "http://example.com/" + "a" * 2048,
+    ],
+)
+def test_urls_we_never_fetch_are_invalid(url: str) -> None:
+    with pytest.raises(UrlInvalid):
+        validate_url(url)
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["http://example.com/a.jpg", "HTTPS://Example.COM:8443/a.jpg?x=1#f", "http://[2001:4860::1]/", "http://bücher.de/"],
+)
+def test_ordinary_urls_are_valid(url: str) -> None:
+    assert validate_url(url).hostname
