@@ -1,6 +1,6 @@
 # The tier's image. TensorFlow is needed only for its generated proto modules, so the
 # build stage installs it and the final stage keeps just those *_pb2.py files (the tier
-# never loads the TensorFlow runtime; see app/protos.py).
+# never loads the TensorFlow runtime; see app/backend/protos.py).
 FROM python:3.11-slim AS build
 WORKDIR /src
 COPY setup.cfg pyproject.toml README.md ./
