@@ -1,4 +1,4 @@
-"""A trivial TF-Serving-compatible gRPC backend, so that the tier is what a benchmark measures.
+"""A fake TF Serving (gRPC, no model) so that the tier is what a benchmark measures, and tests can inject faults.
 
 It answers Predict at once with logits of the right shape, and GetModelMetadata and
 GetModelStatus well enough for the tier to start. Row ``i`` of the answer carries the
