@@ -13,7 +13,6 @@ import asyncio
 import threading
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import cv2
@@ -22,16 +21,11 @@ import numpy as np
 import pytest
 import tornado.ioloop
 
-from app.admission import Admission
-from app.backend.client import TFServingClient
-from app.batcher import MicroBatcher
 from app.errors import BackendFailed, ModelNotFound, Overloaded
-from app.fetch.client import UrlFetcher
-from app.models import load_registry
 from app.pipeline import Pipeline
+from app.serving.server import Services, build_services
 from app.settings import Settings, load_settings
 from processing.errors import ImageDecodeFailed
-from processing.image import DecodeLimits
 from processing.sources import ImageSource
 from tests.conftest import dev_settings
 from tests.support.backend import LocalBackend
@@ -55,32 +49,16 @@ def fake() -> Iterator[FakeBackend]:
 
 @pytest.fixture
 def make_pipeline(io_loop: tornado.ioloop.IOLoop) -> Iterator[PipelineFactory]:
-    """``await make_pipeline(settings)``: a Pipeline assembled as ``build_services`` does; closed after the test."""
-    client = TFServingClient("pick_first")
-    executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="test-decode")
-    fetchers: list[UrlFetcher] = []
+    """``await make_pipeline(settings)``: the Pipeline ``build_services`` assembles; closed after the test."""
+    built: list[Services] = []
 
     async def make(settings: Settings) -> Pipeline:
-        models = await load_registry(settings, client)
-        fetcher = UrlFetcher.from_settings(settings.fetch)
-        fetchers.append(fetcher)
-        return Pipeline(
-            models=models,
-            fetcher=fetcher,
-            client=client,
-            batcher=MicroBatcher(client),
-            executor=executor,
-            decode_limits=DecodeLimits(settings.decode.max_pixels, settings.decode.max_side),
-            backend_timeout_s=settings.backend.timeout_s,
-            fetch_concurrency_per_request=settings.fetch.max_concurrent_per_request,
-            admission=Admission(settings.server.max_in_flight_images, settings.server.retry_after_s),
-        )
+        built.append(await build_services(settings))
+        return built[-1].pipeline
 
     yield make
-    for fetcher in fetchers:
-        fetcher.close()
-    io_loop.run_sync(client.close)
-    executor.shutdown(wait=True, cancel_futures=True)
+    for services in built:
+        io_loop.run_sync(services.close)
 
 
 def fake_settings(fake: FakeBackend, *overrides: str) -> Settings:
