@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 MODELS := build/models
 CONFIG ?= deploy/config.dev.yaml
 
-.PHONY: venv models browser run test lint typecheck pytest bench clean
+.PHONY: venv models browser nginx run test lint typecheck pytest bench clean
 
 venv: $(STAMP)
 
@@ -24,6 +24,9 @@ models: venv
 browser:
 	bash scripts/install-browser.sh
 
+nginx:
+	bash scripts/install-nginx.sh
+
 run: venv models
 	$(PY) -m tools.run --config $(CONFIG) --models $(MODELS)
 
@@ -34,7 +37,7 @@ lint: venv
 typecheck: venv
 	$(VENV)/bin/mypy
 
-pytest: venv models browser
+pytest: venv models browser nginx
 	$(PY) -m pytest
 
 test: lint typecheck pytest

@@ -44,6 +44,7 @@ class BaseHandler(RequestHandler):
     """Writes ``{"error": {"code", "message"}}`` for every error, ours or Tornado's."""
 
     shed = False  # answered 503 because the process is at capacity
+    body_complete = True  # the request body has been read (a streaming handler says so when it has)
 
     def set_default_headers(self) -> None:
         self.set_header("X-Content-Type-Options", "nosniff")
@@ -80,6 +81,10 @@ class BaseHandler(RequestHandler):
             code, message = _code_for_status(status_code), exc.reason
         else:
             code, message = _code_for_status(status_code), _phrase(status_code)
+        if not self.body_complete:
+            # Tornado closes the connection rather than read the rest of the body; say so, or the
+            # client (or a proxy keeping upstream connections) sends its next request into a closed socket.
+            self.set_header("Connection", "close")
         self.set_header("Content-Type", "application/json; charset=utf-8")
         self.finish(json.dumps({"error": {"code": code, "message": message}}))
 

@@ -21,6 +21,9 @@ from processing.sources import ImageSource, PredictRequest, parse_json_request, 
 
 FILE_FIELDS = frozenset({"image", "images", "data", "file"})
 RAW_TYPES = ("image/", "application/octet-stream")
+# A request refused on its headers has its body read and dropped up to this size, so its connection
+# stays usable for the next request; a bigger body is not read: the answer says Connection: close.
+DRAIN_BYTES = 1 << 20
 
 
 @stream_request_body
@@ -33,19 +36,36 @@ class PredictHandler(BaseHandler):
         self._parser: MultipartParser | None = None
         self._kind = ""
         self._limit = 0
-        self._rejected = False
+        self._rejected = False  # answered already, while the body was arriving
+        self._refusal: GatewayError | None = None  # to answer once the body has been read and dropped
         self._client_gone = False
+        self.body_complete = False
         self._work: asyncio.Future[dict[str, Any]] | None = None
 
     def prepare(self) -> None:
+        try:
+            self._check_head()
+        except GatewayError as exc:
+            if self._declared_length() > DRAIN_BYTES:
+                raise  # answered now; write_error says Connection: close
+            self._refusal = exc  # answered after the body is read and dropped: the connection stays usable
+
+    def _check_head(self) -> None:
         content_type = self.request.headers.get("Content-Type", "")
         self._kind, self._limit = self._body_kind(content_type)
         if self._kind == "multipart":
             boundary = boundary_from_content_type(content_type)
             self._parser = MultipartParser(boundary, self.limits.max_parts, self.limits.max_upload_bytes)
-        declared = self.request.headers.get("Content-Length", "")
-        if declared.isdigit() and int(declared) > self._limit:
-            raise PayloadTooLarge(f"the body is {int(declared)} bytes; the limit is {self._limit}")
+        declared = self._declared_length()
+        if declared > self._limit:
+            raise PayloadTooLarge(f"the body is {declared} bytes; the limit is {self._limit}")
+
+    def _declared_length(self) -> int:
+        """The Content-Length, 0 without a body; a chunked body counts as big until it proves small."""
+        if "chunked" in self.request.headers.get("Transfer-Encoding", "").lower():
+            return 0
+        declared = self.request.headers.get("Content-Length", "0")
+        return int(declared) if declared.isascii() and declared.isdigit() else 0
 
     def _body_kind(self, content_type: str) -> tuple[str, int]:
         media = content_type.split(";")[0].strip().lower()
@@ -63,6 +83,10 @@ class PredictHandler(BaseHandler):
         if self._rejected:
             return
         self._received += len(chunk)
+        if self._refusal is not None:
+            if self._received > DRAIN_BYTES:  # a chunked body bigger than we drain: answer now and hang up
+                self._answer_now(self._refusal)
+            return
         try:
             if self._received > self._limit:
                 raise PayloadTooLarge(f"the body is larger than {self._limit} bytes")
@@ -71,15 +95,22 @@ class PredictHandler(BaseHandler):
             else:
                 self._chunks.append(chunk)
         except GatewayError as exc:
-            self._chunks.clear()
-            self._parser = None
-            self._rejected = True  # answer now; Tornado closes the connection instead of reading on
-            self.log_exception(type(exc), exc, None)
-            self.send_error(exc_info=(type(exc), exc, None))
+            self._answer_now(exc)
+
+    def _answer_now(self, exc: GatewayError) -> None:
+        """Answer while the body is still arriving; Tornado then closes the connection instead of reading on."""
+        self._chunks.clear()
+        self._parser = None
+        self._rejected = True
+        self.log_exception(type(exc), exc, None)
+        self.send_error(exc_info=(type(exc), exc, None))
 
     async def post(self, name: str, version: str | None = None, label: str | None = None) -> None:
+        self.body_complete = True
         if self._rejected:
             return
+        if self._refusal is not None:
+            raise self._refusal
         request = self._parse_body()
         top_k = request.top_k if request.top_k is not None else parse_top_k(self.get_query_argument("top_k", None))
         work = self.pipeline.run(name, request.sources, int(version) if version else None, label, top_k)

@@ -5,14 +5,14 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 from tornado.httpclient import AsyncHTTPClient
 
 from tests.conftest import Tier
-from tests.hostile.rawclient import Answer
 
 PREDICT = "/v1/models/mobilenet_v2:predict"
+T = TypeVar("T")
 
 # The documented codes (docs/errors.md): per item, and per request with their statuses.
 ITEM_CODES = frozenset(
@@ -75,6 +75,6 @@ def port_of(tier: Tier) -> int:
     return int(tier.base_url.rsplit(":", 1)[1])
 
 
-async def in_thread(client: Callable[..., Answer], *args: Any) -> Answer:
+async def in_thread(client: Callable[..., T], *args: Any) -> T:
     """Run a blocking raw client in a worker thread while the tier keeps serving on this loop."""
     return await asyncio.get_running_loop().run_in_executor(None, client, *args)
