@@ -8,6 +8,7 @@ for a model that batches (``ServedModel.batched``). Item failures are data in th
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Awaitable, Mapping, Sequence
 from concurrent.futures import Executor
@@ -22,10 +23,12 @@ from app.backend.types import PredictResult
 from app.batcher import MicroBatcher
 from app.fetch.client import UrlFetcher
 from app.models import ModelRegistry, ServedModel
-from processing.errors import ItemError
+from processing.errors import ItemError, ItemInternalError
 from processing.image import DecodeLimits, image_to_tensor
 from processing.postprocess import classify_batch, raw_batch
 from processing.sources import ImageSource
+
+log = logging.getLogger("imagegate")
 
 
 @dataclass
@@ -102,6 +105,9 @@ async def _captured(work: Awaitable[np.ndarray]) -> np.ndarray | ItemError:
         return await work
     except ItemError as exc:
         return exc
+    except Exception:
+        log.exception("unexpected failure on one input; answered as that item's internal_error")
+        return ItemInternalError("the tier failed on this input; this is a bug and has been logged")
 
 
 def _answer(
@@ -114,13 +120,16 @@ def _answer(
 ) -> dict[str, Any]:
     """The response document: one item per source, in order, with its classes or its error."""
     items: list[dict[str, Any]] = [{"source": s.name} for s in sources]
-    good = [i for i, t in enumerate(tensors) if isinstance(t, np.ndarray)]
+    outcomes: list[dict[str, Any] | ItemError] = [t if isinstance(t, ItemError) else {} for t in tensors]
     if result is not None:
+        good = [i for i, t in enumerate(tensors) if isinstance(t, np.ndarray)]
         for i, answer in zip(good, _postprocess(model, result.outputs, top_k), strict=True):
-            items[i].update(answer)
-    for i, tensor in enumerate(tensors):
-        if isinstance(tensor, ItemError):
-            items[i]["error"] = {"code": tensor.code, "message": tensor.message}
+            outcomes[i] = answer
+    for item, outcome in zip(items, outcomes, strict=True):
+        if isinstance(outcome, ItemError):
+            item["error"] = {"code": outcome.code, "message": outcome.message}
+        else:
+            item.update(outcome)
     return {
         "model": {"name": model.name, "version": result.version if result is not None else None},
         "predictions": items,
@@ -128,7 +137,9 @@ def _answer(
     }
 
 
-def _postprocess(model: ServedModel, outputs: Mapping[str, np.ndarray], top_k: int | None) -> list[dict[str, Any]]:
+def _postprocess(
+    model: ServedModel, outputs: Mapping[str, np.ndarray], top_k: int | None
+) -> list[dict[str, Any] | ItemError]:
     if model.postprocess.kind == "raw":
         return raw_batch(outputs)
     return classify_batch(outputs[model.output_names[0]], model.postprocess, top_k)

@@ -52,7 +52,8 @@ class BaseHandler(RequestHandler):
     def write_json(self, document: Any, status: int = 200) -> None:
         self.set_status(status)
         self.set_header("Content-Type", "application/json; charset=utf-8")
-        self.finish(json.dumps(document, separators=(",", ":")))
+        # allow_nan=False: a NaN that escaped the item checks is a bug (500), never an invalid JSON answer.
+        self.finish(json.dumps(document, separators=(",", ":"), allow_nan=False))
 
     def send_error(self, status_code: int = 500, **kwargs: Any) -> None:
         exc_info = kwargs.get("exc_info")

@@ -58,6 +58,14 @@ class ImageDecodeFailed(ItemError, code="image_decode_failed"):
     """The bytes are not a decodable image (truncated, corrupt, empty)."""
 
 
+class ModelOutputInvalid(ItemError, code="model_output_invalid"):
+    """The model answered this image with values that are not finite numbers (NaN or infinity)."""
+
+
+class ItemInternalError(ItemError, code="internal_error"):
+    """An unexpected failure on one input: a bug in the tier, reported on that item alone."""
+
+
 # --- Request errors: fail the whole request -------------------------------------------
 
 

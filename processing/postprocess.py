@@ -8,6 +8,8 @@ from typing import Any, Literal
 
 import numpy as np
 
+from processing.errors import ItemError, ModelOutputInvalid
+
 PostprocessKind = Literal["classification", "raw"]
 
 
@@ -39,17 +41,39 @@ def top_classes(scores: np.ndarray, k: int, labels: Sequence[str]) -> list[dict[
     ]
 
 
-def classify_batch(output: np.ndarray, spec: PostprocessSpec, top_k: int | None = None) -> list[dict[str, Any]]:
-    """One ``{"classes": [...]}`` per row of a [batch, classes] output."""
-    scores = softmax(output.astype(np.float64)) if spec.softmax else output
+def classify_batch(
+    output: np.ndarray, spec: PostprocessSpec, top_k: int | None = None
+) -> list[dict[str, Any] | ItemError]:
+    """One ``{"classes": [...]}`` per row of a [batch, classes] output; a row that is not all finite is an error."""
+    rows = output.reshape(len(output), -1)
     k = top_k if top_k is not None else spec.top_k
-    return [{"classes": top_classes(row, k, spec.labels)} for row in scores.reshape(len(output), -1)]
+    answers: list[dict[str, Any] | ItemError] = []
+    for row in rows:
+        if not _finite(row):
+            answers.append(_not_finite())
+            continue
+        scores = softmax(row.astype(np.float64)) if spec.softmax else row
+        answers.append({"classes": top_classes(scores, k, spec.labels)})
+    return answers
 
 
-def raw_batch(outputs: Mapping[str, np.ndarray]) -> list[dict[str, Any]]:
-    """One ``{"outputs": {name: nested lists}}`` per row of every output tensor."""
+def raw_batch(outputs: Mapping[str, np.ndarray]) -> list[dict[str, Any] | ItemError]:
+    """One ``{"outputs": {name: nested lists}}`` per row of every output tensor; non-finite rows are errors."""
     batch = len(next(iter(outputs.values())))
-    return [{"outputs": {name: value[i].tolist() for name, value in outputs.items()}} for i in range(batch)]
+    return [
+        {"outputs": {name: value[i].tolist() for name, value in outputs.items()}}
+        if all(_finite(value[i]) for value in outputs.values())
+        else _not_finite()
+        for i in range(batch)
+    ]
+
+
+def _finite(values: np.ndarray) -> bool:
+    return not np.issubdtype(values.dtype, np.inexact) or bool(np.isfinite(values).all())
+
+
+def _not_finite() -> ModelOutputInvalid:
+    return ModelOutputInvalid("the model's output for this image holds values that are not finite numbers")
 
 
 def parse_labels(text: str) -> tuple[str, ...]:

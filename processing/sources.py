@@ -11,12 +11,18 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import re
 from dataclasses import dataclass
 from typing import Any
+
+import numpy as np
 
 from processing.errors import ImageDecodeFailed, InvalidRequest, PayloadTooLarge
 
 MAX_TOP_K = 1000
+MAX_JSON_DEPTH = 32  # our forms need 3 levels; far below where a parser could run out of stack
+_JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"')
+_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
 
 
 @dataclass(frozen=True)
@@ -41,9 +47,11 @@ class PredictRequest:
 
 def parse_json_request(body: bytes, max_items: int) -> PredictRequest:
     """Parse a JSON predict body; raises InvalidRequest or PayloadTooLarge."""
+    if json_depth(body) > MAX_JSON_DEPTH:
+        raise InvalidRequest(f"the JSON body is nested more than {MAX_JSON_DEPTH} levels deep")
     try:
         document = json.loads(body)
-    except (UnicodeDecodeError, ValueError) as exc:
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise InvalidRequest(f"body is not valid JSON: {exc}") from exc
     if isinstance(document, list):
         return PredictRequest(_parse_instances(document, max_items))
@@ -62,12 +70,22 @@ def _parse_object(document: dict[str, Any], max_items: int) -> PredictRequest:
     return PredictRequest(_parse_instances(instances, max_items), parse_top_k(document.get("top_k")))
 
 
+def json_depth(body: bytes) -> int:
+    """How deeply arrays and objects nest in ``body``, counted without parsing it (brackets in strings skipped)."""
+    brackets = _JSON_STRING.sub(b'""', body).translate(None, _NOT_BRACKETS)
+    if not brackets:
+        return 0
+    steps = np.frombuffer(brackets, dtype=np.uint8)
+    return int(np.cumsum(np.where((steps == ord("[")) | (steps == ord("{")), 1, -1)).max())
+
+
 def parse_top_k(value: Any) -> int | None:
-    """``top_k`` from JSON or a query argument: an integer from 1 to 1000, or absent."""
+    """``top_k`` from JSON or a query argument: an integer from 1 to 1000 (ASCII digits in text), or absent."""
     if value is None:
         return None
-    if isinstance(value, str) and value.strip().isdigit():
-        value = int(value)
+    if isinstance(value, str):
+        text = value.strip()
+        value = int(text) if text.isascii() and text.isdigit() and len(text) <= len(str(MAX_TOP_K)) else None
     if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_TOP_K:
         raise InvalidRequest(f"'top_k' must be an integer from 1 to {MAX_TOP_K}")
     return value

@@ -62,6 +62,7 @@ class PredictLog:
     arrived: threading.Event = field(default_factory=threading.Event)  # set at the first Predict
     delay_s: float = 0.0  # set by tests to make Predict slow
     fail_with: grpc.StatusCode | None = None  # set by tests to make Predict fail
+    nan_for: int | None = None  # set by tests: rows whose first input value is this answer NaN logits
 
 
 class FakePrediction:
@@ -85,6 +86,8 @@ class FakePrediction:
         logits = np.zeros((rows, model.classes), dtype=np.float32)
         logits[:, 1 % model.classes] = 1.0
         logits[:, 0] = _first_values(tensor, rows)
+        if self.log.nan_for is not None:
+            logits[logits[:, 0] == self.log.nan_for] = np.nan
         response = predict_pb2.PredictResponse()
         response.model_spec.name = model.name
         response.model_spec.version.value = request.model_spec.version.value or VERSION

@@ -45,7 +45,7 @@ from app.fetch.limits import FetchLimits, PoolLimits
 from app.fetch.policy import AddressPolicy
 from app.fetch.resolver import GuardedResolver
 from app.fetch.response import HopResponse
-from app.fetch.urls import validate_url
+from app.fetch.urls import host_header, request_target, validate_url
 from app.settings import FetchSettings
 
 MAX_HEADER_BYTES = 64 << 10
@@ -194,11 +194,9 @@ class UrlFetcher:
         """One GET on ``stream``; the stream goes back to the pool only after a complete, reusable answer."""
         download = HopResponse(self.limits)
         connection = HTTP1Connection(stream, True, self._params)
-        target = parts.path or "/"
-        if parts.query:
-            target += "?" + parts.query
+        target = request_target(parts)
         headers = HTTPHeaders(
-            {"Host": parts.netloc, "Accept": "image/*", "Accept-Encoding": "gzip", "User-Agent": USER_AGENT}
+            {"Host": host_header(parts), "Accept": "image/*", "Accept-Encoding": "gzip", "User-Agent": USER_AGENT}
         )
         pooled = False
         try:

@@ -29,11 +29,12 @@ def test_top_k_larger_than_classes_and_missing_labels() -> None:
 
 
 def test_classify_batch_applies_softmax_when_asked() -> None:
-    out = classify_batch(
+    first, second = classify_batch(
         np.array([[0.0, 0.0], [10.0, 0.0]]), postprocess_spec(softmax=True, top_k=1, labels=("x", "y"))
     )
-    assert out[0]["classes"][0]["score"] == 0.5
-    assert out[1]["classes"][0]["label"] == "x"
+    assert isinstance(first, dict) and isinstance(second, dict)
+    assert first["classes"][0]["score"] == 0.5
+    assert second["classes"][0]["label"] == "x"
 
 
 def test_raw_batch_splits_rows() -> None:
@@ -43,3 +44,18 @@ def test_raw_batch_splits_rows() -> None:
 
 def test_parse_labels() -> None:
     assert parse_labels("cat\ndog\n") == ("cat", "dog")
+
+
+def test_a_row_that_is_not_finite_is_that_items_error_alone() -> None:
+    output = np.array([[1.0, 2.0], [np.nan, 0.0], [np.inf, 1.0]], dtype=np.float32)
+    for spec in (postprocess_spec(softmax=True), postprocess_spec(softmax=False)):
+        first, *rest = classify_batch(output, spec)
+        assert isinstance(first, dict) and first["classes"][0]["class_id"] == 1
+        assert [getattr(r, "code", None) for r in rest] == ["model_output_invalid"] * 2
+
+
+def test_raw_outputs_with_nan_are_errors_and_integers_are_always_finite() -> None:
+    outputs = {"a": np.array([[0.5], [np.nan]]), "b": np.array([[1], [2]], dtype=np.int64)}
+    first, second = raw_batch(outputs)
+    assert first == {"outputs": {"a": [0.5], "b": [1]}}
+    assert getattr(second, "code", None) == "model_output_invalid"

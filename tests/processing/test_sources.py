@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from processing.errors import GatewayError, ImageDecodeFailed, InvalidRequest, PayloadTooLarge
-from processing.sources import ImageSource, parse_json_request, parse_top_k
+from processing.sources import MAX_JSON_DEPTH, ImageSource, json_depth, parse_json_request, parse_top_k
 
 
 def body(document: object) -> bytes:
@@ -88,3 +88,24 @@ def test_any_json_document_parses_or_fails_with_our_error(document: object) -> N
 def test_any_bytes_parse_or_fail_with_our_error(raw: bytes) -> None:
     with contextlib.suppress(GatewayError):
         parse_json_request(raw, 8)
+
+
+def test_json_depth_counts_brackets_outside_strings() -> None:
+    assert json_depth(b'[[1, "[[[{{"], {"a": [2]}]') == 3
+    assert json_depth(b'"just a string"') == 0
+    assert json_depth(b'["a \\" [ quoted bracket", []]') == 2
+
+
+def test_json_deeper_than_the_bound_is_refused_before_parsing() -> None:
+    with pytest.raises(InvalidRequest, match="nested more than"):
+        parse_json_request(b"[" * (MAX_JSON_DEPTH + 1) + b"]" * (MAX_JSON_DEPTH + 1), 4)
+
+
+@pytest.mark.parametrize("text", ["\u00b9", "\u2460", "\u0663", "\uff13", "1e2", "0x10", "+3", "10000", ""])
+def test_top_k_text_must_be_ascii_digits_in_range(text: str) -> None:
+    with pytest.raises(InvalidRequest):
+        parse_top_k(text)
+
+
+def test_top_k_accepts_ascii_digits_and_integers() -> None:
+    assert [parse_top_k(" 7 "), parse_top_k(1000), parse_top_k(None)] == [7, 1000, None]

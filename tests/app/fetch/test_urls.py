@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from app.fetch.errors import UrlInvalid
-from app.fetch.urls import validate_url
+from app.fetch.urls import host_header, request_target, validate_url
 
 
 @pytest.mark.parametrize(
@@ -43,3 +43,16 @@ def test_urls_we_never_fetch_are_invalid(url: str) -> None:
 )
 def test_ordinary_urls_are_valid(url: str) -> None:
     assert validate_url(url).hostname
+
+
+def test_a_lone_surrogate_is_invalid() -> None:
+    with pytest.raises(UrlInvalid, match="surrogate"):
+        validate_url("http://example.com/\udc80.jpg")
+
+
+def test_the_request_line_and_host_are_ascii() -> None:
+    parts = validate_url("http://bücher.example:8080/café/ß.jpg?q=ü&x=1")
+    assert request_target(parts) == "/caf%C3%A9/%C3%9F.jpg?q=%C3%BC&x=1"
+    assert host_header(parts) == "xn--bcher-kva.example:8080"
+    assert host_header(validate_url("http://[::1]/a.jpg")) == "[::1]"
+    assert request_target(validate_url("http://a.example")) == "/"

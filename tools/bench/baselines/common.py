@@ -54,7 +54,10 @@ def predict_request(args: argparse.Namespace, batch: np.ndarray) -> Any:
 
 def answer(args: argparse.Namespace, spec: PostprocessSpec, urls: list[str], response: Any) -> dict[str, Any]:
     logits = from_tensor_proto(response.outputs[args.output])
-    items = [{"source": url, **item} for url, item in zip(urls, classify_batch(logits, spec), strict=True)]
+    items = [
+        {"source": url, **(item if isinstance(item, dict) else {"error": {"code": item.code, "message": item.message}})}
+        for url, item in zip(urls, classify_batch(logits, spec), strict=True)
+    ]
     return {"model": {"name": args.model, "version": int(response.model_spec.version.value)}, "predictions": items}
 
 
