@@ -91,7 +91,10 @@ class MicroBatcher:
             async with asyncio.timeout_at(call.deadline):
                 return await call.future
         except TimeoutError:
-            raise BackendTimeout("the model backend did not answer in time") from None
+            timeout_error = BackendTimeout(
+                "the model backend did not answer in time", retry_after_s=self._client.failures.retry_after_s
+            )
+            raise self._client.failures.record(timeout_error) from None
         finally:
             self._withdraw(call)
 
@@ -208,7 +211,7 @@ class MicroBatcher:
             _check_rows(result.outputs, batch.rows)
         except BaseException as exc:
             for part in batch.parts:
-                _fail(part.call, exc)
+                _fail(part.call, exc, self._client.failures.retry_after_s)
             if not isinstance(exc, Exception):
                 raise
             return
@@ -243,11 +246,11 @@ def _answer(call: _Call) -> None:
     call.future.set_result(PredictResult(results[0].version, outputs))
 
 
-def _fail(call: _Call, exc: BaseException) -> None:
+def _fail(call: _Call, exc: BaseException, retry_after_s: int) -> None:
     if call.future.done():
         return
     if not isinstance(exc, Exception):  # the tier is shutting down and cancelled the Predict
-        exc = BackendUnavailable("the tier is shutting down; try again shortly")
+        exc = BackendUnavailable("the tier is shutting down; try again shortly", retry_after_s=retry_after_s)
     call.future.set_exception(exc)
 
 

@@ -19,15 +19,18 @@ ExcInfo = tuple[type[BaseException], BaseException, TracebackType | None]
 
 
 def log_request(handler: RequestHandler) -> None:
-    """Tornado's access log line, except for requests shed under load.
+    """Tornado's access log line, at a level that does not flood the log in an overload or an outage.
 
-    Tornado logs every 5xx at ERROR; under an overload that is a line per refused request,
-    written while the process is shedding load to stay responsive. Those are logged at
-    DEBUG; ``Admission`` counts them and the server logs one summary line a period.
+    Tornado logs every 5xx at ERROR: in an overload or a backend outage that is a line per
+    request, written while the process should stay responsive. Requests shed at capacity are
+    logged at DEBUG, other 5xx the tier chose on purpose (backend unavailable, timed out) at
+    WARNING; both are counted, and the server logs one summary line a period.
     """
     status = handler.get_status()
     if getattr(handler, "shed", False):
         level = logging.DEBUG
+    elif getattr(handler, "summarised", False):
+        level = logging.WARNING
     elif status < 400:
         level = logging.INFO
     elif status < 500:
@@ -44,6 +47,7 @@ class BaseHandler(RequestHandler):
     """Writes ``{"error": {"code", "message"}}`` for every error, ours or Tornado's."""
 
     shed = False  # answered 503 because the process is at capacity
+    summarised = False  # answered with an error that is counted and summarised, not logged a line each
     body_complete = True  # the request body has been read (a streaming handler says so when it has)
 
     def set_default_headers(self) -> None:
@@ -64,8 +68,8 @@ class BaseHandler(RequestHandler):
     def log_exception(
         self, typ: type[BaseException] | None, value: BaseException | None, tb: TracebackType | None
     ) -> None:
-        if isinstance(value, GatewayError) and value.shed:
-            return  # counted by Admission, summarised by the server
+        if isinstance(value, GatewayError) and value.summarised:
+            return  # counted where it happened, summarised once a period by the server
         if isinstance(value, GatewayError):
             log.info("%s %s -> %s: %s", self.request.method, self.request.path, value.code, value.log_message)
             return
@@ -75,7 +79,7 @@ class BaseHandler(RequestHandler):
         exc = kwargs["exc_info"][1] if "exc_info" in kwargs else None
         if isinstance(exc, GatewayError):
             code, message = exc.code, exc.message
-            self.shed = exc.shed
+            self.shed, self.summarised = exc.shed, exc.summarised
             for name, value in exc.headers().items():
                 self.set_header(name, value)
         elif isinstance(exc, HTTPError) and exc.reason:

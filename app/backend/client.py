@@ -23,7 +23,7 @@ from app.backend.protos import (
     predict_pb2,
     prediction_service_pb2_grpc,
 )
-from app.backend.rpc_errors import call_backend
+from app.backend.rpc_errors import BackendFailures, call_backend
 from app.backend.tensors import UnsupportedTensor, encode_predict_request, from_tensor_proto
 from app.backend.types import ModelMetadata, ModelRef, PredictResult, VersionStatus
 from app.errors import BackendFailed, ModelNotFound
@@ -65,9 +65,10 @@ class _Backend:
 class TFServingClient:
     """Predict, GetModelMetadata and GetModelStatus over one shared channel per address."""
 
-    def __init__(self, load_balancing: str) -> None:
+    def __init__(self, load_balancing: str, retry_after_s: int) -> None:
         self._backends: dict[str, _Backend] = {}
         self._load_balancing = load_balancing
+        self.failures = BackendFailures(retry_after_s)
 
     def _backend(self, address: str) -> _Backend:
         backend = self._backends.get(address)
@@ -105,7 +106,9 @@ class TFServingClient:
         head = predict_pb2.PredictRequest(model_spec=model.to_proto(), output_filter=list(output_filter))
         request = encode_predict_request(head, inputs)
         try:
-            response = await call_backend(self._backend(address).predict_encoded, request, timeout, model)
+            response = await call_backend(
+                self._backend(address).predict_encoded, request, timeout, model, self.failures
+            )
         except InternalError:
             if model.label is not None:
                 await self._check_label(address, model, timeout)
@@ -133,13 +136,17 @@ class TFServingClient:
             model_spec=model.to_proto(), metadata_field=["signature_def"]
         )
         request.model_spec.ClearField("signature_name")
-        response = await call_backend(self._backend(address).prediction.GetModelMetadata, request, timeout, model)
+        response = await call_backend(
+            self._backend(address).prediction.GetModelMetadata, request, timeout, model, self.failures
+        )
         return parse_metadata(response)
 
     async def status(self, address: str, model: ModelRef, timeout: float) -> list[VersionStatus]:
         request = get_model_status_pb2.GetModelStatusRequest(model_spec=model.to_proto())
         request.model_spec.ClearField("signature_name")
-        response = await call_backend(self._backend(address).models.GetModelStatus, request, timeout, model)
+        response = await call_backend(
+            self._backend(address).models.GetModelStatus, request, timeout, model, self.failures
+        )
         state_name = get_model_status_pb2.ModelVersionStatus.State.Name
         return [
             VersionStatus(int(s.version), state_name(s.state), int(s.status.error_code), s.status.error_message)

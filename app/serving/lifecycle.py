@@ -12,10 +12,11 @@ import sys
 from tornado.ioloop import PeriodicCallback
 
 from app.admission import Admission
+from app.backend.rpc_errors import BackendFailures
 from app.serving.server import build_services, listen, make_app
 from app.settings import Settings
 
-SHED_REPORT_S = 10.0
+REPORT_PERIOD_S = 10.0
 
 log = logging.getLogger("imagegate")
 
@@ -26,19 +27,27 @@ def say(line: str) -> None:
     sys.stdout.flush()
 
 
-def report_shed(admission: Admission, period_s: float = SHED_REPORT_S) -> None:
-    """One line for the requests refused at capacity since the last call (they get no access log line each)."""
+def report_period(admission: Admission, failures: BackendFailures, period_s: float = REPORT_PERIOD_S) -> None:
+    """A line each for the requests refused at capacity and the backend's failures since the last call.
+
+    Neither gets a log line per request: in an overload or an outage that would be hundreds a second.
+    """
     refused = admission.take_refused()
     if refused:
         log.warning("at capacity: %d requests answered 503 in the last %.0f s", refused, period_s)
+    counts = failures.take()
+    if counts:
+        summary = ", ".join(f"{count} {code}" for code, count in sorted(counts.items()))
+        log.warning("backend failures in the last %.0f s: %s", period_s, summary)
 
 
 async def serve(settings: Settings, announce: str = "", sockets: list[socket.socket] | None = None) -> None:
     """Serve until SIGTERM or SIGINT, then stop accepting, finish, and close the backend channels."""
     services = await build_services(settings)
     server, port = listen(make_app(services), settings, sockets)
-    shed_report = PeriodicCallback(functools.partial(report_shed, services.pipeline.admission), SHED_REPORT_S * 1000)
-    shed_report.start()
+    report = functools.partial(report_period, services.pipeline.admission, services.client.failures)
+    reporter = PeriodicCallback(report, REPORT_PERIOD_S * 1000)
+    reporter.start()
     host = settings.server.host
     say(f"imagegate: ready on http://{host}:{port} models={','.join(settings.models)}")
     if announce:
@@ -48,7 +57,8 @@ async def serve(settings: Settings, announce: str = "", sockets: list[socket.soc
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
-    shed_report.stop()
+    reporter.stop()
+    report()
     server.stop()
     await server.close_all_connections()
     await services.close()

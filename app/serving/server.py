@@ -53,7 +53,7 @@ class Services:
 
 async def build_services(settings: Settings, resolver: Resolver | None = None) -> Services:
     """Connect to the backend, complete the models from their metadata, and build the pipeline."""
-    client = TFServingClient(settings.backend.load_balancing)
+    client = TFServingClient(settings.backend.load_balancing, settings.server.retry_after_s)
     try:
         models = await load_registry(settings, client)
     except BaseException:

@@ -12,7 +12,8 @@ import pytest
 from tornado.httpclient import AsyncHTTPClient, HTTPResponse
 
 from app.admission import Admission
-from app.serving.lifecycle import report_shed
+from app.backend.rpc_errors import BackendFailures
+from app.serving.lifecycle import report_period
 from tests.conftest import Tier, TierFactory
 from tests.support.imageserver import FIXTURES, ImageServer, _Handler
 
@@ -82,8 +83,8 @@ def test_refusals_are_summarised_once_per_period(caplog: pytest.LogCaptureFixtur
         with pytest.raises(Exception, match="capacity"):
             admission.acquire(1)
     with caplog.at_level(logging.INFO, logger="imagegate"):
-        report_shed(admission, 10.0)
-        report_shed(admission, 10.0)  # nothing new: no line
+        report_period(admission, BackendFailures(retry_after_s=1), 10.0)
+        report_period(admission, BackendFailures(retry_after_s=1), 10.0)  # nothing new: no line
     assert [r.getMessage() for r in caplog.records] == ["at capacity: 3 requests answered 503 in the last 10 s"]
 
 

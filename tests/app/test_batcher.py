@@ -37,7 +37,7 @@ def fake() -> Iterator[FakeBackend]:
 
 @pytest.fixture
 def client(io_loop: tornado.ioloop.IOLoop) -> Iterator[TFServingClient]:
-    client = TFServingClient("pick_first")
+    client = TFServingClient("pick_first", retry_after_s=1)
     yield client
     io_loop.run_sync(client.close)
 

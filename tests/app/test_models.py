@@ -280,7 +280,7 @@ def test_the_registry_is_a_read_only_mapping_by_public_name() -> None:
 
 @pytest.fixture
 def client(io_loop: tornado.ioloop.IOLoop) -> Iterator[TFServingClient]:
-    client = TFServingClient("pick_first")
+    client = TFServingClient("pick_first", retry_after_s=1)
     yield client
     io_loop.run_sync(client.close)
 

@@ -9,17 +9,19 @@ from ``tools/fakeserving.py`` (``log.fail_with``, ``log.delay_s``), a dev tool, 
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import Iterator
 from typing import Any
 
 import grpc
 import pytest
-from tornado.httpclient import AsyncHTTPClient
+from tornado.httpclient import AsyncHTTPClient, HTTPResponse
 
 from app.backend.rpc_errors import translate_rpc_error
 from app.backend.types import ModelRef
 from app.errors import BackendFailed
+from app.serving.lifecycle import report_period
 from app.settings import Settings, load_settings
 from tests.conftest import Tier, TierFactory
 from tests.support.imageserver import FIXTURES
@@ -198,7 +200,38 @@ async def test_any_other_status_is_502_and_the_tier_keeps_serving(
 
 
 def test_an_rpc_error_that_is_not_a_call_is_backend_failed() -> None:
-    error = translate_rpc_error(grpc.RpcError(), ModelRef("tiny"))
+    error = translate_rpc_error(grpc.RpcError(), ModelRef("tiny"), retry_after_s=1)
     assert isinstance(error, BackendFailed)
     assert (error.code, error.status) == ("backend_error", 502)
     assert "UNKNOWN" in error.message and "tiny" in error.log_message
+
+
+@pytest.mark.gen_test(timeout=30)
+async def test_an_outage_is_answered_with_retry_after_and_logged_as_one_summary(
+    make_tier: TierFactory, fake: FakeBackend, caplog: pytest.LogCaptureFixture
+) -> None:
+    """503 and 504 from the backend carry Retry-After; no ERROR line, no line per request, one WARNING summary."""
+    tier = await make_tier(settings=fake_settings(fake.address, "server.retry_after_s=3", "backend.timeout_s=0.3"))
+    fake.log.fail_with = grpc.StatusCode.UNAVAILABLE
+    with caplog.at_level(logging.DEBUG):
+        answers = [await raw_predict(tier) for _ in range(5)]
+        fake.log.fail_with, fake.log.delay_s = None, 2.0
+        answers.append(await raw_predict(tier))
+        report_period(tier.services.pipeline.admission, tier.services.client.failures, 10.0)
+    assert [(r.code, r.headers.get("Retry-After")) for r in answers] == [(503, "3")] * 5 + [(504, "3")]
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
+    assert [r.getMessage() for r in caplog.records if r.name == "imagegate.http"] == []
+    access = [r for r in caplog.records if r.name == "tornado.access"]
+    assert [r.levelno for r in access] == [logging.WARNING] * 6
+    summaries = [r.getMessage() for r in caplog.records if r.name == "imagegate" and r.levelno == logging.WARNING]
+    assert summaries == ["backend failures in the last 10 s: 1 backend_timeout, 5 backend_unavailable"]
+
+
+async def raw_predict(tier: Tier) -> HTTPResponse:
+    return await AsyncHTTPClient().fetch(
+        tier.url(PREDICT),
+        method="POST",
+        body=(FIXTURES / "coffee.jpg").read_bytes(),
+        headers={"Content-Type": "image/jpeg"},
+        raise_error=False,
+    )
