@@ -154,3 +154,9 @@ async def test_a_non_finite_model_output_is_that_items_error_and_the_answer_is_v
     assert response.code == 200
     assert item_codes(answer) == ["model_output_invalid", None]
     assert answer["predictions"][1]["classes"]
+
+
+@pytest.mark.gen_test
+async def test_percent_escapes_that_are_not_utf8_are_a_documented_400(tier: Tier) -> None:
+    status, answer = await post(tier, COFFEE, "image/jpeg", path="/v1/models/%ff:predict")
+    assert (status, error_code(answer)) == (400, "bad_request")
