@@ -1,0 +1,107 @@
+"""How the pieces meet at run time: TF Serving answers its probes and ages its connections, models reach both
+pods, the grace periods cover the drains, the autoscaler owns the tier's replica count."""
+
+from __future__ import annotations
+
+import re
+
+from tests.deploy.manifests import Doc, container, containers, named, pod_spec
+
+# The tier's drain, as the settings server.drain_delay_s and server.shutdown_timeout_s will configure it
+# (their defaults): /readyz 503 and keep serving for 5 s, then finish in-flight requests within 20 s.
+DRAIN_DELAY_S = 5
+SHUTDOWN_TIMEOUT_S = 20
+TIER_IMAGE, MODELS_IMAGE = "imagegate", "imagegate-models"
+
+
+def _args(c: Doc) -> dict[str, str]:
+    pairs = (a.removeprefix("--").partition("=") for a in [*c.get("command", []), *c.get("args", [])])
+    return {key: value for key, _, value in pairs}
+
+
+def _channel_args(tfserving: Doc) -> dict[str, int]:
+    pairs = (item.split("=") for item in _args(tfserving)["grpc_channel_arguments"].split(","))
+    return {key: int(value) for key, value in pairs}
+
+
+def test_tfserving_serves_the_health_service_its_probes_ask(rendered: list[Doc]) -> None:
+    tfserving = container(named(rendered, "Deployment", "tfserving"), "tfserving")
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        assert tfserving[probe]["grpc"]["port"] == 8500
+    assert int(_args(tfserving)["port"]) == 8500
+    # Off by default: without it every gRPC probe fails and no replica ever becomes Ready.
+    assert _args(tfserving)["enable_grpc_healthcheck_service"] == "true"
+
+
+def test_tfserving_ages_connections_and_outlives_them_when_stopping(rendered: list[Doc]) -> None:
+    deployment = named(rendered, "Deployment", "tfserving")
+    tfserving = container(deployment, "tfserving")
+    channel = _channel_args(tfserving)
+    # gRPC adds up to 10 % jitter to the age; calls under way get the grace on top.
+    age_ms, grace_ms = channel["grpc.max_connection_age_ms"], channel["grpc.max_connection_age_grace_ms"]
+    connections_gone_s = (age_ms * 1.1 + grace_ms) / 1000
+    pre_stop = tfserving["lifecycle"]["preStop"]["exec"]["command"]
+    assert pre_stop[0] == "sleep" and int(pre_stop[1]) >= connections_gone_s
+    assert pod_spec(deployment)["terminationGracePeriodSeconds"] > int(pre_stop[1])
+
+
+def test_the_tier_has_time_to_drain(rendered: list[Doc]) -> None:
+    spec = pod_spec(named(rendered, "Deployment", "imagegate"))
+    assert spec["terminationGracePeriodSeconds"] > DRAIN_DELAY_S + SHUTDOWN_TIMEOUT_S
+    tier = container(named(rendered, "Deployment", "imagegate"), "tier")
+    # The tier keeps serving during drain_delay_s itself: a preStop sleep would only add to the wait.
+    assert "preStop" not in tier.get("lifecycle", {})
+
+
+def test_the_tier_probes_its_health_endpoints(rendered: list[Doc]) -> None:
+    tier = container(named(rendered, "Deployment", "imagegate"), "tier")
+    assert tier["startupProbe"]["httpGet"]["path"] == "/healthz"
+    assert tier["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    assert tier["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    startup = tier["startupProbe"]
+    # The tier listens only once it has every model's metadata (backend.startup_timeout_s: 120 in config.yaml).
+    assert startup["periodSeconds"] * startup["failureThreshold"] > 120
+
+
+def test_models_reach_both_pods_through_init_containers(rendered: list[Doc]) -> None:
+    for workload, main, mount in (("tfserving", "tfserving", "/models"), ("imagegate", "tier", "/models")):
+        spec = pod_spec(named(rendered, "Deployment", workload))
+        (init,) = spec["initContainers"]
+        assert init["image"].partition(":")[0] == MODELS_IMAGE
+        (filled,) = init["volumeMounts"]
+        volume = next(v for v in spec["volumes"] if v["name"] == filled["name"])
+        assert "emptyDir" in volume, "models need no storage class"
+        target = filled["mountPath"].rstrip("/") + "/"
+        assert any(arg.startswith(target) for arg in init["command"]), f"{workload}: the copy misses its volume"
+        mounts = container(named(rendered, "Deployment", workload), main)["volumeMounts"]
+        mounted = next(m for m in mounts if m["name"] == filled["name"])
+        assert mounted["mountPath"] == mount and mounted.get("readOnly") is True
+    tfserving = container(named(rendered, "Deployment", "tfserving"), "tfserving")
+    assert _args(tfserving)["model_config_file"].startswith("/models/")
+
+
+def test_the_autoscaler_owns_the_tier_replica_count(rendered: list[Doc]) -> None:
+    assert "replicas" not in named(rendered, "Deployment", "imagegate")["spec"]
+    hpa = named(rendered, "HorizontalPodAutoscaler", "imagegate")
+    assert 1 <= hpa["spec"]["minReplicas"] <= hpa["spec"]["maxReplicas"]
+    (metric,) = hpa["spec"]["metrics"]
+    assert metric["resource"]["name"] == "cpu"
+
+
+def test_the_tier_is_ready_for_prometheus(rendered: list[Doc]) -> None:
+    deployment = named(rendered, "Deployment", "imagegate")
+    annotations = deployment["spec"]["template"]["metadata"]["annotations"]
+    ports = {p["containerPort"] for p in container(deployment, "tier")["ports"]}
+    assert annotations["prometheus.io/scrape"] == "true"
+    assert int(annotations["prometheus.io/port"]) in ports
+    assert annotations["prometheus.io/path"] == "/metrics"
+
+
+def test_every_image_is_pinned(rendered: list[Doc]) -> None:
+    for workload in rendered:
+        if workload["kind"] != "Deployment":
+            continue
+        for c in containers(pod_spec(workload)):
+            image = c["image"]
+            assert re.search(r":[\w.-]+$|@sha256:[0-9a-f]{64}$", image.rsplit("/", 1)[-1]), image
+            assert not image.endswith(":latest"), image
