@@ -23,15 +23,17 @@ class GatewayError(Exception):
 
     code = "internal_error"
     status = 500
-    shed = False  # refused unworked because the process is at capacity: no log line of its own
+    shed = False  # refused unworked because the process is at capacity: access log at DEBUG
+    summarised = False  # counted and logged in a periodic summary, not a line per request
 
-    def __init_subclass__(cls, *, code: str, status: int | None = None, shed: bool | None = None) -> None:
+    def __init_subclass__(
+        cls, *, code: str | None = None, status: int | None = None, shed: bool = False, summarised: bool = False
+    ) -> None:
         super().__init_subclass__()
-        cls.code = code
-        if status is not None:
-            cls.status = status
-        if shed is not None:
-            cls.shed = shed
+        cls.code = code or cls.code
+        cls.status = status or cls.status
+        cls.shed = shed or cls.shed
+        cls.summarised = summarised or cls.summarised
 
     def __init__(self, message: str, *, log_message: str | None = None) -> None:
         super().__init__(message)
