@@ -46,6 +46,8 @@ class ServerSettings:
     body_timeout_s: float = 30.0
     max_in_flight_images: int = 512  # backpressure bound across all requests
     retry_after_s: int = 1
+    drain_delay_s: float = 5.0  # after SIGTERM: /readyz says 503 but requests are still served, while endpoints update
+    shutdown_timeout_s: float = 20.0  # then: no new connections; in-flight requests get this long to finish
     decode_threads: int = 0  # 0: one per core
     malloc_mmap_threshold: int = 32 * MIB  # glibc: buffers below this reuse heap memory (app/allocator.py); 0: default
     malloc_trim_threshold: int = 64 * MIB  # glibc: free heap kept per arena before returning it; 0: default
@@ -276,6 +278,9 @@ def validate(settings: Settings) -> None:
             "(OpenCV's own backstop limits)"
         )
     _positive(settings.backend, "backend", ("timeout_s",))
+    _positive(settings.server, "server", ("shutdown_timeout_s",))
+    if settings.server.drain_delay_s < 0:
+        raise SettingsError("server.drain_delay_s: must not be negative")
     if not 0 < settings.server.port < 65536 and settings.server.port != 0:
         raise SettingsError("server.port: must be from 0 to 65535")
     for key in ("allow_cidrs", "deny_cidrs"):

@@ -8,8 +8,11 @@ from http import HTTPStatus
 from types import TracebackType
 from typing import Any
 
-from tornado.web import HTTPError, RequestHandler
+from tornado.concurrent import Future
+from tornado.httputil import HTTPServerRequest
+from tornado.web import Application, HTTPError, RequestHandler
 
+from handlers.ports import ProcessState
 from processing.errors import GatewayError
 
 log = logging.getLogger("imagegate.http")
@@ -43,7 +46,40 @@ def log_request(handler: RequestHandler) -> None:
         access_log.log(level, "%d %s %s (%s) %.2fms", status, request.method, request.uri, request.remote_ip, millis)
 
 
-class BaseHandler(RequestHandler):
+class CountedHandler(RequestHandler):
+    """A request the process's drain waits for: counted from its handler's start to its answer.
+
+    The process state comes in the application's settings (``process_state``), so every route,
+    the static page's included, is counted the same way. While the process drains, answers say
+    ``Connection: close`` so clients take their next request elsewhere.
+    """
+
+    def __init__(self, application: Application, request: HTTPServerRequest, **kwargs: Any) -> None:
+        self._process: ProcessState | None = application.settings.get("process_state")
+        self._counted = self._process is not None
+        if self._process is not None:
+            self._process.request_started()
+        super().__init__(application, request, **kwargs)
+
+    def finish(self, chunk: str | bytes | dict[str, Any] | None = None) -> Future[None]:
+        if self._process is not None and self._process.draining and not self._headers_written:
+            self.set_header("Connection", "close")
+        return super().finish(chunk)
+
+    def on_finish(self) -> None:
+        self._uncount()
+
+    def on_connection_close(self) -> None:
+        super().on_connection_close()
+        self._uncount()
+
+    def _uncount(self) -> None:
+        if self._counted and self._process is not None:
+            self._counted = False
+            self._process.request_finished()
+
+
+class BaseHandler(CountedHandler):
     """Writes ``{"error": {"code", "message"}}`` for every error, ours or Tornado's."""
 
     shed = False  # answered 503 because the process is at capacity

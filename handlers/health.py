@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from handlers.base import BaseHandler
-from handlers.ports import ModelStatus
+from handlers.ports import ModelStatus, ProcessState
 
 
 class LivenessHandler(BaseHandler):
@@ -14,11 +14,19 @@ class LivenessHandler(BaseHandler):
 
 
 class ReadinessHandler(BaseHandler):
-    """GET /readyz: 200 when every configured model is AVAILABLE on its backend, else 503."""
+    """GET /readyz: 200 when the process is serving and every configured model is AVAILABLE, else 503.
 
-    def initialize(self, models: ModelStatus) -> None:
+    While the process drains it answers 503 at once, without asking the backend: the endpoint
+    controller takes the pod out of rotation while it still serves what it was sent.
+    """
+
+    def initialize(self, models: ModelStatus, process: ProcessState) -> None:
         self.models = models
+        self.process = process
 
     async def get(self) -> None:
+        if not self.process.ready:
+            self.write_json({"ready": False, "state": self.process.phase_name}, status=503)
+            return
         ready, details = await self.models.readiness()
         self.write_json({"ready": ready, "models": details}, status=200 if ready else 503)

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import tornado.web
 
+from handlers.base import CountedHandler
+
 CONTENT_SECURITY_POLICY = (
     "default-src 'self'; img-src 'self' blob: data:; style-src 'self'; script-src 'self'; "
     "connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
 )
 
 
-class PageFileHandler(tornado.web.StaticFileHandler):
+class PageFileHandler(CountedHandler, tornado.web.StaticFileHandler):
     """Static files of the page: strict CSP, no framing (clickjacking), no sniffing, no referrer."""
 
     def set_default_headers(self) -> None:

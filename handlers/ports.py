@@ -33,6 +33,23 @@ class PredictPipeline(Protocol):
     ) -> dict[str, Any]: ...
 
 
+class ProcessState(Protocol):
+    """The process's phase and its requests in flight (``app/serving/state.py``)."""
+
+    @property
+    def ready(self) -> bool: ...
+
+    @property
+    def draining(self) -> bool: ...
+
+    @property
+    def phase_name(self) -> str: ...
+
+    def request_started(self) -> None: ...
+
+    def request_finished(self) -> None: ...
+
+
 class ModelStatus(Protocol):
     def describe(self) -> list[dict[str, Any]]: ...
 

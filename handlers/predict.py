@@ -129,6 +129,7 @@ class PredictHandler(BaseHandler):
 
     def on_connection_close(self) -> None:
         """The client went away: cancel its downloads and any Predict not yet sent."""
+        super().on_connection_close()
         self._client_gone = True
         if self._work is not None:
             self._work.cancel()

@@ -19,7 +19,7 @@ from app.serving.opencv import configure_opencv
 # The test process starts here: configure OpenCV as ``python -m app`` does, before anything imports it.
 configure_opencv(os.environ)
 
-from app.serving.server import Services, build_services, listen, make_app  # noqa: E402
+from app.serving.server import Services, build_services, start_http  # noqa: E402
 from app.settings import Settings, load_settings  # noqa: E402
 from tests.support.backend import LocalBackend, start_local_backend  # noqa: E402
 from tests.support.imageserver import ImageServer  # noqa: E402
@@ -79,7 +79,7 @@ def make_tier(io_loop: tornado.ioloop.IOLoop, backend: LocalBackend) -> Iterator
     ) -> Tier:
         settings = settings or dev_settings(backend.address, overrides)
         services = await build_services(settings, resolver)
-        server, port = listen(make_app(services), settings)
+        server, port = start_http(services)
         tier = Tier(f"http://127.0.0.1:{port}", services, server)
         started.append(tier)
         return tier

@@ -51,8 +51,7 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         tune_malloc(settings.server.malloc_mmap_threshold, settings.server.malloc_trim_threshold)
         if args.workers > 1:
             return run_workers(settings, args.workers)
-        asyncio.run(serve(settings))
+        return asyncio.run(serve(settings))
     except SettingsError as exc:
         print(f"imagegate: configuration error: {exc}", file=sys.stderr)
         return 2
-    return 0

@@ -1,4 +1,4 @@
-"""The process's life: build the services, serve, and stop cleanly on SIGTERM or SIGINT."""
+"""The process's life: build the services, serve, drain on SIGTERM or SIGINT, and close."""
 
 from __future__ import annotations
 
@@ -9,12 +9,14 @@ import signal
 import socket
 import sys
 
+from tornado.httpserver import HTTPServer
 from tornado.ioloop import PeriodicCallback
 
 from app.admission import Admission
 from app.backend.rpc_errors import BackendFailures
-from app.serving.server import build_services, listen, make_app
-from app.settings import Settings
+from app.serving.server import build_services, start_http
+from app.serving.state import ProcessState
+from app.settings import ServerSettings, Settings
 
 REPORT_PERIOD_S = 10.0
 
@@ -41,10 +43,39 @@ def report_period(admission: Admission, failures: BackendFailures, period_s: flo
         log.warning("backend failures in the last %.0f s: %s", period_s, summary)
 
 
-async def serve(settings: Settings, announce: str = "", sockets: list[socket.socket] | None = None) -> None:
-    """Serve until SIGTERM or SIGINT, then stop accepting, finish, and close the backend channels."""
+class Signals:
+    """SIGTERM and SIGINT as events: the first asks for a drain, a second for an exit at once."""
+
+    def __init__(self) -> None:
+        self.first: signal.Signals | None = None
+        self.received = asyncio.Event()
+        self.again = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._on_signal, sig)
+
+    def _on_signal(self, sig: signal.Signals) -> None:
+        if self.first is None:
+            self.first = sig
+            self.received.set()
+        else:
+            self.again.set()
+
+    async def wait_again(self, timeout_s: float) -> bool:
+        """Wait up to ``timeout_s``; True if a second signal came meanwhile."""
+        try:
+            async with asyncio.timeout(timeout_s):
+                await self.again.wait()
+        except TimeoutError:
+            return False
+        return True
+
+
+async def serve(settings: Settings, announce: str = "", sockets: list[socket.socket] | None = None) -> int:
+    """Serve until SIGTERM or SIGINT, then drain (see ``drain``) and close; the process's exit code."""
     services = await build_services(settings)
-    server, port = listen(make_app(services), settings, sockets)
+    server, port = start_http(services, sockets)
+    signals = Signals()
     report = functools.partial(report_period, services.pipeline.admission, services.client.failures)
     reporter = PeriodicCallback(report, REPORT_PERIOD_S * 1000)
     reporter.start()
@@ -52,14 +83,40 @@ async def serve(settings: Settings, announce: str = "", sockets: list[socket.soc
     say(f"imagegate: ready on http://{host}:{port} models={','.join(settings.models)}")
     if announce:
         say(announce.format(host=host, port=port))
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
+    await signals.received.wait()
+    forced = await drain(server, services.state, settings.server, signals)
     reporter.stop()
     report()
-    server.stop()
+    services.state.stop()
     await server.close_all_connections()
     await services.close()
-    say("imagegate: stopped")
+    say("imagegate: stopped" + (" at once on a second signal" if forced else ""))
+    return 1 if forced else 0
+
+
+async def drain(server: HTTPServer, state: ProcessState, limits: ServerSettings, signals: Signals) -> bool:
+    """Leave without losing a request; True if a second signal cut it short.
+
+    /readyz answers 503 at once and answers say ``Connection: close``. On SIGTERM the tier keeps
+    accepting for ``drain_delay_s`` (the time endpoints take to stop sending it traffic; SIGINT, a
+    person at a terminal, skips it); then it stops accepting, and requests in flight get
+    ``shutdown_timeout_s`` to finish.
+    """
+    state.drain()
+    delay = limits.drain_delay_s if signals.first == signal.SIGTERM else 0.0
+    say(f"imagegate: draining ({signals.first.name if signals.first else 'signal'}): accepting for {delay:g} s more")
+    if await signals.wait_again(delay):
+        return True
+    server.stop()
+    idle = asyncio.ensure_future(state.wait_idle(limits.shutdown_timeout_s))
+    again = asyncio.ensure_future(signals.again.wait())
+    done, _ = await asyncio.wait({idle, again}, return_when=asyncio.FIRST_COMPLETED)
+    idle.cancel()
+    again.cancel()
+    if again in done:
+        return True
+    if not idle.result():
+        log.warning(
+            "shutdown: %d requests still in flight after %g s; closing them", state.in_flight, limits.shutdown_timeout_s
+        )
+    return False

@@ -19,6 +19,7 @@ from app.batcher import MicroBatcher
 from app.fetch.client import UrlFetcher
 from app.models import load_registry
 from app.pipeline import Pipeline
+from app.serving.state import ProcessState
 from app.settings import Settings
 from app.status import ModelStatus
 from handlers.base import NotFoundHandler, log_request
@@ -44,6 +45,7 @@ class Services:
     executor: ThreadPoolExecutor
     pipeline: Pipeline
     status: ModelStatus
+    state: ProcessState
 
     async def close(self) -> None:
         self.fetcher.close()
@@ -73,7 +75,7 @@ async def build_services(settings: Settings, resolver: Resolver | None = None) -
         fetch_concurrency_per_request=settings.fetch.max_concurrent_per_request,
         admission=Admission(settings.server.max_in_flight_images, settings.server.retry_after_s),
     )
-    return Services(settings, client, fetcher, executor, pipeline, ModelStatus(models, client))
+    return Services(settings, client, fetcher, executor, pipeline, ModelStatus(models, client), ProcessState())
 
 
 def make_app(services: Services) -> tornado.web.Application:
@@ -89,7 +91,7 @@ def make_app(services: Services) -> tornado.web.Application:
         (rf"{MODEL}{VERSION}/metadata", ModelMetadataHandler, models),
         (rf"{MODEL}{VERSION}/?", ModelStatusHandler, models),
         (r"/healthz", LivenessHandler),
-        (r"/readyz", ReadinessHandler, models),
+        (r"/readyz", ReadinessHandler, {**models, "process": services.state}),
     ]
     if s.page:
         routes += [
@@ -101,7 +103,11 @@ def make_app(services: Services) -> tornado.web.Application:
             (r"/static/(.*)", PageFileHandler, {"path": str(STATIC_DIR)}),
         ]
     return tornado.web.Application(
-        routes, default_handler_class=NotFoundHandler, xsrf_cookies=False, log_function=log_request
+        routes,
+        default_handler_class=NotFoundHandler,
+        xsrf_cookies=False,
+        log_function=log_request,
+        process_state=services.state,  # counted requests, Connection: close while draining (handlers/base.py)
     )
 
 
@@ -121,3 +127,12 @@ def listen(
     sockets = sockets or bind_sockets(s.port, s.host)
     server.add_sockets(sockets)
     return server, int(sockets[0].getsockname()[1])
+
+
+def start_http(
+    services: Services, sockets: list[socket.socket] | None = None
+) -> tuple[tornado.httpserver.HTTPServer, int]:
+    """The routes served on ``sockets`` or the configured address; the process is ready from here."""
+    server, port = listen(make_app(services), services.settings, sockets)
+    services.state.serving()
+    return server, port

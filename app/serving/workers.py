@@ -39,11 +39,11 @@ def run_workers(settings: Settings, workers: int) -> int:
         if pid == 0:
             exit_with_parent(parent)
             try:
-                asyncio.run(serve(settings, sockets=sockets))
+                code = asyncio.run(serve(settings, sockets=sockets))
             except SettingsError as exc:
                 print(f"imagegate: configuration error: {exc}", file=sys.stderr)
                 os._exit(2)
-            os._exit(0)
+            os._exit(code)
         children.append(pid)
 
     def forward(signum: int, _frame: object) -> None:

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import re
 
-from tests.deploy.manifests import Doc, container, containers, named, pod_spec
+import yaml
 
-# The tier's drain, as the settings server.drain_delay_s and server.shutdown_timeout_s will configure it
-# (their defaults): /readyz 503 and keep serving for 5 s, then finish in-flight requests within 20 s.
-DRAIN_DELAY_S = 5
-SHUTDOWN_TIMEOUT_S = 20
+from app.settings import ServerSettings
+from tests.deploy.manifests import Doc, container, containers, named, pod_spec
+from tests.support.tier import ROOT
+
 TIER_IMAGE, MODELS_IMAGE = "imagegate", "imagegate-models"
 
 
@@ -45,9 +45,18 @@ def test_tfserving_ages_connections_and_outlives_them_when_stopping(rendered: li
     assert pod_spec(deployment)["terminationGracePeriodSeconds"] > int(pre_stop[1])
 
 
+def tier_drain_s() -> float:
+    """How long the tier's drain may take with the ConfigMap's settings: /readyz 503 and keep serving for
+    ``server.drain_delay_s``, then in-flight requests get ``server.shutdown_timeout_s``."""
+    configured = yaml.safe_load((ROOT / "deploy" / "k8s" / "config.yaml").read_text()).get("server", {})
+    defaults = ServerSettings()
+    delay = configured.get("drain_delay_s", defaults.drain_delay_s)
+    return float(delay + configured.get("shutdown_timeout_s", defaults.shutdown_timeout_s))
+
+
 def test_the_tier_has_time_to_drain(rendered: list[Doc]) -> None:
     spec = pod_spec(named(rendered, "Deployment", "imagegate"))
-    assert spec["terminationGracePeriodSeconds"] > DRAIN_DELAY_S + SHUTDOWN_TIMEOUT_S
+    assert spec["terminationGracePeriodSeconds"] > tier_drain_s()
     tier = container(named(rendered, "Deployment", "imagegate"), "tier")
     # The tier keeps serving during drain_delay_s itself: a preStop sleep would only add to the wait.
     assert "preStop" not in tier.get("lifecycle", {})

@@ -44,7 +44,8 @@ def start_tier(
     """Start ``python -m app`` on a free port and wait for its readiness line (one per worker)."""
     args = [sys.executable, "-m", "app", "--config", str(config), "--port", "0", "--backend", backend_address]
     args += ["--workers", str(workers)]
-    for item in overrides:
+    # No drain delay unless a test asks for one: stopping a tier would otherwise wait for endpoints that do not exist.
+    for item in ["server.drain_delay_s=0", *overrides]:
         args += ["--set", item]
     proc = subprocess.Popen(
         args,
