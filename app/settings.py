@@ -46,7 +46,7 @@ class ServerSettings:
     body_timeout_s: float = 30.0
     max_in_flight_images: int = 512  # backpressure bound across all requests
     retry_after_s: int = 1
-    decode_threads: int = 0  # 0: one per core
+    decode_threads: int = 0  # 0: the CPU quota rounded up, else one per core (app/serving/cpus.py)
     malloc_mmap_threshold: int = 32 * MIB  # glibc: buffers below this reuse heap memory (app/allocator.py); 0: default
     malloc_trim_threshold: int = 64 * MIB  # glibc: free heap kept per arena before returning it; 0: default
 
