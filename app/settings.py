@@ -48,7 +48,7 @@ class ServerSettings:
     retry_after_s: int = 1
     drain_delay_s: float = 5.0  # after SIGTERM: /readyz says 503 but requests are still served, while endpoints update
     shutdown_timeout_s: float = 20.0  # then: no new connections; in-flight requests get this long to finish
-    decode_threads: int = 0  # 0: one per core
+    decode_threads: int = 0  # 0: the CPU quota rounded up, else one per core (app/serving/cpus.py)
     malloc_mmap_threshold: int = 32 * MIB  # glibc: buffers below this reuse heap memory (app/allocator.py); 0: default
     malloc_trim_threshold: int = 64 * MIB  # glibc: free heap kept per arena before returning it; 0: default
 

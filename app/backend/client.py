@@ -31,8 +31,11 @@ from processing.errors import InternalError
 
 MAX_MESSAGE_BYTES = 256 << 20
 PREDICT_METHOD = "/tensorflow.serving.PredictionService/Predict"
+DNS_MIN_SECONDS_BETWEEN_LOOKUPS = 1
 
-# Retry only UNAVAILABLE (the call never reached a model), a few times, quickly.
+# Retry only UNAVAILABLE (no answer from that backend: it refused the call, or its connection dropped, as
+# when a replica dies with calls in flight), a few times, quickly; round_robin sends the retry to another
+# replica. TF Serving's calls do not change state, so a call a dead replica may have run is safe to repeat.
 _SERVICE_CONFIG = {
     "methodConfig": [
         {
@@ -81,8 +84,15 @@ class TFServingClient:
                     json.dumps({**_SERVICE_CONFIG, "loadBalancingPolicy": self._load_balancing}),
                 ),
                 ("grpc.enable_retries", 1),
+                # gRPC can retry a call only while it keeps all it sent; past this size (256 KiB by default,
+                # a batch of two 224x224 images) the call is committed and a dead replica's UNAVAILABLE
+                # reaches the client. The bytes are held anyway until the call ends.
+                ("grpc.per_rpc_retry_buffer_size", MAX_MESSAGE_BYTES),
                 ("grpc.initial_reconnect_backoff_ms", 100),
                 ("grpc.max_reconnect_backoff_ms", 1000),
+                # A dns:/// name is looked up again when a connection drops (a replica's maximum connection
+                # age, a dead replica), but by default at most every 30 s; new replicas then wait that long.
+                ("grpc.dns_min_time_between_resolutions_ms", DNS_MIN_SECONDS_BETWEEN_LOOKUPS * 1000),
             ]
             channel = grpc.aio.insecure_channel(address, options=options)
             backend = _Backend(

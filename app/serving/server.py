@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import socket
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -19,6 +18,7 @@ from app.batcher import MicroBatcher
 from app.fetch.client import UrlFetcher
 from app.models import load_registry
 from app.pipeline import Pipeline
+from app.serving.cpus import CGROUP_ROOT, cpu_budget
 from app.serving.state import ProcessState
 from app.settings import Settings
 from app.status import ModelStatus
@@ -53,15 +53,21 @@ class Services:
         self.executor.shutdown(wait=False, cancel_futures=True)
 
 
-async def build_services(settings: Settings, resolver: Resolver | None = None) -> Services:
-    """Connect to the backend, complete the models from their metadata, and build the pipeline."""
+async def build_services(
+    settings: Settings, resolver: Resolver | None = None, cgroup_root: Path = CGROUP_ROOT
+) -> Services:
+    """Connect to the backend, complete the models from their metadata, and build the pipeline.
+
+    The decode pool has ``server.decode_threads`` threads, or as many as the CPU quota of the process's
+    cgroup under ``cgroup_root`` allows (rounded up), or one per core when there is no quota.
+    """
     client = TFServingClient(settings.backend.load_balancing, settings.server.retry_after_s)
     try:
         models = await load_registry(settings, client)
     except BaseException:
         await client.close()
         raise
-    threads = settings.server.decode_threads or os.cpu_count() or 2
+    threads = settings.server.decode_threads or cpu_budget(cgroup_root)
     executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="decode")
     fetcher = UrlFetcher.from_settings(settings.fetch, resolver)
     pipeline = Pipeline(

@@ -12,6 +12,7 @@ import sys
 
 from tornado.netutil import bind_sockets
 
+from app.serving.cpus import cpu_budget
 from app.serving.lifecycle import serve
 from app.settings import Settings, SettingsError
 
@@ -30,7 +31,7 @@ def run_workers(settings: Settings, workers: int) -> int:
     """Pre-fork ``workers`` processes that accept on one shared socket; SIGTERM/SIGINT stop them all."""
     sockets = bind_sockets(settings.server.port, settings.server.host)
     if settings.server.decode_threads == 0:  # share the cores between workers instead of one pool per core each
-        threads = max(1, (os.cpu_count() or 2) // workers)
+        threads = max(1, cpu_budget() // workers)
         settings = dataclasses.replace(settings, server=dataclasses.replace(settings.server, decode_threads=threads))
     children = []
     parent = os.getpid()

@@ -16,6 +16,7 @@ from tools.localserving.config import (
     ServerOptions,
     load_batching_parameters,
     load_model_config_file,
+    parse_grpc_channel_arguments,
     single_model_config,
 )
 from tools.localserving.memory import keep_freed_memory
@@ -57,6 +58,8 @@ def parse_options(argv: Sequence[str] | None = None) -> ServerOptions:
         batching=_batching(args),
         grpc_max_threads=_checked(args.grpc_max_threads, "--grpc_max_threads", 1, 10_000),
         typed_field_answers=args.predict_response_tensor_serialization == "fields",
+        grpc_channel_arguments=parse_grpc_channel_arguments(args.grpc_channel_arguments),
+        health_check=args.enable_grpc_healthcheck_service,
     )
 
 
@@ -99,6 +102,19 @@ def _parser() -> argparse.ArgumentParser:
     add("--batching_parameters_file", type=Path, help="BatchingParameters in protobuf text format")
     add(LABELS_FLAG, type=_flag_bool, nargs="?", const=True, default=False)
     add("--grpc_max_threads", type=int, default=64, help="threads answering gRPC calls (default 64)")
+    add(
+        "--grpc_channel_arguments",
+        default="",
+        help="comma-separated gRPC server arguments, e.g. grpc.max_connection_age_ms=30000",
+    )
+    add(
+        "--enable_grpc_healthcheck_service",
+        type=_flag_bool,
+        nargs="?",
+        const=True,
+        default=False,
+        help="serve grpc.health.v1.Health: SERVING once the models are loaded, NOT_SERVING while stopping",
+    )
     add(
         "--predict_response_tensor_serialization",
         choices=("content", "fields"),

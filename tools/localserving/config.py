@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 from tools.localserving import textproto
+from tools.localserving.transport import SERVER_CHANNEL_ARGUMENTS, ChannelArgument
 
 log = logging.getLogger("localserving")
 
@@ -72,6 +74,8 @@ class ServerOptions:
     batching: BatchingOptions | None = None
     grpc_max_threads: int = 64
     typed_field_answers: bool = False
+    grpc_channel_arguments: tuple[ChannelArgument, ...] = ()
+    health_check: bool = False  # --enable_grpc_healthcheck_service
 
 
 def single_model_config(name: str, base_path: str) -> ModelConfig:
@@ -152,6 +156,35 @@ def _check_unique_names(models: tuple[ModelConfig, ...], source: str) -> None:
         if model.name in seen:
             raise ConfigError(f"{source}: Illegal to list model {model.name} multiple times in config list")
         seen.add(model.name)
+
+
+_INT32_MAX = (1 << 31) - 1
+_DECIMAL = re.compile(r"[+-]?[0-9]+")
+
+
+def parse_grpc_channel_arguments(text: str) -> tuple[ChannelArgument, ...]:
+    """``--grpc_channel_arguments``: ``key=value`` pairs joined by commas, as tensorflow_model_server splits them.
+
+    TF Serving passes a value that parses as a 32-bit integer as one, anything else as a string. Every
+    argument accepted here is an integer, so a value that is not one is refused, as are an entry without
+    ``=`` (TF Serving reads past the end of it) and a key outside SERVER_CHANNEL_ARGUMENTS.
+    """
+    if not text:
+        return ()
+    arguments: dict[str, int] = {}
+    for entry in text.split(","):
+        key, sep, value = entry.partition("=")
+        where = f"--grpc_channel_arguments: {entry!r}"
+        if not sep or not key:
+            raise ConfigError(f"{where} is not key=value")
+        if key not in SERVER_CHANNEL_ARGUMENTS:
+            known = ", ".join(SERVER_CHANNEL_ARGUMENTS)
+            raise ConfigError(f"{where}: unknown channel argument {key!r} (known: {known})")
+        stripped = value.strip()  # absl::SimpleAtoi, which TF Serving uses, allows surrounding whitespace
+        if not _DECIMAL.fullmatch(stripped) or not 0 <= int(stripped) <= _INT32_MAX:
+            raise ConfigError(f"{where}: the value must be an integer from 0 to {_INT32_MAX}")
+        arguments[key] = int(stripped)
+    return tuple(arguments.items())
 
 
 _BATCHING_FIELDS = ("max_batch_size", "batch_timeout_micros", "max_enqueued_batches", "num_batch_threads")

@@ -11,6 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from tools.localserving.batching import BatchScheduler
 from tools.localserving.config import ModelConfig, ServerOptions
@@ -18,12 +19,15 @@ from tools.localserving.models import ModelSet, ServedModel, VersionPoller, noth
 from tools.localserving.servable import load_servable
 from tools.localserving.service import BatchingRunner, Runner, add_services, run_directly
 from tools.localserving.signals import StopSignal
-from tools.localserving.transport import GRPC_OPTIONS, HOST
+from tools.localserving.transport import HOST, server_options
 
 log = logging.getLogger("localserving")
 
 READY_PREFIX = "localserving: ready on "
 STOP_GRACE_SECONDS = 5.0
+# What --enable_grpc_healthcheck_service reports: "" is the server as a whole (what a Kubernetes gRPC probe
+# asks for); TF Serving also marks its two services, by these unqualified names.
+HEALTH_SERVICES = ("", "ModelService", "PredictionService")
 
 
 class StartupError(Exception):
@@ -39,18 +43,32 @@ def serve(options: ServerOptions, stop: StopSignal) -> int:
     scheduler = BatchScheduler(options.batching) if options.batching else None
     if scheduler:
         scheduler.start()
-    server, port = _start_server(options, models, BatchingRunner(scheduler) if scheduler else run_directly)
+    checks = health.HealthServicer() if options.health_check else None
+    runner = BatchingRunner(scheduler) if scheduler else run_directly
+    server, port = _start_server(options, models, runner, checks)
+    _report_health(checks, health_pb2.HealthCheckResponse.SERVING)  # the models are loaded: serving
     poller = VersionPoller(models, options.poll_wait_seconds)
     if options.poll_wait_seconds > 0:
         poller.start()
     print(f"{READY_PREFIX}{HOST}:{port} models={models.describe()}", flush=True)
     log.info("stopping on %s", signal.Signals(stop.wait()).name)
-    _shut_down(poller, scheduler, server)
+    _shut_down(poller, scheduler, server, checks)
     return 0
 
 
-def _shut_down(poller: VersionPoller, scheduler: BatchScheduler | None, server: Any) -> None:
-    """Stop polling, run what is queued for batching, let calls in flight finish."""
+def _report_health(checks: health.HealthServicer | None, status: int) -> None:
+    if checks is None:
+        return
+    for service in HEALTH_SERVICES:
+        checks.set(service, status)
+
+
+def _shut_down(
+    poller: VersionPoller, scheduler: BatchScheduler | None, server: Any, checks: health.HealthServicer | None
+) -> None:
+    """Report NOT_SERVING, stop polling, run what is queued for batching, let calls in flight finish."""
+    if checks:
+        checks.enter_graceful_shutdown()  # NOT_SERVING for good, also to Watch streams already open
     poller.stop()
     if scheduler:
         scheduler.stop()
@@ -74,10 +92,15 @@ def load_models(configs: Sequence[ModelConfig], stop: StopSignal) -> ModelSet:
     return ModelSet(served)
 
 
-def _start_server(options: ServerOptions, models: ModelSet, run: Runner) -> tuple[Any, int]:
+def _start_server(
+    options: ServerOptions, models: ModelSet, run: Runner, checks: health.HealthServicer | None
+) -> tuple[Any, int]:
     executor = ThreadPoolExecutor(options.grpc_max_threads, thread_name_prefix="localserving-grpc")
-    server = grpc.server(executor, options=GRPC_OPTIONS)
+    server = grpc.server(executor, options=server_options(options.grpc_channel_arguments))
     add_services(server, models, run, options.typed_field_answers)
+    if checks:
+        _report_health(checks, health_pb2.HealthCheckResponse.NOT_SERVING)  # until the server has started
+        health_pb2_grpc.add_HealthServicer_to_server(checks, server)
     address = f"{HOST}:{options.port}"
     try:
         port = int(server.add_insecure_port(address))

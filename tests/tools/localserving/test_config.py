@@ -15,6 +15,7 @@ from tools.localserving.config import (
     load_model_config_file,
     parse_batching_parameters,
 )
+from tools.localserving.transport import server_options
 
 
 def version_dirs(base: Path, *versions: int) -> Path:
@@ -179,6 +180,11 @@ def test_flags_like_tensorflow_model_servers(tmp_path: Path) -> None:
         (["--model_base_path={base}", "--rest_api_port=8501"], "gRPC only"),
         (["--model_base_path={base}", "--model_config_file={config}"], "not both"),
         (["--model_config_file={labelled}"], "Request to assign label to version 9 of model m"),
+        (["--model_base_path={base}", "--grpc_channel_arguments=grpc.max_connection_age_ms"], "is not key=value"),
+        (["--model_base_path={base}", "--grpc_channel_arguments=grpc.max_conection_age_ms=1"], "unknown channel"),
+        (["--model_base_path={base}", "--grpc_channel_arguments=grpc.max_connection_age_ms=1s"], "an integer"),
+        (["--model_base_path={base}", "--grpc_channel_arguments=grpc.keepalive_time_ms=1,"], "is not key=value"),
+        (["--model_base_path={base}", "--grpc_channel_arguments=grpc.keepalive_time_ms=2147483648"], "from 0 to"),
     ],
 )
 def test_bad_flags_are_rejected_before_tensorflow_loads(tmp_path: Path, args: list[str], message: str) -> None:
@@ -190,6 +196,31 @@ def test_bad_flags_are_rejected_before_tensorflow_loads(tmp_path: Path, args: li
     paths |= {"config": config, "labelled": labelled}
     with pytest.raises(ConfigError, match=message):
         parse_options([arg.format(**paths) for arg in args])
+
+
+def test_grpc_flags_like_tensorflow_model_servers(tmp_path: Path) -> None:
+    base = version_dirs(tmp_path / "m", 1)
+    arguments = "grpc.max_connection_age_ms=30000,grpc.max_connection_age_grace_ms= 5000 ,grpc.keepalive_time_ms=0"
+
+    options = parse_options(
+        [f"--model_base_path={base}", f"--grpc_channel_arguments={arguments}", "--enable_grpc_healthcheck_service"]
+    )
+
+    assert options.health_check
+    assert options.grpc_channel_arguments == (
+        ("grpc.max_connection_age_ms", 30000),
+        ("grpc.max_connection_age_grace_ms", 5000),
+        ("grpc.keepalive_time_ms", 0),
+    )
+    plain = parse_options([f"--model_base_path={base}", "--enable_grpc_healthcheck_service=false"])
+    assert not plain.health_check and plain.grpc_channel_arguments == ()
+
+
+def test_channel_arguments_are_applied_over_localservings_own_options() -> None:
+    given = (("grpc.max_concurrent_streams", 8), ("grpc.max_connection_age_ms", 1000))
+    options = dict(server_options(given))
+    assert options["grpc.max_connection_age_ms"] == 1000 and options["grpc.max_concurrent_streams"] == 8
+    assert options["grpc.so_reuseport"] == 0  # localserving's own options stay
 
 
 def test_labels_of_unserved_versions_need_tf_servings_flag(tmp_path: Path) -> None:
