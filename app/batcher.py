@@ -17,15 +17,16 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import Hashable, Mapping
+from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from app.backend.client import TFServingClient
+from app.backend.client import TFServingClient, backend_metadata
 from app.backend.types import ModelRef, PredictResult
 from app.errors import BackendFailed, BackendTimeout, BackendUnavailable
 from app.models import ServedModel
+from processing.context import RequestContext
 
 
 @dataclass(eq=False)
@@ -34,6 +35,7 @@ class _Call:
 
     future: asyncio.Future[PredictResult]
     deadline: float  # loop time
+    context: RequestContext
     parts: list[_Part] = field(default_factory=list)
     unanswered: int = 0
 
@@ -75,17 +77,22 @@ class MicroBatcher:
     by themselves; with ``max_wait_ms: 0`` a lone request is sent at once.
     """
 
-    def __init__(self, client: TFServingClient) -> None:
+    def __init__(
+        self, client: TFServingClient, on_batch: Callable[[str, int], None] = lambda model, rows: None
+    ) -> None:
         self._client = client
+        self._on_batch = on_batch  # told each batch's size as it is sent (the metrics' batch size histogram)
         self._lanes: dict[Hashable, _Lane] = {}
         self._sending: set[asyncio.Task[None]] = set()
 
-    async def submit(self, model: ServedModel, ref: ModelRef, batch: np.ndarray, timeout: float) -> PredictResult:
+    async def submit(
+        self, model: ServedModel, ref: ModelRef, batch: np.ndarray, timeout: float, context: RequestContext
+    ) -> PredictResult:
         """The outputs for ``batch``'s rows, predicted together with other callers' rows."""
         if len(batch) == 0:
             raise ValueError("an empty batch has no rows to predict")
         loop = asyncio.get_running_loop()
-        call = _Call(loop.create_future(), loop.time() + timeout)
+        call = _Call(loop.create_future(), loop.time() + timeout, context)
         self._enqueue(model, ref, batch, call)
         try:
             async with asyncio.timeout_at(call.deadline):
@@ -204,9 +211,11 @@ class MicroBatcher:
         inputs = batch.parts[0].rows if len(batch.parts) == 1 else np.concatenate([p.rows for p in batch.parts])
         loop = asyncio.get_running_loop()
         timeout = max(p.call.deadline for p in batch.parts) - loop.time()
+        self._on_batch(model.name, batch.rows)
+        metadata = backend_metadata([part.call.context for part in batch.parts])
         try:
             result = await self._client.predict(
-                model.address, batch.ref, {model.input_name: inputs}, model.output_names, timeout
+                model.address, batch.ref, {model.input_name: inputs}, model.output_names, timeout, metadata
             )
             _check_rows(result.outputs, batch.rows)
         except BaseException as exc:
@@ -219,7 +228,7 @@ class MicroBatcher:
         for part in batch.parts:
             count = len(part.rows)
             outputs = {name: array[offset : offset + count] for name, array in result.outputs.items()}
-            part.result = PredictResult(result.version, outputs)
+            part.result = PredictResult(result.version, outputs, result.sent_at, result.answered_at)
             offset += count
             _answer(part.call)
 
@@ -243,7 +252,8 @@ def _answer(call: _Call) -> None:
         return
     names = results[0].outputs.keys()
     outputs = {name: np.concatenate([r.outputs[name] for r in results]) for name in names}
-    call.future.set_result(PredictResult(results[0].version, outputs))
+    sent_at, answered_at = min(r.sent_at for r in results), max(r.answered_at for r in results)
+    call.future.set_result(PredictResult(results[0].version, outputs, sent_at, answered_at))
 
 
 def _fail(call: _Call, exc: BaseException, retry_after_s: int) -> None:

@@ -18,11 +18,12 @@ from typing import Any
 import numpy as np
 
 from app.admission import Admission
-from app.backend.client import TFServingClient
+from app.backend.client import TFServingClient, backend_metadata
 from app.backend.types import PredictResult
 from app.batcher import MicroBatcher
 from app.fetch.client import UrlFetcher
 from app.models import ModelRegistry, ServedModel
+from processing.context import RequestContext
 from processing.errors import ItemError, ItemInternalError
 from processing.image import DecodeLimits, image_to_tensor
 from processing.postprocess import classify_batch, raw_batch
@@ -47,37 +48,49 @@ class Pipeline:
         self,
         name: str,
         sources: Sequence[ImageSource],
+        context: RequestContext,
         version: int | None = None,
         label: str | None = None,
         top_k: int | None = None,
     ) -> dict[str, Any]:
-        """The JSON answer for ``sources``, in order; item failures are reported in place."""
+        """The JSON answer for ``sources``, in order; item failures are reported in place.
+
+        ``context`` receives the model, the version that answered, each stage's times and each item's outcome.
+        """
         model = self.models.get_model(name)
+        context.model = model.name
         self.admission.acquire(len(sources))
         try:
-            started = time.perf_counter()
-            tensors = await self._load_all(model, sources)
+            tensors = await self._load_all(model, sources, context)
             images = [t for t in tensors if isinstance(t, np.ndarray)]
             result = None  # no item reached the backend: nothing answered
             if images:
                 batch, ref, timeout = np.stack(images), model.ref(version, label), self.backend_timeout_s
+                waiting = time.perf_counter()
                 if model.batched:
-                    result = await self.batcher.submit(model, ref, batch, timeout)
+                    result = await self.batcher.submit(model, ref, batch, timeout, context)
                 else:
-                    inputs = {model.input_name: batch}
-                    result = await self.client.predict(model.address, ref, inputs, model.output_names, timeout)
-            return _answer(model, sources, tensors, result, top_k, started)
+                    inputs, meta = {model.input_name: batch}, backend_metadata([context])
+                    result = await self.client.predict(model.address, ref, inputs, model.output_names, timeout, meta)
+                context.record("batch_wait", waiting, result.sent_at)
+                context.record("predict", result.sent_at, result.answered_at)
+                context.version = result.version
+            with context.timed("postprocess"):
+                return _answer(model, sources, tensors, result, top_k, context)
         finally:
             self.admission.release(len(sources))
 
-    async def _load_all(self, model: ServedModel, sources: Sequence[ImageSource]) -> list[np.ndarray | ItemError]:
+    async def _load_all(
+        self, model: ServedModel, sources: Sequence[ImageSource], context: RequestContext
+    ) -> list[np.ndarray | ItemError]:
         gate = asyncio.Semaphore(self.fetch_concurrency_per_request)
         shared: dict[str, asyncio.Task[np.ndarray | ItemError]] = {}
 
         def task_for(source: ImageSource) -> asyncio.Task[np.ndarray | ItemError]:
             key = source.url if source.url is not None else f"#{id(source)}"
             if key not in shared:  # a URL repeated in one request is fetched once
-                shared[key] = asyncio.ensure_future(_captured(self._load_one(model, source, gate)))
+                item = len(shared)
+                shared[key] = asyncio.ensure_future(_captured(self._load_one(model, source, gate, context, item)))
             return shared[key]
 
         tasks = [task_for(s) for s in sources]
@@ -87,16 +100,22 @@ class Pipeline:
             for task in tasks:
                 task.cancel()
 
-    async def _load_one(self, model: ServedModel, source: ImageSource, gate: asyncio.Semaphore) -> np.ndarray:
+    async def _load_one(
+        self, model: ServedModel, source: ImageSource, gate: asyncio.Semaphore, context: RequestContext, item: int
+    ) -> np.ndarray:
         if source.error is not None:
             raise source.error
         data = source.data
         if data is None:
             assert source.url is not None
             async with gate:
-                data = await self.fetcher.fetch(source.url)
+                with context.timed("download", item):
+                    data = await self.fetcher.fetch(source.url)
+                context.bytes_downloaded += len(data)
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self.executor, image_to_tensor, data, model.preprocess, self.decode_limits)
+        with context.timed("decode", item):
+            work = loop.run_in_executor(self.executor, image_to_tensor, data, model.preprocess, self.decode_limits)
+            return await work
 
 
 async def _captured(work: Awaitable[np.ndarray]) -> np.ndarray | ItemError:
@@ -116,7 +135,7 @@ def _answer(
     tensors: Sequence[np.ndarray | ItemError],
     result: PredictResult | None,
     top_k: int | None,
-    started: float,
+    context: RequestContext,
 ) -> dict[str, Any]:
     """The response document: one item per source, in order, with its classes or its error."""
     items: list[dict[str, Any]] = [{"source": s.name} for s in sources]
@@ -130,10 +149,11 @@ def _answer(
             item["error"] = {"code": outcome.code, "message": outcome.message}
         else:
             item.update(outcome)
+        context.outcomes[outcome.code if isinstance(outcome, ItemError) else "ok"] += 1
     return {
         "model": {"name": model.name, "version": result.version if result is not None else None},
         "predictions": items,
-        "timing_ms": round((time.perf_counter() - started) * 1000, 2),
+        "timing_ms": round((time.perf_counter() - context.started) * 1000, 2),
     }
 
 

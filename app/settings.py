@@ -46,6 +46,7 @@ class ServerSettings:
     body_timeout_s: float = 30.0
     max_in_flight_images: int = 512  # backpressure bound across all requests
     retry_after_s: int = 1
+    metrics: bool = True  # serve /metrics (Prometheus) and record them
     drain_delay_s: float = 5.0  # after SIGTERM: /readyz says 503 but requests are still served, while endpoints update
     shutdown_timeout_s: float = 20.0  # then: no new connections; in-flight requests get this long to finish
     decode_threads: int = 0  # 0: the CPU quota rounded up, else one per core (app/serving/cpus.py)

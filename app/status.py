@@ -39,6 +39,20 @@ class ModelStatus:
         details = dict(zip(names, results, strict=True))
         return all(state == "AVAILABLE" for state in details.values()), details
 
+    async def version_states(self) -> dict[str, dict[int, str]]:
+        """Each model's versions on its backend and their states (a model the backend does not answer for: none)."""
+        names = list(self._models)
+        answers = await asyncio.gather(*(self._versions(name) for name in names), return_exceptions=True)
+        return {
+            name: {s.version: s.state for s in statuses}
+            for name, statuses in zip(names, answers, strict=True)
+            if not isinstance(statuses, BaseException)
+        }
+
+    async def _versions(self, name: str) -> list[VersionStatus]:
+        model = self._models[name]
+        return await self._client.status(model.address, ModelRef(model.served_name), STATUS_TIMEOUT_S)
+
     async def _is_available(self, name: str) -> str:
         model = self._models[name]
         try:

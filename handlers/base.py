@@ -13,6 +13,7 @@ from tornado.httputil import HTTPServerRequest
 from tornado.web import Application, HTTPError, RequestHandler
 
 from handlers.ports import ProcessState
+from processing.context import RequestContext, request_id_from, traceparent_from
 from processing.errors import GatewayError
 
 log = logging.getLogger("imagegate.http")
@@ -21,45 +22,31 @@ access_log = logging.getLogger("tornado.access")
 ExcInfo = tuple[type[BaseException], BaseException, TracebackType | None]
 
 
-def log_request(handler: RequestHandler) -> None:
-    """Tornado's access log line, at a level that does not flood the log in an overload or an outage.
+class TrackedHandler(RequestHandler):
+    """Every route's common ground: the request's context and id, and counting for the drain.
 
-    Tornado logs every 5xx at ERROR: in an overload or a backend outage that is a line per
-    request, written while the process should stay responsive. Requests shed at capacity are
-    logged at DEBUG, other 5xx the tier chose on purpose (backend unavailable, timed out) at
-    WARNING; both are counted, and the server logs one summary line a period.
+    The context (``processing/context.py``) gets the client's ``X-Request-Id`` (or a new id), which
+    every answer echoes. The request is counted from its handler's start to its answer, so the
+    process's drain knows when the last one is done; the process state comes in the application's
+    settings (``process_state``). While the process drains, answers say ``Connection: close``.
     """
-    status = handler.get_status()
-    if getattr(handler, "shed", False):
-        level = logging.DEBUG
-    elif getattr(handler, "summarised", False):
-        level = logging.WARNING
-    elif status < 400:
-        level = logging.INFO
-    elif status < 500:
-        level = logging.WARNING
-    else:
-        level = logging.ERROR
-    if access_log.isEnabledFor(level):
-        request = handler.request
-        millis = 1000.0 * request.request_time()
-        access_log.log(level, "%d %s %s (%s) %.2fms", status, request.method, request.uri, request.remote_ip, millis)
 
-
-class CountedHandler(RequestHandler):
-    """A request the process's drain waits for: counted from its handler's start to its answer.
-
-    The process state comes in the application's settings (``process_state``), so every route,
-    the static page's included, is counted the same way. While the process drains, answers say
-    ``Connection: close`` so clients take their next request elsewhere.
-    """
+    route = "other"  # the route's fixed name in metrics
 
     def __init__(self, application: Application, request: HTTPServerRequest, **kwargs: Any) -> None:
+        self.context = RequestContext(
+            request_id_from(request.headers.get("X-Request-Id")),
+            traceparent_from(request.headers.get("traceparent")),
+            route=self.route,
+        )
         self._process: ProcessState | None = application.settings.get("process_state")
         self._counted = self._process is not None
         if self._process is not None:
             self._process.request_started()
         super().__init__(application, request, **kwargs)
+
+    def set_default_headers(self) -> None:
+        self.set_header("X-Request-Id", self.context.request_id)
 
     def finish(self, chunk: str | bytes | dict[str, Any] | None = None) -> Future[None]:
         if self._process is not None and self._process.draining and not self._headers_written:
@@ -79,7 +66,7 @@ class CountedHandler(RequestHandler):
             self._process.request_finished()
 
 
-class BaseHandler(CountedHandler):
+class BaseHandler(TrackedHandler):
     """Writes ``{"error": {"code", "message"}}`` for every error, ours or Tornado's."""
 
     shed = False  # answered 503 because the process is at capacity
@@ -87,6 +74,7 @@ class BaseHandler(CountedHandler):
     body_complete = True  # the request body has been read (a streaming handler says so when it has)
 
     def set_default_headers(self) -> None:
+        super().set_default_headers()
         self.set_header("X-Content-Type-Options", "nosniff")
 
     def write_json(self, document: Any, status: int = 200) -> None:
@@ -127,7 +115,8 @@ class BaseHandler(CountedHandler):
             # client (or a proxy keeping upstream connections) sends its next request into a closed socket.
             self.set_header("Connection", "close")
         self.set_header("Content-Type", "application/json; charset=utf-8")
-        self.finish(json.dumps({"error": {"code": code, "message": message}}))
+        error = {"code": code, "message": message, "request_id": self.context.request_id}
+        self.finish(json.dumps({"error": error}))
 
 
 def _code_for_status(status: int) -> str:
@@ -148,6 +137,8 @@ def _phrase(status: int) -> str:
 
 class NotFoundHandler(BaseHandler):
     """Unknown paths get the same JSON error format."""
+
+    route = "not_found"
 
     def prepare(self) -> None:
         raise HTTPError(404, reason=f"no such path: {self.request.path}")

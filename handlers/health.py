@@ -9,6 +9,8 @@ from handlers.ports import ModelStatus, ProcessState
 class LivenessHandler(BaseHandler):
     """GET /healthz: the process is alive and its event loop answers."""
 
+    route = "healthz"
+
     def get(self) -> None:
         self.write_json({"status": "ok"})
 
@@ -19,6 +21,8 @@ class ReadinessHandler(BaseHandler):
     While the process drains it answers 503 at once, without asking the backend: the endpoint
     controller takes the pod out of rotation while it still serves what it was sent.
     """
+
+    route = "readyz"
 
     def initialize(self, models: ModelStatus, process: ProcessState) -> None:
         self.models = models

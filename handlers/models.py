@@ -9,6 +9,8 @@ from handlers.ports import ModelStatus, RequestLimits
 class ModelListHandler(BaseHandler):
     """GET /v1/models: the models this tier serves and the request limits, what the browser page needs."""
 
+    route = "models"
+
     def initialize(self, models: ModelStatus, limits: RequestLimits) -> None:
         self.models = models
         self.limits = limits
@@ -21,6 +23,8 @@ class ModelListHandler(BaseHandler):
 class ModelStatusHandler(BaseHandler):
     """GET /v1/models/{name}[/versions/{n}]: ModelService.GetModelStatus."""
 
+    route = "model_status"
+
     def initialize(self, models: ModelStatus) -> None:
         self.models = models
 
@@ -30,6 +34,8 @@ class ModelStatusHandler(BaseHandler):
 
 class ModelMetadataHandler(BaseHandler):
     """GET /v1/models/{name}[/versions/{n}]/metadata: PredictionService.GetModelMetadata."""
+
+    route = "model_metadata"
 
     def initialize(self, models: ModelStatus) -> None:
         self.models = models

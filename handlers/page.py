@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import tornado.web
 
-from handlers.base import CountedHandler
+from handlers.base import TrackedHandler
 
 CONTENT_SECURITY_POLICY = (
     "default-src 'self'; img-src 'self' blob: data:; style-src 'self'; script-src 'self'; "
@@ -12,10 +12,13 @@ CONTENT_SECURITY_POLICY = (
 )
 
 
-class PageFileHandler(CountedHandler, tornado.web.StaticFileHandler):
+class PageFileHandler(TrackedHandler, tornado.web.StaticFileHandler):
     """Static files of the page: strict CSP, no framing (clickjacking), no sniffing, no referrer."""
 
+    route = "page"
+
     def set_default_headers(self) -> None:
+        super().set_default_headers()
         self.set_header("Content-Security-Policy", CONTENT_SECURITY_POLICY)
         self.set_header("X-Frame-Options", "DENY")
         self.set_header("X-Content-Type-Options", "nosniff")

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from processing.context import RequestContext
 from processing.sources import ImageSource
 
 
@@ -27,6 +28,7 @@ class PredictPipeline(Protocol):
         self,
         name: str,
         sources: Sequence[ImageSource],
+        context: RequestContext,
         version: int | None = None,
         label: str | None = None,
         top_k: int | None = None,

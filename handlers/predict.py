@@ -9,12 +9,14 @@ streams in: its caps are enforced chunk by chunk, and an oversized request is an
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 from tornado.web import stream_request_body
 
 from handlers.base import BaseHandler
 from handlers.ports import PredictPipeline, RequestLimits
+from processing.context import server_timing
 from processing.errors import GatewayError, InvalidRequest, PayloadTooLarge, UnsupportedMediaType
 from processing.multipart import MultipartParser, Part, boundary_from_content_type
 from processing.sources import ImageSource, PredictRequest, parse_json_request, parse_top_k
@@ -28,6 +30,8 @@ DRAIN_BYTES = 1 << 20
 
 @stream_request_body
 class PredictHandler(BaseHandler):
+    route = "predict"
+
     def initialize(self, pipeline: PredictPipeline, limits: RequestLimits) -> None:
         self.pipeline = pipeline
         self.limits = limits
@@ -43,6 +47,7 @@ class PredictHandler(BaseHandler):
         self._work: asyncio.Future[dict[str, Any]] | None = None
 
     def prepare(self) -> None:
+        self._body_started = time.perf_counter()
         try:
             self._check_head()
         except GatewayError as exc:
@@ -107,13 +112,15 @@ class PredictHandler(BaseHandler):
 
     async def post(self, name: str, version: str | None = None, label: str | None = None) -> None:
         self.body_complete = True
+        if self._kind in ("multipart", "raw"):
+            self.context.record("upload", self._body_started, time.perf_counter())
         if self._rejected:
             return
         if self._refusal is not None:
             raise self._refusal
         request = self._parse_body()
         top_k = request.top_k if request.top_k is not None else parse_top_k(self.get_query_argument("top_k", None))
-        work = self.pipeline.run(name, request.sources, int(version) if version else None, label, top_k)
+        work = self.pipeline.run(name, request.sources, self.context, int(version) if version else None, label, top_k)
         self._work = asyncio.ensure_future(work)
         try:
             answer = await self._work
@@ -125,6 +132,7 @@ class PredictHandler(BaseHandler):
             # A failed task holds its exception, whose traceback holds this frame and so this
             # handler: let go of the task, or every refused request is a cycle for the collector.
             self._work = None
+        self.set_header("Server-Timing", server_timing(self.context))
         self.write_json(answer)
 
     def on_connection_close(self) -> None:

@@ -9,6 +9,7 @@ boundary (``app/backend/rpc_errors.py``). It speaks only the public TF Serving A
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -27,32 +28,14 @@ from app.backend.rpc_errors import BackendFailures, call_backend
 from app.backend.tensors import UnsupportedTensor, encode_predict_request, from_tensor_proto
 from app.backend.types import ModelMetadata, ModelRef, PredictResult, VersionStatus
 from app.errors import BackendFailed, ModelNotFound
+from processing.context import RequestContext
 from processing.errors import InternalError
 
 MAX_MESSAGE_BYTES = 256 << 20
+MAX_REQUEST_IDS = 16  # request ids sent with one micro-batched Predict
+Metadata = tuple[tuple[str, str], ...]
 PREDICT_METHOD = "/tensorflow.serving.PredictionService/Predict"
 DNS_MIN_SECONDS_BETWEEN_LOOKUPS = 1
-
-# Retry only UNAVAILABLE (no answer from that backend: it refused the call, or its connection dropped, as
-# when a replica dies with calls in flight), a few times, quickly; round_robin sends the retry to another
-# replica. TF Serving's calls do not change state, so a call a dead replica may have run is safe to repeat.
-_SERVICE_CONFIG = {
-    "methodConfig": [
-        {
-            "name": [
-                {"service": "tensorflow.serving.PredictionService"},
-                {"service": "tensorflow.serving.ModelService"},
-            ],
-            "retryPolicy": {
-                "maxAttempts": 3,
-                "initialBackoff": "0.05s",
-                "maxBackoff": "0.2s",
-                "backoffMultiplier": 2,
-                "retryableStatusCodes": ["UNAVAILABLE"],
-            },
-        }
-    ]
-}
 
 
 @dataclass(frozen=True)
@@ -81,13 +64,11 @@ class TFServingClient:
                 ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
                 (
                     "grpc.service_config",
-                    json.dumps({**_SERVICE_CONFIG, "loadBalancingPolicy": self._load_balancing}),
+                    json.dumps({"loadBalancingPolicy": self._load_balancing}),
                 ),
+                # Transparent retries only (a call that never left this process); retries after an
+                # UNAVAILABLE answer are ours, in app/backend/rpc_errors.py, so they can be counted.
                 ("grpc.enable_retries", 1),
-                # gRPC can retry a call only while it keeps all it sent; past this size (256 KiB by default,
-                # a batch of two 224x224 images) the call is committed and a dead replica's UNAVAILABLE
-                # reaches the client. The bytes are held anyway until the call ends.
-                ("grpc.per_rpc_retry_buffer_size", MAX_MESSAGE_BYTES),
                 ("grpc.initial_reconnect_backoff_ms", 100),
                 ("grpc.max_reconnect_backoff_ms", 1000),
                 # A dns:/// name is looked up again when a connection drops (a replica's maximum connection
@@ -111,13 +92,15 @@ class TFServingClient:
         inputs: Mapping[str, np.ndarray],
         output_filter: Sequence[str],
         timeout: float,
+        metadata: Metadata = (),
     ) -> PredictResult:
-        """One Predict call; ``outputs`` maps output names to arrays."""
+        """One Predict call; ``outputs`` maps output names to arrays; ``metadata`` goes along as gRPC metadata."""
         head = predict_pb2.PredictRequest(model_spec=model.to_proto(), output_filter=list(output_filter))
         request = encode_predict_request(head, inputs)
+        sent_at = time.perf_counter()
         try:
             response = await call_backend(
-                self._backend(address).predict_encoded, request, timeout, model, self.failures
+                self._backend(address).predict_encoded, request, timeout, model, self.failures, metadata
             )
         except InternalError:
             if model.label is not None:
@@ -127,7 +110,7 @@ class TFServingClient:
             outputs = {name: from_tensor_proto(proto) for name, proto in response.outputs.items()}
         except (UnsupportedTensor, ValueError) as exc:
             raise BackendFailed("the backend answered with a tensor we cannot read", log_message=str(exc)) from exc
-        return PredictResult(version=int(response.model_spec.version.value), outputs=outputs)
+        return PredictResult(int(response.model_spec.version.value), outputs, sent_at, time.perf_counter())
 
     async def _check_label(self, address: str, model: ModelRef, timeout: float) -> None:
         """Raise ModelNotFound if ``model.label`` is unknown to the backend.
@@ -167,3 +150,19 @@ class TFServingClient:
         backends, self._backends = list(self._backends.values()), {}
         for backend in backends:
             await backend.channel.close()
+
+
+def backend_metadata(contexts: Sequence[RequestContext]) -> Metadata:
+    """gRPC metadata for a Predict made for ``contexts``: their request ids and the first one's traceparent.
+
+    A micro-batched Predict carries the ids of all its requests, comma-separated, the first
+    ``MAX_REQUEST_IDS`` of them and then ``+N``, so the backend's logs can be matched to ours.
+    """
+    ids = [c.request_id for c in contexts[:MAX_REQUEST_IDS]]
+    if len(contexts) > MAX_REQUEST_IDS:
+        ids.append(f"+{len(contexts) - MAX_REQUEST_IDS}")
+    metadata = [("x-request-id", ",".join(ids))]
+    traceparent = next((c.traceparent for c in contexts if c.traceparent), None)
+    if traceparent is not None:
+        metadata.append(("traceparent", traceparent))
+    return tuple(metadata)

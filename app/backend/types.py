@@ -41,6 +41,8 @@ class ModelRef:
 class PredictResult:
     version: int
     outputs: Mapping[str, np.ndarray]
+    sent_at: float  # time.perf_counter() when the Predict went out
+    answered_at: float  # and when its answer had arrived
 
 
 @dataclass(frozen=True)

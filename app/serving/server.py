@@ -17,13 +17,16 @@ from app.backend.client import TFServingClient
 from app.batcher import MicroBatcher
 from app.fetch.client import UrlFetcher
 from app.models import load_registry
+from app.observability.metrics import Metrics
+from app.observability.requests import RequestObserver
 from app.pipeline import Pipeline
 from app.serving.cpus import CGROUP_ROOT, cpu_budget
 from app.serving.state import ProcessState
 from app.settings import Settings
 from app.status import ModelStatus
-from handlers.base import NotFoundHandler, log_request
+from handlers.base import NotFoundHandler
 from handlers.health import LivenessHandler, ReadinessHandler
+from handlers.metrics import MetricsHandler
 from handlers.models import ModelListHandler, ModelMetadataHandler, ModelStatusHandler
 from handlers.page import PageFileHandler
 from handlers.ports import RequestLimits
@@ -46,6 +49,14 @@ class Services:
     pipeline: Pipeline
     status: ModelStatus
     state: ProcessState
+    metrics: Metrics | None  # None with server.metrics: false
+
+    async def render_metrics(self) -> tuple[bytes, str]:
+        """The scrape: model states asked of the backend now, the in-flight gauge, then every metric."""
+        assert self.metrics is not None
+        self.metrics.set_model_states(await self.status.version_states())
+        self.metrics.in_flight.set(self.pipeline.admission.in_flight)
+        return self.metrics.render()
 
     async def close(self) -> None:
         self.fetcher.close()
@@ -61,7 +72,11 @@ async def build_services(
     The decode pool has ``server.decode_threads`` threads, or as many as the CPU quota of the process's
     cgroup under ``cgroup_root`` allows (rounded up), or one per core when there is no quota.
     """
+    metrics = Metrics(settings.server.max_in_flight_images) if settings.server.metrics else None
     client = TFServingClient(settings.backend.load_balancing, settings.server.retry_after_s)
+    if metrics is not None:
+        client.failures.on_failure = metrics.count_backend_failure
+        client.failures.on_retry = metrics.backend_retries.inc
     try:
         models = await load_registry(settings, client)
     except BaseException:
@@ -74,14 +89,15 @@ async def build_services(
         models=models,
         fetcher=fetcher,
         client=client,
-        batcher=MicroBatcher(client),
+        batcher=MicroBatcher(client, metrics.observe_batch) if metrics is not None else MicroBatcher(client),
         executor=executor,
         decode_limits=DecodeLimits(settings.decode.max_pixels, settings.decode.max_side),
         backend_timeout_s=settings.backend.timeout_s,
         fetch_concurrency_per_request=settings.fetch.max_concurrent_per_request,
         admission=Admission(settings.server.max_in_flight_images, settings.server.retry_after_s),
     )
-    return Services(settings, client, fetcher, executor, pipeline, ModelStatus(models, client), ProcessState())
+    status = ModelStatus(models, client)
+    return Services(settings, client, fetcher, executor, pipeline, status, ProcessState(), metrics)
 
 
 def make_app(services: Services) -> tornado.web.Application:
@@ -98,6 +114,7 @@ def make_app(services: Services) -> tornado.web.Application:
         (rf"{MODEL}{VERSION}/?", ModelStatusHandler, models),
         (r"/healthz", LivenessHandler),
         (r"/readyz", ReadinessHandler, {**models, "process": services.state}),
+        *([(r"/metrics", MetricsHandler, {"render": services.render_metrics})] if services.metrics else []),
     ]
     if s.page:
         routes += [
@@ -112,7 +129,7 @@ def make_app(services: Services) -> tornado.web.Application:
         routes,
         default_handler_class=NotFoundHandler,
         xsrf_cookies=False,
-        log_function=log_request,
+        log_function=RequestObserver(services.metrics, services.pipeline.admission),
         process_state=services.state,  # counted requests, Connection: close while draining (handlers/base.py)
     )
 

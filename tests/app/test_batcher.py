@@ -20,12 +20,14 @@ from app.backend.types import ModelRef, PredictResult
 from app.batcher import MicroBatcher
 from app.errors import BackendFailed, BackendTimeout
 from app.models import ServedModel
+from processing.context import RequestContext
 from tests.conftest import TierFactory
 from tests.support.imageserver import ImageServer
 from tests.support.specs import postprocess_spec, preprocess_spec
 from tools.fakeserving import FakeBackend, FakeModel, start_fake_backend
 
 TIMEOUT = 30.0
+CONTEXT = RequestContext("test-request")
 
 
 @pytest.fixture
@@ -71,7 +73,7 @@ async def predict_all(
     batcher: MicroBatcher, model: ServedModel, batches: list[np.ndarray], timeout: float = TIMEOUT
 ) -> list[PredictResult]:
     ref = model.ref()
-    return list(await asyncio.gather(*(batcher.submit(model, ref, b, timeout) for b in batches)))
+    return list(await asyncio.gather(*(batcher.submit(model, ref, b, timeout, CONTEXT) for b in batches)))
 
 
 @pytest.mark.gen_test(timeout=30)
@@ -133,7 +135,7 @@ async def test_rows_wait_for_a_free_slot_and_fill_the_batch_meanwhile(
     fake.log.delay_s = 0.3
     model = dataclasses.replace(served(fake, max_batch_size=8, max_wait_ms=0), max_in_flight=1)
     batcher = MicroBatcher(client)
-    first = asyncio.ensure_future(batcher.submit(model, model.ref(), rows(1), TIMEOUT))
+    first = asyncio.ensure_future(batcher.submit(model, model.ref(), rows(1), TIMEOUT, CONTEXT))
     assert await asyncio.to_thread(fake.log.arrived.wait, 10)  # the first Predict is under way
     rest = await predict_all(batcher, model, [rows(i) for i in range(2, 6)])
     assert echoed(await first) == [1]
@@ -146,7 +148,7 @@ async def test_a_cancelled_caller_has_its_rows_dropped(fake: FakeBackend, client
     model = served(fake, max_batch_size=8, max_wait_ms=300)
     batcher = MicroBatcher(client)
     ref = model.ref()
-    calls = [asyncio.ensure_future(batcher.submit(model, ref, rows(i, i), TIMEOUT)) for i in (1, 2, 3)]
+    calls = [asyncio.ensure_future(batcher.submit(model, ref, rows(i, i), TIMEOUT, CONTEXT)) for i in (1, 2, 3)]
     await asyncio.sleep(0)  # one loop turn: every call has queued its rows
     calls[1].cancel()
     first, third = await asyncio.gather(calls[0], calls[2])
@@ -159,14 +161,14 @@ async def test_a_cancelled_caller_has_its_rows_dropped(fake: FakeBackend, client
 async def test_when_every_caller_is_cancelled_nothing_is_sent(fake: FakeBackend, client: TFServingClient) -> None:
     model = served(fake, max_batch_size=8, max_wait_ms=50)
     batcher = MicroBatcher(client)
-    calls = [asyncio.ensure_future(batcher.submit(model, model.ref(), rows(i), TIMEOUT)) for i in (1, 2)]
+    calls = [asyncio.ensure_future(batcher.submit(model, model.ref(), rows(i), TIMEOUT, CONTEXT)) for i in (1, 2)]
     await asyncio.sleep(0)  # one loop turn: both calls have queued their rows
     for call in calls:
         call.cancel()
     await asyncio.gather(*calls, return_exceptions=True)
     assert fake.log.batch_sizes == []
     # Withdrawn before the batch was due: a later caller's batch carries only its own row.
-    result = await batcher.submit(model, model.ref(), rows(7), TIMEOUT)
+    result = await batcher.submit(model, model.ref(), rows(7), TIMEOUT, CONTEXT)
     assert echoed(result) == [7] and fake.log.batch_sizes == [1]
 
 
@@ -178,7 +180,7 @@ async def test_a_failed_predict_fails_every_caller_with_the_same_error(
     model = served(fake, max_batch_size=8)
     batcher = MicroBatcher(client)
     outcomes = await asyncio.gather(
-        *(batcher.submit(model, model.ref(), rows(i), TIMEOUT) for i in range(3)), return_exceptions=True
+        *(batcher.submit(model, model.ref(), rows(i), TIMEOUT, CONTEXT) for i in range(3)), return_exceptions=True
     )
     assert fake.log.batch_sizes == [3]
     assert all(isinstance(o, BackendFailed) for o in outcomes)
@@ -197,7 +199,9 @@ async def test_a_slow_backend_times_each_caller_out(fake: FakeBackend, client: T
 async def test_the_answered_version_comes_from_the_response(fake: FakeBackend, client: TFServingClient) -> None:
     model = served(fake)
     batcher = MicroBatcher(client)
-    results = await asyncio.gather(*(batcher.submit(model, ModelRef("tiny", 7), rows(i), TIMEOUT) for i in (1, 2)))
+    results = await asyncio.gather(
+        *(batcher.submit(model, ModelRef("tiny", 7), rows(i), TIMEOUT, CONTEXT) for i in (1, 2))
+    )
     assert [r.version for r in results] == [7, 7]
 
 
@@ -209,7 +213,7 @@ def test_a_model_batches_only_when_its_batch_size_is_above_one(fake: FakeBackend
 async def test_an_empty_batch_is_refused_rather_than_left_waiting(fake: FakeBackend, client: TFServingClient) -> None:
     model = served(fake)
     with pytest.raises(ValueError):
-        await MicroBatcher(client).submit(model, model.ref(), np.zeros((0, 4, 4, 3), np.uint8), TIMEOUT)
+        await MicroBatcher(client).submit(model, model.ref(), np.zeros((0, 4, 4, 3), np.uint8), TIMEOUT, CONTEXT)
     assert fake.log.batch_sizes == []
 
 

@@ -25,6 +25,7 @@ from app.errors import BackendFailed, ModelNotFound, Overloaded
 from app.pipeline import Pipeline
 from app.serving.server import Services, build_services
 from app.settings import Settings, load_settings
+from processing.context import RequestContext
 from processing.errors import ImageDecodeFailed
 from processing.sources import ImageSource
 from tests.conftest import dev_settings
@@ -38,6 +39,10 @@ TRUNCATED_JPEG = COFFEE[:300]  # a JPEG header, then nothing: fetched fine, fail
 FAKE_CLASSES = 8
 
 PipelineFactory = Callable[[Settings], Awaitable[Pipeline]]
+
+
+def new_context() -> RequestContext:
+    return RequestContext("test-request")
 
 
 @pytest.fixture
@@ -140,7 +145,7 @@ async def test_answers_keep_input_order_and_bad_sources_fail_in_place(
         ImageSource(name="bad b64", error=ImageDecodeFailed("'b64' is not valid base64")),
         ImageSource(name="garbage upload", data=b"not an image at all"),
     ]
-    answer = await pipeline.run("mobilenet_v2", sources)
+    answer = await pipeline.run("mobilenet_v2", sources, new_context())
 
     assert answer["model"] == {"name": "mobilenet_v2", "version": 1}
     items = answer["predictions"]
@@ -162,9 +167,9 @@ async def test_a_version_chooses_what_answers(
     pipeline = await make_pipeline(dev_settings(backend.address))
     digit = [url_source(images.url("digit_3.png"))]
     answers = [
-        await pipeline.run("digits", digit),
-        await pipeline.run("digits", digit, version=1),
-        await pipeline.run("digits", digit, label="stable"),
+        await pipeline.run("digits", digit, new_context()),
+        await pipeline.run("digits", digit, new_context(), version=1),
+        await pipeline.run("digits", digit, new_context(), label="stable"),
     ]
     assert [a["model"]["version"] for a in answers] == [2, 1, 1]
     assert answers[0]["predictions"][0]["classes"][0]["label"] == "3"  # version 2 is the well-trained one
@@ -180,7 +185,7 @@ async def test_a_url_repeated_in_one_request_is_downloaded_once(
     pipeline = await make_pipeline(fake_settings(fake))
     repeated, other = serve(images, "repeated.png", solid_png(30)), serve(images, "other.png", solid_png(50))
     sources = [url_source(repeated), url_source(other), url_source(repeated), url_source(repeated)]
-    answer = await pipeline.run("tiny", sources)
+    answer = await pipeline.run("tiny", sources, new_context())
 
     assert (hits(images, repeated), hits(images, other)) == (1, 1)
     assert [top_score(item) for item in answer["predictions"]] == [30.0, 50.0, 30.0, 30.0]
@@ -194,7 +199,7 @@ async def test_an_unknown_model_is_refused_before_anything_is_fetched(
     pipeline = await make_pipeline(fake_settings(fake))
     url = serve(images, "unasked.png", solid_png(10))
     with pytest.raises(ModelNotFound) as refused:
-        await pipeline.run("no_such_model", [url_source(url)])
+        await pipeline.run("no_such_model", [url_source(url)], new_context())
     assert (refused.value.code, refused.value.status) == ("model_not_found", 404)
     assert hits(images, url) == 0
     assert fake.log.batch_sizes == []
@@ -210,18 +215,20 @@ async def test_admission_bounds_images_in_flight_and_is_given_back_after_success
     held = HeldSource(images)
     try:
         first = asyncio.ensure_future(
-            pipeline.run("tiny", [url_source(held.url), ImageSource(name="upload", data=solid_png(20))])
+            pipeline.run("tiny", [url_source(held.url), ImageSource(name="upload", data=solid_png(20))], new_context())
         )
         assert await asyncio.to_thread(held.arrived.wait, 10), "the run never reached the image server"
         assert admission.in_flight == 2
 
         unfetched = serve(images, "refused.png", solid_png(10))
         with pytest.raises(Overloaded) as refused:
-            await pipeline.run("tiny", [url_source(unfetched), url_source(unfetched)])  # 2 + 2 > 3
+            await pipeline.run("tiny", [url_source(unfetched), url_source(unfetched)], new_context())  # 2 + 2 > 3
         assert refused.value.headers() == {"Retry-After": "2"}
         assert (hits(images, unfetched), admission.refused, admission.in_flight) == (0, 1, 2)
 
-        fits = await pipeline.run("tiny", [ImageSource(name="one more", data=solid_png(60))])  # 2 + 1 <= 3
+        fits = await pipeline.run(
+            "tiny", [ImageSource(name="one more", data=solid_png(60))], new_context()
+        )  # 2 + 1 <= 3
         assert top_score(fits["predictions"][0]) == 60.0
         assert admission.in_flight == 2
     finally:
@@ -232,7 +239,7 @@ async def test_admission_bounds_images_in_flight_and_is_given_back_after_success
 
     fake.log.fail_with = grpc.StatusCode.INTERNAL
     with pytest.raises(BackendFailed):
-        await pipeline.run("tiny", [ImageSource(name=f"n{i}", data=solid_png(i)) for i in range(3)])
+        await pipeline.run("tiny", [ImageSource(name=f"n{i}", data=solid_png(i)) for i in range(3)], new_context())
     assert admission.in_flight == 0  # and after failure
     assert admission.refused == 1
 
@@ -249,7 +256,7 @@ async def test_without_batching_each_request_is_one_predict_of_all_its_good_imag
         ImageSource(name="twenty", data=solid_png(20)),
         url_source(serve(images, "thirty.png", solid_png(30))),
     ]
-    answer = await pipeline.run("tiny", first)
+    answer = await pipeline.run("tiny", first, new_context())
     assert fake.log.batch_sizes == [3]
     items = answer["predictions"]
     assert [top_score(items[i]) for i in (0, 2, 3)] == [10.0, 20.0, 30.0]
@@ -258,8 +265,12 @@ async def test_without_batching_each_request_is_one_predict_of_all_its_good_imag
 
     fake.log.batch_sizes.clear()
     answers = await asyncio.gather(
-        pipeline.run("tiny", [ImageSource(name="a", data=solid_png(70))]),
-        pipeline.run("tiny", [ImageSource(name="b", data=solid_png(80)), ImageSource(name="c", data=solid_png(90))]),
+        pipeline.run("tiny", [ImageSource(name="a", data=solid_png(70))], new_context()),
+        pipeline.run(
+            "tiny",
+            [ImageSource(name="b", data=solid_png(80)), ImageSource(name="c", data=solid_png(90))],
+            new_context(),
+        ),
     )
     assert sorted(fake.log.batch_sizes) == [1, 2]  # concurrent requests are not merged
     assert [[top_score(i) for i in a["predictions"]] for a in answers] == [[70.0], [80.0, 90.0]]
@@ -275,7 +286,9 @@ async def test_with_batching_concurrent_requests_share_one_predict_through_the_b
     assert pipeline.models["tiny"].batched
     two = [ImageSource(name="a", data=solid_png(11)), ImageSource(name="b", data=solid_png(12))]
     one = [ImageSource(name="c", data=solid_png(13)), ImageSource(name="broken", data=b"not an image at all")]
-    first, second = await asyncio.gather(pipeline.run("tiny", two), pipeline.run("tiny", one))
+    first, second = await asyncio.gather(
+        pipeline.run("tiny", two, new_context()), pipeline.run("tiny", one, new_context())
+    )
 
     assert fake.log.batch_sizes == [3]
     assert [top_score(item) for item in first["predictions"]] == [11.0, 12.0]
@@ -295,7 +308,7 @@ async def test_when_every_item_fails_nothing_is_predicted_and_no_version_answers
         url_source(serve(images, "truncated.jpg", TRUNCATED_JPEG, "image/jpeg")),
         ImageSource(name="garbage", data=b"not an image at all"),
     ]
-    answer = await pipeline.run("tiny", sources)
+    answer = await pipeline.run("tiny", sources, new_context())
     assert fake.log.batch_sizes == []
     assert answer["model"] == {"name": "tiny", "version": None}
     codes = [item["error"]["code"] for item in answer["predictions"]]
@@ -311,7 +324,7 @@ async def test_top_k_is_honoured_and_the_configured_one_is_the_default(
     image = [ImageSource(name="grey", data=solid_png(5))]
 
     async def class_ids(top_k: int | None) -> list[int]:
-        answer = await pipeline.run("tiny", image, top_k=top_k)
+        answer = await pipeline.run("tiny", image, new_context(), top_k=top_k)
         return [c["class_id"] for c in answer["predictions"][0]["classes"]]
 
     assert len(await class_ids(None)) == 3
@@ -325,5 +338,5 @@ async def test_the_requested_version_is_sent_and_the_answering_one_reported(
     make_pipeline: PipelineFactory, fake: FakeBackend
 ) -> None:
     pipeline = await make_pipeline(fake_settings(fake))
-    answer = await pipeline.run("tiny", [ImageSource(name="grey", data=solid_png(5))], version=7)
+    answer = await pipeline.run("tiny", [ImageSource(name="grey", data=solid_png(5))], new_context(), version=7)
     assert answer["model"] == {"name": "tiny", "version": 7}  # the fake answers with the version asked for

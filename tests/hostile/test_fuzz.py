@@ -127,8 +127,9 @@ def check(connection: Connection, raw: bytes) -> None:
         for item in answer["predictions"]:
             assert ("classes" in item) != ("error" in item) or "outputs" in item, item
     else:
-        assert set(answer) == {"error"} and set(answer["error"]) == {"code", "message"}, answer
+        assert set(answer) == {"error"} and set(answer["error"]) == {"code", "message", "request_id"}, answer
         assert headers.get("content-type", "").startswith("application/json")
+        assert answer["error"]["request_id"] == headers["x-request-id"]
     follow_up, _, _ = connection.send(http_request("GET", "/healthz", None, b""))
     assert follow_up == 200
 

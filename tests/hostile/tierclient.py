@@ -48,7 +48,7 @@ async def post_json(tier: Tier, document: Any) -> tuple[int, Any]:
 
 def error_code(answer: Any) -> str:
     """The code of a request-level error answer, after checking it has exactly our shape."""
-    assert set(answer) == {"error"} and set(answer["error"]) == {"code", "message"}, answer
+    assert set(answer) == {"error"} and set(answer["error"]) == {"code", "message", "request_id"}, answer
     assert isinstance(answer["error"]["message"], str) and answer["error"]["message"], answer
     code: str = answer["error"]["code"]
     return code

@@ -1,0 +1,173 @@
+"""The tier's Prometheus metrics, observed from each request's context when it ends.
+
+Names follow Prometheus conventions (base units, ``_total`` counters). Label values come only
+from configured model names, fixed route names, HTTP status codes, item outcome codes (our
+error codes) and the versions TF Serving answers with: nothing a client writes becomes a label.
+
+With ``--workers N`` the values live in files under ``PROMETHEUS_MULTIPROC_DIR`` (prometheus-client's
+multiprocess mode, switched on by ``use_multiprocess`` before the workers fork), and any worker's
+scrape adds up all of them.
+"""
+
+from __future__ import annotations
+
+import os
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+    values,
+)
+
+from processing.context import RequestContext
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+# Seconds: from well under a millisecond (a cached decode) to the backend's longest deadlines.
+LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
+
+
+def use_multiprocess(directory: Path) -> None:
+    """Keep metric values in files under ``directory`` from here on (call before the workers fork)."""
+    os.environ[MULTIPROC_ENV] = str(directory)
+    values.ValueClass = values.get_value_class()  # type: ignore[no-untyped-call]
+
+
+def _multiprocess_dir() -> str | None:
+    return os.environ.get(MULTIPROC_ENV)
+
+
+class Metrics:
+    def __init__(self, in_flight_limit: int) -> None:
+        self._multiprocess = _multiprocess_dir() is not None
+        # One registry per tier, so several tiers in one test process do not share counts.
+        self.registry: CollectorRegistry | None = None if self._multiprocess else CollectorRegistry()
+        r = self.registry
+        self.requests = Counter(
+            "imagegate_requests_total", "HTTP requests answered", ["route", "model", "status"], registry=r
+        )
+        self.request_seconds = Histogram(
+            "imagegate_request_duration_seconds",
+            "Whole requests, from the handler's start to the answer",
+            ["route", "model", "status_class"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.items = Counter(
+            "imagegate_items_total", "Images by outcome: ok or the item's error code", ["model", "outcome"], registry=r
+        )
+        self.shed = Counter(
+            "imagegate_requests_shed_total", "Requests refused at capacity (503 overloaded)", registry=r
+        )
+        self.backend_failures = Counter(
+            "imagegate_backend_failures_total", "Failed backend calls by our error code", ["code"], registry=r
+        )
+        self.backend_retries = Counter(
+            "imagegate_backend_retries_total", "Backend calls made again after an UNAVAILABLE answer", registry=r
+        )
+        self.downloaded = Counter(
+            "imagegate_downloaded_bytes_total", "Bytes of images downloaded from URLs", registry=r
+        )
+        self.download_seconds = self._stage("download", "One URL's download, redirects included", [])
+        self.upload_seconds = self._stage("upload_read", "Reading one request's uploaded body", [])
+        self.decode_seconds = self._stage("decode", "Decoding and preprocessing one image (queue wait included)", [])
+        self.batch_wait_seconds = self._stage("batch_wait", "Wait in the micro-batcher before the Predict", ["model"])
+        self.predict_seconds = self._stage(
+            "backend_predict", "One request's Predict at the backend", ["model", "version"]
+        )
+        self.postprocess_seconds = self._stage("postprocess", "Postprocessing one request's outputs", ["model"])
+        self.batch_size = Histogram(
+            "imagegate_batch_size", "Rows in each micro-batched Predict", ["model"], buckets=BATCH_BUCKETS, registry=r
+        )
+        self.in_flight = Gauge(
+            "imagegate_images_in_flight",
+            "Images admitted and not yet answered",
+            registry=r,
+            multiprocess_mode="livesum",
+        )
+        self.in_flight_limit = Gauge(
+            "imagegate_images_in_flight_limit",
+            "The admission bound (server.max_in_flight_images), per process",
+            registry=r,
+            multiprocess_mode="livesum",
+        )
+        self.model_available = Gauge(
+            "imagegate_model_available",
+            "1 when the backend reports the model version AVAILABLE",
+            ["model", "version"],
+            registry=r,
+            multiprocess_mode="max",
+        )
+        self.build_info = Gauge(
+            "imagegate_build_info", "The tier's version", ["version"], registry=r, multiprocess_mode="max"
+        )
+        self.in_flight_limit.set(in_flight_limit)
+        self.build_info.labels(_package_version()).set(1)
+
+    def _stage(self, stage: str, meaning: str, labels: list[str]) -> Histogram:
+        return Histogram(
+            f"imagegate_{stage}_duration_seconds", meaning, labels, buckets=LATENCY_BUCKETS, registry=self.registry
+        )
+
+    def observe_request(self, context: RequestContext, status: int, seconds: float, shed: bool) -> None:
+        """Everything one finished request tells: its status and duration, its stages and items."""
+        model = context.model or ""
+        self.requests.labels(context.route, model, str(status)).inc()
+        self.request_seconds.labels(context.route, model, f"{status // 100}xx").observe(seconds)
+        if shed:
+            self.shed.inc()
+        for outcome, count in context.outcomes.items():
+            self.items.labels(model, outcome).inc(count)
+        if context.bytes_downloaded:
+            self.downloaded.inc(context.bytes_downloaded)
+        for interval in context.intervals:
+            self._observe_interval(interval.stage, interval.end - interval.start, model, context.version)
+
+    def _observe_interval(self, stage: str, seconds: float, model: str, version: int | None) -> None:
+        if stage == "download":
+            self.download_seconds.observe(seconds)
+        elif stage == "upload":
+            self.upload_seconds.observe(seconds)
+        elif stage == "decode":
+            self.decode_seconds.observe(seconds)
+        elif stage == "batch_wait":
+            self.batch_wait_seconds.labels(model).observe(seconds)
+        elif stage == "predict":
+            self.predict_seconds.labels(model, str(version) if version is not None else "").observe(seconds)
+        elif stage == "postprocess":
+            self.postprocess_seconds.labels(model).observe(seconds)
+
+    def observe_batch(self, model: str, rows: int) -> None:
+        self.batch_size.labels(model).observe(rows)
+
+    def count_backend_failure(self, code: str) -> None:
+        self.backend_failures.labels(code).inc()
+
+    def set_model_states(self, states: dict[str, dict[int, str]]) -> None:
+        for model, versions in states.items():
+            for number, state in versions.items():
+                self.model_available.labels(model, str(number)).set(1 if state == "AVAILABLE" else 0)
+
+    def render(self) -> tuple[bytes, str]:
+        """The scrape's body and Content-Type; with workers, every worker's values added up."""
+        directory = _multiprocess_dir()
+        if directory is None:
+            assert self.registry is not None
+            return generate_latest(self.registry), CONTENT_TYPE_LATEST
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry, path=directory)  # type: ignore[no-untyped-call]
+        return generate_latest(registry), CONTENT_TYPE_LATEST
+
+
+def _package_version() -> str:
+    try:
+        return version("imagegate")
+    except PackageNotFoundError:
+        return "unknown"
