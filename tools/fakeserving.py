@@ -59,6 +59,7 @@ class PredictLog:
     """What the fake was asked, for tests: the batch size of every Predict, in order."""
 
     batch_sizes: list[int] = field(default_factory=list)
+    metadata: list[dict[str, str]] = field(default_factory=list)  # each Predict's gRPC metadata
     arrived: threading.Event = field(default_factory=threading.Event)  # set at the first Predict
     delay_s: float = 0.0  # set by tests to make Predict slow
     fail_with: grpc.StatusCode | None = None  # set by tests to make Predict fail
@@ -78,6 +79,7 @@ class FakePrediction:
         tensor = request.inputs[INPUT_NAME]
         rows = tensor.tensor_shape.dim[0].size
         self.log.batch_sizes.append(rows)
+        self.log.metadata.append({key: str(value) for key, value in context.invocation_metadata()})
         self.log.arrived.set()
         if self.log.delay_s:
             time.sleep(self.log.delay_s)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
+
 from tornado.web import RequestHandler
 
 from app.admission import Admission
@@ -12,12 +14,18 @@ from app.observability.metrics import Metrics
 class RequestObserver:
     """Tornado's ``log_function``: called once per request, after its answer is written."""
 
-    def __init__(self, metrics: Metrics | None, admission: Admission) -> None:
+    def __init__(self, metrics: Metrics | None, admission: Admission, models: Collection[str]) -> None:
         self.metrics = metrics
         self.admission = admission
+        self.models = frozenset(models)
 
     def __call__(self, handler: RequestHandler) -> None:
         context = getattr(handler, "context", None)  # Tornado's own error and redirect handlers have none
+        if context is not None and context.model is None:
+            # Refused before the pipeline looked the model up: the path names it, if it is a configured one.
+            args = getattr(handler, "path_args", None)  # unset when the path did not decode
+            named = args[0] if args else None
+            context.model = named if named in self.models else None
         if self.metrics is not None and context is not None:
             shed = bool(getattr(handler, "shed", False))
             self.metrics.observe_request(context, handler.get_status(), handler.request.request_time(), shed)

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import os
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from app.observability.logs import configure_logging
 from app.serving.allocator import tune_malloc
 from app.serving.lifecycle import serve
 from app.serving.workers import run_workers
@@ -31,6 +31,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     )
     parser.add_argument("--workers", type=int, default=1, help="pre-forked processes sharing the socket (default 1)")
     parser.add_argument("--log-level", default="INFO")
+    parser.add_argument("--log-format", choices=("text", "json"), default="text", help="json: one JSON object per line")
     return parser.parse_args(argv)
 
 
@@ -45,7 +46,7 @@ def settings_from_args(args: argparse.Namespace, environ: Mapping[str, str]) -> 
 
 def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(args.log_level, args.log_format)
     try:
         settings = settings_from_args(args, os.environ if environ is None else environ)
         tune_malloc(settings.server.malloc_mmap_threshold, settings.server.malloc_trim_threshold)

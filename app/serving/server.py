@@ -129,7 +129,7 @@ def make_app(services: Services) -> tornado.web.Application:
         routes,
         default_handler_class=NotFoundHandler,
         xsrf_cookies=False,
-        log_function=RequestObserver(services.metrics, services.pipeline.admission),
+        log_function=RequestObserver(services.metrics, services.pipeline.admission, services.pipeline.models),
         process_state=services.state,  # counted requests, Connection: close while draining (handlers/base.py)
     )
 

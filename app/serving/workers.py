@@ -9,9 +9,14 @@ import dataclasses
 import os
 import signal
 import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
 
+from prometheus_client import multiprocess
 from tornado.netutil import bind_sockets
 
+from app.observability.metrics import MULTIPROC_ENV, use_multiprocess
 from app.serving.cpus import cpu_budget
 from app.serving.lifecycle import serve
 from app.settings import Settings, SettingsError
@@ -28,7 +33,27 @@ def exit_with_parent(parent: int) -> None:
 
 
 def run_workers(settings: Settings, workers: int) -> int:
-    """Pre-fork ``workers`` processes that accept on one shared socket; SIGTERM/SIGINT stop them all."""
+    """Pre-fork ``workers`` processes that accept on one shared socket; SIGTERM/SIGINT stop them all.
+
+    Their metrics go to files in one directory (prometheus-client's multiprocess mode), so a scrape of
+    any worker counts all of them: ``PROMETHEUS_MULTIPROC_DIR`` if set, else a directory of our own.
+    """
+    with metrics_directory() as directory:
+        use_multiprocess(directory)
+        return _fork_and_wait(settings, workers)
+
+
+@contextlib.contextmanager
+def metrics_directory() -> Iterator[Path]:
+    given = os.environ.get(MULTIPROC_ENV)
+    if given:
+        yield Path(given)
+        return
+    with tempfile.TemporaryDirectory(prefix="imagegate-metrics-") as directory:
+        yield Path(directory)
+
+
+def _fork_and_wait(settings: Settings, workers: int) -> int:
     sockets = bind_sockets(settings.server.port, settings.server.host)
     if settings.server.decode_threads == 0:  # share the cores between workers instead of one pool per core each
         threads = max(1, cpu_budget() // workers)
@@ -54,5 +79,8 @@ def run_workers(settings: Settings, workers: int) -> int:
 
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
-    codes = [os.waitstatus_to_exitcode(os.waitpid(child, 0)[1]) for child in children]
+    codes = []
+    for child in children:
+        codes.append(os.waitstatus_to_exitcode(os.waitpid(child, 0)[1]))
+        multiprocess.mark_process_dead(child)  # type: ignore[no-untyped-call]  # its live gauges stop counting
     return max(codes, default=0)

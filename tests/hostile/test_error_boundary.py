@@ -160,3 +160,16 @@ async def test_a_non_finite_model_output_is_that_items_error_and_the_answer_is_v
 async def test_percent_escapes_that_are_not_utf8_are_a_documented_400(tier: Tier) -> None:
     status, answer = await post(tier, COFFEE, "image/jpeg", path="/v1/models/%ff:predict")
     assert (status, error_code(answer)) == (400, "bad_request")
+
+
+@pytest.mark.gen_test
+async def test_a_path_that_does_not_decode_on_a_model_route_is_a_400_for_every_method(tier: Tier) -> None:
+    for method, path in (
+        ("GET", "/v1/models/%ff"),
+        ("GET", "/v1/models/%ff/metadata"),
+        ("PUT", "/v1/models/%ff:predict"),
+    ):
+        response = await AsyncHTTPClient().fetch(
+            tier.url(path), method=method, body=b"" if method == "PUT" else None, raise_error=False
+        )
+        assert (response.code, json.loads(response.body)["error"]["code"]) == (400, "bad_request")

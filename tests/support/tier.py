@@ -40,10 +40,11 @@ def start_tier(
     env: dict[str, str] | None = None,
     ready_timeout: float = 60.0,
     workers: int = 1,
+    extra_args: Sequence[str] = (),
 ) -> TierProcess:
     """Start ``python -m app`` on a free port and wait for its readiness line (one per worker)."""
     args = [sys.executable, "-m", "app", "--config", str(config), "--port", "0", "--backend", backend_address]
-    args += ["--workers", str(workers)]
+    args += ["--workers", str(workers), *extra_args]
     # No drain delay unless a test asks for one: stopping a tier would otherwise wait for endpoints that do not exist.
     for item in ["server.drain_delay_s=0", *overrides]:
         args += ["--set", item]
