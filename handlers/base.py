@@ -9,6 +9,7 @@ from types import TracebackType
 from typing import Any
 
 from tornado.concurrent import Future
+from tornado.http1connection import HTTP1Connection
 from tornado.httputil import HTTPServerRequest
 from tornado.web import Application, HTTPError, RequestHandler
 
@@ -46,12 +47,26 @@ def log_request(handler: RequestHandler) -> None:
         access_log.log(level, "%d %s %s (%s) %.2fms", status, request.method, request.uri, request.remote_ip, millis)
 
 
+def close_after_answer(request: HTTPServerRequest) -> None:
+    """Have Tornado close the request's connection once its answer is written.
+
+    A ``Connection: close`` header that a handler sets is sent, but Tornado keeps the connection open
+    and reads the next request from it; RFC 9112 (9.6) says a server that sends ``close`` MUST close
+    the connection after that answer. Tornado does so when the request itself said ``Connection: close``,
+    from the connection's ``_disconnect_on_finish``: there is no public call for it, so set that.
+    """
+    connection = request.connection
+    if isinstance(connection, HTTP1Connection):
+        connection._disconnect_on_finish = True
+
+
 class CountedHandler(RequestHandler):
     """A request the process's drain waits for: counted from its handler's start to its answer.
 
     The process state comes in the application's settings (``process_state``), so every route,
     the static page's included, is counted the same way. While the process drains, answers say
-    ``Connection: close`` so clients take their next request elsewhere.
+    ``Connection: close`` and the connection is closed once the answer is written, so clients take
+    their next request elsewhere.
     """
 
     def __init__(self, application: Application, request: HTTPServerRequest, **kwargs: Any) -> None:
@@ -64,6 +79,7 @@ class CountedHandler(RequestHandler):
     def finish(self, chunk: str | bytes | dict[str, Any] | None = None) -> Future[None]:
         if self._process is not None and self._process.draining and not self._headers_written:
             self.set_header("Connection", "close")
+            close_after_answer(self.request)
         return super().finish(chunk)
 
     def on_finish(self) -> None:
