@@ -173,9 +173,13 @@ def test_every_worker_drains_and_the_parent_exits_when_they_have(
 ) -> None:
     fake.log.delay_s = 3.0
     tier = tiers(drain=0.5, workers=2)
+    port = port_of(tier)
     with ThreadPoolExecutor(8) as pool:
-        held = in_flight(pool, port_of(tier), fake, 8)
+        held = in_flight(pool, port, fake, 8)
         tier.proc.send_signal(signal.SIGTERM)
+        # As with one process: refused once the workers stop accepting (the parent keeps no copy of the socket).
+        wait_for(lambda: refuses_connections(port), "the listener to close after the drain delay")
+        assert not any(f.done() for f in held), "in-flight requests should still be running"
         answers = [f.result() for f in held]
     assert answers == [(200, "close")] * 8
     assert tier.proc.wait(timeout=20) == 0
