@@ -9,6 +9,7 @@ from types import TracebackType
 from typing import Any
 
 from tornado.concurrent import Future
+from tornado.http1connection import HTTP1Connection
 from tornado.httputil import HTTPServerRequest
 from tornado.web import Application, HTTPError, RequestHandler
 
@@ -22,13 +23,27 @@ access_log = logging.getLogger("tornado.access")
 ExcInfo = tuple[type[BaseException], BaseException, TracebackType | None]
 
 
+def close_after_answer(request: HTTPServerRequest) -> None:
+    """Have Tornado close the request's connection once its answer is written.
+
+    A ``Connection: close`` header that a handler sets is sent, but Tornado keeps the connection open
+    and reads the next request from it; RFC 9112 (9.6) says a server that sends ``close`` MUST close
+    the connection after that answer. Tornado does so when the request itself said ``Connection: close``,
+    from the connection's ``_disconnect_on_finish``: there is no public call for it, so set that.
+    """
+    connection = request.connection
+    if isinstance(connection, HTTP1Connection):
+        connection._disconnect_on_finish = True
+
+
 class TrackedHandler(RequestHandler):
     """Every route's common ground: the request's context and id, and counting for the drain.
 
     The context (``processing/context.py``) gets the client's ``X-Request-Id`` (or a new id), which
     every answer echoes. The request is counted from its handler's start to its answer, so the
     process's drain knows when the last one is done; the process state comes in the application's
-    settings (``process_state``). While the process drains, answers say ``Connection: close``.
+    settings (``process_state``). While the process drains, answers say ``Connection: close`` and the
+    connection is closed once the answer is written, so clients take their next request elsewhere.
     """
 
     route = "other"  # the route's fixed name in metrics
@@ -51,6 +66,7 @@ class TrackedHandler(RequestHandler):
     def finish(self, chunk: str | bytes | dict[str, Any] | None = None) -> Future[None]:
         if self._process is not None and self._process.draining and not self._headers_written:
             self.set_header("Connection", "close")
+            close_after_answer(self.request)
         return super().finish(chunk)
 
     def on_finish(self) -> None:

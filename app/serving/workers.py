@@ -71,6 +71,10 @@ def _fork_and_wait(settings: Settings, workers: int) -> int:
                 os._exit(2)
             os._exit(code)
         children.append(pid)
+    # The workers have the listening socket; a copy kept open here would go on accepting connections into
+    # the backlog after every worker has stopped accepting (a drain), which then hang instead of being refused.
+    for sock in sockets:
+        sock.close()
 
     def forward(signum: int, _frame: object) -> None:
         for child in children:

@@ -173,10 +173,43 @@ def test_every_worker_drains_and_the_parent_exits_when_they_have(
 ) -> None:
     fake.log.delay_s = 3.0
     tier = tiers(drain=0.5, workers=2)
+    port = port_of(tier)
     with ThreadPoolExecutor(8) as pool:
-        held = in_flight(pool, port_of(tier), fake, 8)
+        held = in_flight(pool, port, fake, 8)
         tier.proc.send_signal(signal.SIGTERM)
+        # As with one process: refused once the workers stop accepting (the parent keeps no copy of the socket).
+        wait_for(lambda: refuses_connections(port), "the listener to close after the drain delay")
+        assert not any(f.done() for f in held), "in-flight requests should still be running"
         answers = [f.result() for f in held]
     assert answers == [(200, "close")] * 8
     assert tier.proc.wait(timeout=20) == 0
     assert sum("imagegate: stopped" in line for line in tier.output) == 2
+
+
+def test_a_draining_answer_closes_its_connection(tiers: Callable[..., TierProcess]) -> None:
+    """An answer that says ``Connection: close`` is the last on its connection: the tier closes it (RFC 9112
+    9.6), so a client that sends on it again, or a pool that checks it before reuse, learns at once."""
+    tier = tiers(drain=30.0)
+    port = port_of(tier)
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: tier\r\n\r\n")
+        assert b"Connection: close" not in read_answer(sock)
+        tier.proc.send_signal(signal.SIGTERM)
+        wait_for(lambda: get(port, "/readyz")[0] == 503, "/readyz to answer 503")
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: tier\r\n\r\n")
+        assert b"Connection: close" in read_answer(sock)
+        assert sock.recv(1) == b"", "the tier kept the connection open after saying Connection: close"
+
+
+def read_answer(sock: socket.socket) -> bytes:
+    """One answer to a GET with a Content-Length body, read from ``sock``."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        data += sock.recv(4096)
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = int(
+        next(line.split(b":")[1] for line in head.split(b"\r\n") if line.lower().startswith(b"content-length"))
+    )
+    while len(body) < length:
+        body += sock.recv(4096)
+    return head
