@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from collections.abc import Iterator
 
 import grpc
@@ -16,6 +17,7 @@ from app.settings import load_settings
 from tests.app.test_admission import HeldSource
 from tests.conftest import Tier, TierFactory
 from tests.support.imageserver import FIXTURES, ImageServer
+from tests.support.tier import ROOT
 from tools.fakeserving import FakeBackend, FakeModel, start_fake_backend
 
 COFFEE = (FIXTURES / "coffee.jpg").read_bytes()
@@ -191,3 +193,16 @@ async def test_a_micro_batched_predict_carries_every_request_id(make_tier: TierF
     sent = ",".join(m["x-request-id"] for m in fake.log.metadata).split(",")
     assert sorted(sent) == ids
     assert len(fake.log.metadata) < 3  # at least two shared a Predict
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_every_metric_in_a_scrape_is_documented(make_tier: TierFactory, fake: FakeBackend) -> None:
+    tier = await fake_tier(make_tier, fake)
+    assert (await send(tier, "/v1/models/tiny:predict", COFFEE, "image/jpeg")).code == 200
+    response = await AsyncHTTPClient().fetch(tier.url("/metrics"))
+    scraped = text_string_to_metric_families(response.body.decode())
+    families = {f.name for f in scraped if f.name.startswith("imagegate") and not f.name.endswith("_created")}
+    docs = (ROOT / "docs" / "observability.md").read_text()
+    documented = set(re.findall(r"^\| `(imagegate_[a-z_]+)` \|", docs, re.MULTILINE))
+    # The parser names counters without their _total suffix.
+    assert {f if f in documented else f + "_total" for f in families} == documented
