@@ -23,8 +23,9 @@ from app.backend.types import PredictResult
 from app.batcher import MicroBatcher
 from app.fetch.client import UrlFetcher
 from app.models import ModelRegistry, ServedModel
+from app.routing.router import MODEL_FAILURES, ModelRouter
 from processing.context import RequestContext
-from processing.errors import ItemError, ItemInternalError
+from processing.errors import GatewayError, ItemError, ItemInternalError
 from processing.image import DecodeLimits, image_to_tensor
 from processing.postprocess import classify_batch, raw_batch
 from processing.sources import ImageSource
@@ -43,6 +44,7 @@ class Pipeline:
     backend_timeout_s: float
     fetch_concurrency_per_request: int
     admission: Admission
+    routers: Mapping[str, ModelRouter]  # models with routes: which version or label answers (app/routing)
 
     async def run(
         self,
@@ -59,6 +61,10 @@ class Pipeline:
         """
         model = self.models.get_model(name)
         context.model = model.name
+        router = self.routers.get(model.name) if version is None and label is None else None  # the path wins
+        target = router.choose(context.headers.get(router.routes.key_header) or context.request_id) if router else None
+        if target is not None:
+            version, label, context.target = target.version, target.label, target.name
         self.admission.acquire(len(sources))
         try:
             tensors = await self._load_all(model, sources, context)
@@ -67,16 +73,27 @@ class Pipeline:
             if images:
                 batch, ref, timeout = np.stack(images), model.ref(version, label), self.backend_timeout_s
                 waiting = time.perf_counter()
-                if model.batched:
-                    result = await self.batcher.submit(model, ref, batch, timeout, context)
-                else:
-                    inputs, meta = {model.input_name: batch}, backend_metadata([context])
-                    result = await self.client.predict(model.address, ref, inputs, model.output_names, timeout, meta)
+                try:
+                    if model.batched:
+                        result = await self.batcher.submit(model, ref, batch, timeout, context)
+                    else:
+                        inputs, meta = {model.input_name: batch}, backend_metadata([context])
+                        result = await self.client.predict(
+                            model.address, ref, inputs, model.output_names, timeout, meta
+                        )
+                except GatewayError:
+                    if router is not None and target is not None:  # every image failed on this route
+                        router.record(target, len(images), len(images), time.perf_counter() - waiting)
+                    raise
                 context.record("batch_wait", waiting, result.sent_at)
                 context.record("predict", result.sent_at, result.answered_at)
                 context.version = result.version
             with context.timed("postprocess"):
-                return _answer(model, sources, tensors, result, top_k, context)
+                answer = _answer(model, sources, tensors, result, top_k, context)
+            if router is not None and target is not None and result is not None:
+                failed = sum(context.outcomes[code] for code in MODEL_FAILURES)
+                router.record(target, len(images), failed, result.answered_at - waiting)
+            return answer
         finally:
             self.admission.release(len(sources))
 

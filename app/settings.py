@@ -19,6 +19,7 @@ from typing import Any, Literal, Union
 
 import yaml
 
+from app.routing.config import RoutesSettings
 from processing.sources import MAX_TOP_K
 
 ENV_PREFIX = "IMAGEGATE_"
@@ -47,6 +48,7 @@ class ServerSettings:
     max_in_flight_images: int = 512  # backpressure bound across all requests
     retry_after_s: int = 1
     metrics: bool = True  # serve /metrics (Prometheus) and record them
+    admin_token: str = ""  # a bearer token for /admin/ (route promote and reset); empty: no admin endpoints
     drain_delay_s: float = 5.0  # after SIGTERM: /readyz says 503 but requests are still served, while endpoints update
     shutdown_timeout_s: float = 20.0  # then: no new connections; in-flight requests get this long to finish
     decode_threads: int = 0  # 0: the CPU quota rounded up, else one per core (app/serving/cpus.py)
@@ -133,6 +135,7 @@ class ModelSettings:
     input: InputSettings = field(default_factory=InputSettings)
     postprocess: PostprocessSettings = field(default_factory=PostprocessSettings)
     batching: BatchingSettings = field(default_factory=BatchingSettings)
+    routes: RoutesSettings = field(default_factory=RoutesSettings)  # canaries: docs/rollouts.md
 
 
 @dataclass(frozen=True)
@@ -320,6 +323,23 @@ def _validate_model(name: str, model: ModelSettings) -> None:
         raise SettingsError(f"{path}.postprocess.top_k: must be from 1 to {MAX_TOP_K}")
     if model.batching.max_batch_size < 0 or model.batching.max_wait_ms < 0 or model.batching.max_in_flight < 1:
         raise SettingsError(f"{path}.batching: values must not be negative")
+    _validate_routes(path, model.routes)
     labels = model.postprocess.labels
     if labels is not None and not labels.is_file():
         raise SettingsError(f"{path}.postprocess.labels: file {labels} does not exist")
+
+
+def _validate_routes(path: str, routes: RoutesSettings) -> None:
+    names = [t.name for t in routes.targets]
+    if len(set(names)) != len(names):
+        raise SettingsError(f"{path}.routes.targets: names must differ")
+    for i, target in enumerate(routes.targets):
+        if (target.version is None) == (target.label is None):
+            raise SettingsError(f"{path}.routes.targets[{i}]: give exactly one of version and label")
+        if target.weight < 0:
+            raise SettingsError(f"{path}.routes.targets[{i}].weight: must not be negative")
+    if routes.targets and not sum(t.weight for t in routes.targets):
+        raise SettingsError(f"{path}.routes.targets: the weights must not all be zero")
+    rollback = routes.rollback
+    if rollback.window < 1 or not 1 <= rollback.min_samples <= rollback.window:
+        raise SettingsError(f"{path}.routes.rollback: need 1 <= min_samples <= window")

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
 from typing import Any
 
 from app.backend.client import TFServingClient
 from app.backend.types import ModelRef, VersionStatus
 from app.models import ModelRegistry
+from app.routing.router import ModelRouter
 from processing.errors import GatewayError
 
 STATUS_TIMEOUT_S = 2.0
@@ -16,9 +18,10 @@ STATUS_TIMEOUT_S = 2.0
 class ModelStatus:
     """Listing, status, metadata and readiness of the configured models."""
 
-    def __init__(self, models: ModelRegistry, client: TFServingClient) -> None:
+    def __init__(self, models: ModelRegistry, client: TFServingClient, routers: Mapping[str, ModelRouter]) -> None:
         self._models = models
         self._client = client
+        self._routers = routers
 
     def describe(self) -> list[dict[str, Any]]:
         return [model.describe() for model in self._models.values()]
@@ -26,7 +29,11 @@ class ModelStatus:
     async def status(self, name: str, version: int | None) -> dict[str, Any]:
         model = self._models.get_model(name)
         statuses = await self._client.status(model.address, ModelRef(model.served_name, version), STATUS_TIMEOUT_S)
-        return {"model_version_status": [_status_json(s) for s in statuses]}
+        answer: dict[str, Any] = {"model_version_status": [_status_json(s) for s in statuses]}
+        router = self._routers.get(model.name)
+        if router is not None and version is None:
+            answer["routes"] = router.describe()
+        return answer
 
     async def metadata(self, name: str, version: int | None) -> dict[str, Any]:
         model = self._models.get_model(name)

@@ -53,6 +53,7 @@ class TrackedHandler(RequestHandler):
             request_id_from(request.headers.get("X-Request-Id")),
             traceparent_from(request.headers.get("traceparent")),
             route=self.route,
+            headers=request.headers,
         )
         self._process: ProcessState | None = application.settings.get("process_state")
         self._counted = self._process is not None

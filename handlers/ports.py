@@ -52,6 +52,16 @@ class ProcessState(Protocol):
     def request_finished(self) -> None: ...
 
 
+class RouteAdmin(Protocol):
+    """A model's routes, as the admin endpoints change them (``app/routing/router.py``)."""
+
+    def reset(self) -> None: ...
+
+    def promote(self, name: str) -> None: ...
+
+    def describe(self) -> list[dict[str, Any]]: ...
+
+
 class ModelStatus(Protocol):
     def describe(self) -> list[dict[str, Any]]: ...
 

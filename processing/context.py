@@ -11,7 +11,7 @@ import re
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -50,6 +50,8 @@ class RequestContext:
     request_id: str
     traceparent: str | None = None
     route: str = "other"  # a fixed name per route, for labels
+    headers: Mapping[str, str] = field(default_factory=dict)  # the request's, e.g. for a sticky routing key
+    target: str | None = None  # the model route that chose the version (app/routing), if any
     model: str | None = None  # set only once the name is known to be a configured model
     version: int | None = None  # the version that answered
     intervals: list[Interval] = field(default_factory=list)

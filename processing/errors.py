@@ -79,6 +79,14 @@ class PayloadTooLarge(GatewayError, code="payload_too_large", status=413):
     """The body, an upload, or the number of parts/URLs exceeds a limit. HTTP 413."""
 
 
+class Unauthorized(GatewayError, code="unauthorized", status=401):
+    """An admin call without the right bearer token. HTTP 401."""
+
+
+class NotFound(GatewayError, code="not_found", status=404):
+    """No such thing at this path (e.g. a route a model does not have). HTTP 404."""
+
+
 class UnsupportedMediaType(GatewayError, code="unsupported_media_type", status=415):
     """The request's Content-Type is not one we accept. HTTP 415."""
 

@@ -64,6 +64,7 @@ class PredictLog:
     delay_s: float = 0.0  # set by tests to make Predict slow
     fail_with: grpc.StatusCode | None = None  # set by tests to make Predict fail
     nan_for: int | None = None  # set by tests: rows whose first input value is this answer NaN logits
+    nan_version: int | None = None  # set by tests: this version answers NaN logits (a broken model)
 
 
 class FakePrediction:
@@ -88,6 +89,8 @@ class FakePrediction:
         logits = np.zeros((rows, model.classes), dtype=np.float32)
         logits[:, 1 % model.classes] = 1.0
         logits[:, 0] = _first_values(tensor, rows)
+        if self.log.nan_version is not None and request.model_spec.version.value == self.log.nan_version:
+            logits[:] = np.nan
         if self.log.nan_for is not None:
             logits[logits[:, 0] == self.log.nan_for] = np.nan
         response = predict_pb2.PredictResponse()

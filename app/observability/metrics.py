@@ -72,6 +72,9 @@ class Metrics:
         self.backend_retries = Counter(
             "imagegate_backend_retries_total", "Backend calls made again after an UNAVAILABLE answer", registry=r
         )
+        self.rollbacks = Counter(
+            "imagegate_rollbacks_total", "Canary routes rolled back automatically", ["model", "route"], registry=r
+        )
         self.downloaded = Counter(
             "imagegate_downloaded_bytes_total", "Bytes of images downloaded from URLs", registry=r
         )
@@ -146,6 +149,9 @@ class Metrics:
 
     def observe_batch(self, model: str, rows: int) -> None:
         self.batch_size.labels(model).observe(rows)
+
+    def count_rollback(self, model: str, route: str) -> None:
+        self.rollbacks.labels(model, route).inc()
 
     def count_backend_failure(self, code: str) -> None:
         self.backend_failures.labels(code).inc()

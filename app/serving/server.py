@@ -20,10 +20,12 @@ from app.models import load_registry
 from app.observability.metrics import Metrics
 from app.observability.requests import RequestObserver
 from app.pipeline import Pipeline
+from app.routing.router import ModelRouter
 from app.serving.cpus import CGROUP_ROOT, cpu_budget
 from app.serving.state import ProcessState
 from app.settings import Settings
 from app.status import ModelStatus
+from handlers.admin import RouteAdminHandler
 from handlers.base import NotFoundHandler
 from handlers.health import LivenessHandler, ReadinessHandler
 from handlers.metrics import MetricsHandler
@@ -95,9 +97,20 @@ async def build_services(
         backend_timeout_s=settings.backend.timeout_s,
         fetch_concurrency_per_request=settings.fetch.max_concurrent_per_request,
         admission=Admission(settings.server.max_in_flight_images, settings.server.retry_after_s),
+        routers=make_routers(settings, metrics),
     )
-    status = ModelStatus(models, client)
+    status = ModelStatus(models, client, pipeline.routers)
     return Services(settings, client, fetcher, executor, pipeline, status, ProcessState(), metrics)
+
+
+def make_routers(settings: Settings, metrics: Metrics | None) -> dict[str, ModelRouter]:
+    """A router for every model whose settings give it routes."""
+    on_rollback = metrics.count_rollback if metrics is not None else (lambda model, target: None)
+    return {
+        name: ModelRouter(name, model.routes, on_rollback)
+        for name, model in settings.models.items()
+        if model.routes.targets
+    }
 
 
 def make_app(services: Services) -> tornado.web.Application:
@@ -115,6 +128,7 @@ def make_app(services: Services) -> tornado.web.Application:
         (r"/healthz", LivenessHandler),
         (r"/readyz", ReadinessHandler, {**models, "process": services.state}),
         *([(r"/metrics", MetricsHandler, {"render": services.render_metrics})] if services.metrics else []),
+        *admin_routes(services),
     ]
     if s.page:
         routes += [
@@ -159,3 +173,12 @@ def start_http(
     server, port = listen(make_app(services), services.settings, sockets)
     services.state.serving()
     return server, port
+
+
+def admin_routes(services: Services) -> list[Any]:
+    """``/admin/`` operations, only when ``server.admin_token`` is set."""
+    token = services.settings.server.admin_token
+    if not token:
+        return []
+    admin = {"routers": services.pipeline.routers, "token": token}
+    return [(rf"{MODEL}/routes(?:/([^/:]+))?:(promote|reset)".replace("/v1/", "/admin/", 1), RouteAdminHandler, admin)]
