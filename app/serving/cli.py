@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import os
 import sys
 from collections.abc import Mapping, Sequence
@@ -50,9 +51,10 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     try:
         settings = settings_from_args(args, os.environ if environ is None else environ)
         tune_malloc(settings.server.malloc_mmap_threshold, settings.server.malloc_trim_threshold)
+        load = functools.partial(settings_from_args, args, os.environ if environ is None else environ)
         if args.workers > 1:
-            return run_workers(settings, args.workers)
-        return asyncio.run(serve(settings))
+            return run_workers(settings, args.workers, load)
+        return asyncio.run(serve(settings, load=load))
     except SettingsError as exc:
         print(f"imagegate: configuration error: {exc}", file=sys.stderr)
         return 2

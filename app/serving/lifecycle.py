@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import signal
 import socket
 import sys
+from collections.abc import Callable
 
 from tornado.httpserver import HTTPServer
 from tornado.ioloop import PeriodicCallback
 
 from app.admission import Admission
 from app.backend.rpc_errors import BackendFailures
+from app.serving.reload import Reloader
 from app.serving.server import build_services, start_http
 from app.serving.state import ProcessState
 from app.settings import ServerSettings, Settings
@@ -71,12 +72,27 @@ class Signals:
         return True
 
 
-async def serve(settings: Settings, announce: str = "", sockets: list[socket.socket] | None = None) -> int:
-    """Serve until SIGTERM or SIGINT, then drain (see ``drain``) and close; the process's exit code."""
+async def serve(
+    settings: Settings,
+    announce: str = "",
+    sockets: list[socket.socket] | None = None,
+    load: Callable[[], Settings] | None = None,
+) -> int:
+    """Serve until SIGTERM or SIGINT, then drain (see ``drain``) and close; the process's exit code.
+
+    SIGHUP reloads the configuration through ``load`` (app/serving/reload.py), when it is given.
+    """
     services = await build_services(settings)
     server, port = start_http(services, sockets)
     signals = Signals()
-    report = functools.partial(report_period, services.pipeline.admission, services.client.failures)
+    reloader = Reloader(server, services, load or (lambda: settings))
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGHUP, lambda: reloader.reload_soon())
+
+    def report() -> None:
+        current = reloader.services
+        report_period(current.pipeline.admission, current.client.failures)
+
     reporter = PeriodicCallback(report, REPORT_PERIOD_S * 1000)
     reporter.start()
     host = settings.server.host
@@ -84,12 +100,12 @@ async def serve(settings: Settings, announce: str = "", sockets: list[socket.soc
     if announce:
         say(announce.format(host=host, port=port))
     await signals.received.wait()
-    forced = await drain(server, services.state, settings.server, signals)
+    forced = await drain(server, services.state, reloader.services.settings.server, signals)
     reporter.stop()
     report()
     services.state.stop()
     await server.close_all_connections()
-    await services.close()
+    await reloader.close()
     say("imagegate: stopped" + (" at once on a second signal" if forced else ""))
     return 1 if forced else 0
 

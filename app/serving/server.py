@@ -10,6 +10,7 @@ from typing import Any
 
 import tornado.httpserver
 import tornado.web
+from tornado.http1connection import HTTP1ConnectionParameters
 from tornado.netutil import Resolver, bind_sockets
 
 from app.admission import Admission
@@ -67,14 +68,14 @@ class Services:
 
 
 async def build_services(
-    settings: Settings, resolver: Resolver | None = None, cgroup_root: Path = CGROUP_ROOT
+    settings: Settings, resolver: Resolver | None = None, cgroup_root: Path = CGROUP_ROOT, keep: Services | None = None
 ) -> Services:
     """Connect to the backend, complete the models from their metadata, and build the pipeline.
 
     The decode pool has ``server.decode_threads`` threads, or as many as the CPU quota of the process's
     cgroup under ``cgroup_root`` allows (rounded up), or one per core when there is no quota.
     """
-    metrics = Metrics(settings.server.max_in_flight_images) if settings.server.metrics else None
+    metrics = _metrics(settings, keep.metrics if keep is not None else None)
     client = TFServingClient(settings.backend.load_balancing, settings.server.retry_after_s)
     if metrics is not None:
         client.failures.on_failure = metrics.count_backend_failure
@@ -100,7 +101,18 @@ async def build_services(
         routers=make_routers(settings, metrics),
     )
     status = ModelStatus(models, client, pipeline.routers)
-    return Services(settings, client, fetcher, executor, pipeline, status, ProcessState(), metrics)
+    state = keep.state if keep is not None else ProcessState()  # a reload keeps the process's state
+    return Services(settings, client, fetcher, executor, pipeline, status, state, metrics)
+
+
+def _metrics(settings: Settings, kept: Metrics | None) -> Metrics | None:
+    """The metrics, carried over a reload (counts go on) when they stay on."""
+    if not settings.server.metrics:
+        return None
+    if kept is None:
+        return Metrics(settings.server.max_in_flight_images)
+    kept.in_flight_limit.set(settings.server.max_in_flight_images)
+    return kept
 
 
 def make_routers(settings: Settings, metrics: Metrics | None) -> dict[str, ModelRouter]:
@@ -153,17 +165,24 @@ def listen(
 ) -> tuple[tornado.httpserver.HTTPServer, int]:
     """Serve on ``sockets`` (pre-forked workers share them) or the configured address; returns the real port."""
     s = settings.server
-    server = tornado.httpserver.HTTPServer(
-        app,
-        idle_connection_timeout=s.idle_connection_timeout_s,
-        body_timeout=s.body_timeout_s,
-        max_body_size=s.max_body_bytes + (1 << 20),
-        max_header_size=64 * 1024,
-        xheaders=False,
-    )
+    server = tornado.httpserver.HTTPServer(app, xheaders=False)
+    server.conn_params = connection_params(settings)
     sockets = sockets or bind_sockets(s.port, s.host)
     server.add_sockets(sockets)
     return server, int(sockets[0].getsockname()[1])
+
+
+def connection_params(settings: Settings) -> HTTP1ConnectionParameters:
+    """How the HTTP server reads each new connection (set again on a reload)."""
+    s = settings.server
+    return HTTP1ConnectionParameters(
+        decompress=False,
+        chunk_size=65536,
+        max_header_size=64 * 1024,
+        header_timeout=s.idle_connection_timeout_s,
+        max_body_size=s.max_body_bytes + (1 << 20),
+        body_timeout=s.body_timeout_s,
+    )
 
 
 def start_http(

@@ -10,7 +10,7 @@ import os
 import signal
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from prometheus_client import multiprocess
@@ -32,7 +32,7 @@ def exit_with_parent(parent: int) -> None:
         os._exit(0)
 
 
-def run_workers(settings: Settings, workers: int) -> int:
+def run_workers(settings: Settings, workers: int, load: Callable[[], Settings]) -> int:
     """Pre-fork ``workers`` processes that accept on one shared socket; SIGTERM/SIGINT stop them all.
 
     Their metrics go to files in one directory (prometheus-client's multiprocess mode), so a scrape of
@@ -40,7 +40,7 @@ def run_workers(settings: Settings, workers: int) -> int:
     """
     with metrics_directory() as directory:
         use_multiprocess(directory)
-        return _fork_and_wait(settings, workers)
+        return _fork_and_wait(settings, workers, load)
 
 
 @contextlib.contextmanager
@@ -53,11 +53,16 @@ def metrics_directory() -> Iterator[Path]:
         yield Path(directory)
 
 
-def _fork_and_wait(settings: Settings, workers: int) -> int:
+def _fork_and_wait(settings: Settings, workers: int, load: Callable[[], Settings]) -> int:
     sockets = bind_sockets(settings.server.port, settings.server.host)
-    if settings.server.decode_threads == 0:  # share the cores between workers instead of one pool per core each
-        threads = max(1, cpu_budget() // workers)
-        settings = dataclasses.replace(settings, server=dataclasses.replace(settings.server, decode_threads=threads))
+
+    def shared(settings: Settings) -> Settings:
+        if settings.server.decode_threads:
+            return settings
+        threads = max(1, cpu_budget() // workers)  # share the cores between workers, not one pool per core each
+        return dataclasses.replace(settings, server=dataclasses.replace(settings.server, decode_threads=threads))
+
+    settings = shared(settings)
     children = []
     parent = os.getpid()
     for _ in range(workers):
@@ -65,7 +70,7 @@ def _fork_and_wait(settings: Settings, workers: int) -> int:
         if pid == 0:
             exit_with_parent(parent)
             try:
-                code = asyncio.run(serve(settings, sockets=sockets))
+                code = asyncio.run(serve(settings, sockets=sockets, load=lambda: shared(load())))
             except SettingsError as exc:
                 print(f"imagegate: configuration error: {exc}", file=sys.stderr)
                 os._exit(2)
@@ -81,8 +86,8 @@ def _fork_and_wait(settings: Settings, workers: int) -> int:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(child, signum)
 
-    signal.signal(signal.SIGTERM, forward)
-    signal.signal(signal.SIGINT, forward)
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):  # SIGHUP: every worker reloads
+        signal.signal(signum, forward)
     codes = []
     for child in children:
         codes.append(os.waitstatus_to_exitcode(os.waitpid(child, 0)[1]))

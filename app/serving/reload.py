@@ -1,0 +1,79 @@
+"""Configuration reload without a restart: SIGHUP re-reads the configuration and swaps it in.
+
+The new settings are read from the same file, environment and flags, validated, and the models'
+metadata is read again; only then are new services built and the HTTP server pointed at them, in one
+step. Requests in flight finish on the services they started with, which are closed once
+``server.shutdown_timeout_s`` has passed. A wrong file is refused with a log line naming the key while
+the old configuration keeps serving. Every key reloads except the listen address and port (and
+``--workers``, a flag): a change there is refused, since it needs a restart. The metrics and the
+process state carry over; routes start again from their configured weights.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from tornado.httpserver import HTTPServer
+
+from app.serving.server import Services, build_services, connection_params, make_app
+from app.settings import Settings, SettingsError
+
+log = logging.getLogger("imagegate")
+
+
+def _check_restart_keys(old: Settings, new: Settings) -> None:
+    for key in ("host", "port"):
+        before, after = getattr(old.server, key), getattr(new.server, key)
+        if before != after:
+            raise SettingsError(f"server.{key}: changed from {before!r} to {after!r}; that needs a restart")
+
+
+class Reloader:
+    def __init__(self, server: HTTPServer, services: Services, load: Callable[[], Settings]) -> None:
+        self.server = server
+        self.services = services  # the ones new requests go to
+        self._load = load
+        self._lock = asyncio.Lock()
+        self._retired: set[asyncio.Task[Any]] = set()  # reloads under way and old services waiting to close
+
+    async def reload(self) -> bool:
+        """True if the new configuration now serves; False if it was refused (the old one still serves)."""
+        async with self._lock:
+            old = self.services
+            try:
+                settings = self._load()
+                _check_restart_keys(old.settings, settings)
+                new = await build_services(settings, keep=old)
+            except SettingsError as exc:
+                log.error("reload refused, still serving the previous configuration: %s", exc)
+                return False
+            self.server.request_callback = make_app(new)
+            self.server.conn_params = connection_params(settings)
+            self.services = new
+            retire = asyncio.ensure_future(self._close_later(old, settings.server.shutdown_timeout_s))
+            self._retired.add(retire)
+            retire.add_done_callback(self._retired.discard)
+            log.warning("configuration reloaded: models %s", ", ".join(settings.models))
+            return True
+
+    def reload_soon(self) -> None:
+        """Start a reload (the SIGHUP handler): one at a time, in the order asked."""
+        task = asyncio.ensure_future(self.reload())
+        self._retired.add(task)
+        task.add_done_callback(self._retired.discard)
+
+    async def _close_later(self, services: Services, after_s: float) -> None:
+        try:
+            await asyncio.sleep(after_s)  # requests that started on them have had their shutdown budget
+        finally:
+            await services.close()
+
+    async def close(self) -> None:
+        """Close the current services, and retired ones at once (the process is stopping)."""
+        for task in list(self._retired):
+            task.cancel()
+        await asyncio.gather(*self._retired, return_exceptions=True)
+        await self.services.close()
