@@ -24,6 +24,7 @@ from app.batcher import MicroBatcher
 from app.fetch.client import UrlFetcher
 from app.models import ModelRegistry, ServedModel
 from app.routing.router import MODEL_FAILURES, ModelRouter
+from app.routing.shadow import Shadow
 from processing.context import RequestContext
 from processing.errors import GatewayError, ItemError, ItemInternalError
 from processing.image import DecodeLimits, image_to_tensor
@@ -45,6 +46,7 @@ class Pipeline:
     fetch_concurrency_per_request: int
     admission: Admission
     routers: Mapping[str, ModelRouter]  # models with routes: which version or label answers (app/routing)
+    shadow: Shadow  # routes' shadow traffic
 
     async def run(
         self,
@@ -85,6 +87,8 @@ class Pipeline:
                     if router is not None and target is not None:  # every image failed on this route
                         router.record(target, len(images), len(images), time.perf_counter() - waiting)
                     raise
+                if router is not None:
+                    self.shadow.maybe_send(model, router.routes.shadow, batch, timeout, backend_metadata([context]))
                 context.record("batch_wait", waiting, result.sent_at)
                 context.record("predict", result.sent_at, result.answered_at)
                 context.version = result.version

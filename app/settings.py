@@ -340,6 +340,11 @@ def _validate_routes(path: str, routes: RoutesSettings) -> None:
             raise SettingsError(f"{path}.routes.targets[{i}].weight: must not be negative")
     if routes.targets and not sum(t.weight for t in routes.targets):
         raise SettingsError(f"{path}.routes.targets: the weights must not all be zero")
+    shadow = routes.shadow
+    if not 0 <= shadow.fraction <= 1:
+        raise SettingsError(f"{path}.routes.shadow.fraction: must be from 0 to 1")
+    if shadow.fraction and (shadow.version is None) == (shadow.label is None):
+        raise SettingsError(f"{path}.routes.shadow: give exactly one of version and label")
     rollback = routes.rollback
     if rollback.window < 1 or not 1 <= rollback.min_samples <= rollback.window:
         raise SettingsError(f"{path}.routes.rollback: need 1 <= min_samples <= window")

@@ -75,6 +75,13 @@ class Metrics:
         self.rollbacks = Counter(
             "imagegate_rollbacks_total", "Canary routes rolled back automatically", ["model", "route"], registry=r
         )
+        self.shadow_requests = Counter(
+            "imagegate_shadow_requests_total",
+            "Shadow Predicts by outcome (answers dropped)",
+            ["model", "outcome"],
+            registry=r,
+        )
+        self.shadow_seconds = self._stage("shadow_predict", "One shadow Predict", ["model"])
         self.downloaded = Counter(
             "imagegate_downloaded_bytes_total", "Bytes of images downloaded from URLs", registry=r
         )
@@ -149,6 +156,10 @@ class Metrics:
 
     def observe_batch(self, model: str, rows: int) -> None:
         self.batch_size.labels(model).observe(rows)
+
+    def observe_shadow(self, model: str, outcome: str, seconds: float) -> None:
+        self.shadow_requests.labels(model, outcome).inc()
+        self.shadow_seconds.labels(model).observe(seconds)
 
     def count_rollback(self, model: str, route: str) -> None:
         self.rollbacks.labels(model, route).inc()

@@ -25,7 +25,17 @@ class RollbackSettings:
 
 
 @dataclass(frozen=True)
+class ShadowSettings:
+    """A share of the routed requests also sent to another version or label; its answers are only measured."""
+
+    version: int | None = None
+    label: str | None = None
+    fraction: float = 0.0  # 0: no shadow traffic
+
+
+@dataclass(frozen=True)
 class RoutesSettings:
     key_header: str = "X-User-Id"  # sticky key; without it, the request id
     targets: tuple[RouteTarget, ...] = ()  # none: the model's default version, as without routes
     rollback: RollbackSettings = field(default_factory=RollbackSettings)
+    shadow: ShadowSettings = field(default_factory=ShadowSettings)

@@ -22,6 +22,7 @@ from app.observability.metrics import Metrics
 from app.observability.requests import RequestObserver
 from app.pipeline import Pipeline
 from app.routing.router import ModelRouter
+from app.routing.shadow import Shadow
 from app.serving.cpus import CGROUP_ROOT, cpu_budget
 from app.serving.state import ProcessState
 from app.settings import Settings
@@ -99,6 +100,7 @@ async def build_services(
         fetch_concurrency_per_request=settings.fetch.max_concurrent_per_request,
         admission=Admission(settings.server.max_in_flight_images, settings.server.retry_after_s),
         routers=make_routers(settings, metrics),
+        shadow=Shadow(client, metrics.observe_shadow) if metrics is not None else Shadow(client),
     )
     status = ModelStatus(models, client, pipeline.routers)
     state = keep.state if keep is not None else ProcessState()  # a reload keeps the process's state

@@ -117,3 +117,30 @@ async def test_admin_endpoints_are_absent_without_a_token(make_tier: TierFactory
         tier.url("/admin/models/digits/routes:reset"), method="POST", body=b"", raise_error=False
     )
     assert response.code == 404
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_shadow_traffic_is_measured_and_never_answered(make_tier: TierFactory, fake: FakeBackend) -> None:
+    settings = load_settings(
+        None,
+        {},
+        [
+            f"backend.address={fake.address}",
+            "server.port=0",
+            "models.tiny.signature=serving_uint8",
+            "models.tiny.routes.targets=[{name: stable, version: 1, weight: 1}]",
+            "models.tiny.routes.shadow={version: 2, fraction: 1.0}",
+        ],
+    )
+    tier = await make_tier(settings=settings)
+    fake.log.nan_version = 2  # the shadowed version is broken; nobody may see it
+    answers = [await predict(tier, "/v1/models/tiny:predict") for _ in range(5)]
+    assert [(code, a["model"]["version"], "error" in a["predictions"][0]) for code, a in answers] == [
+        (200, 1, False)
+    ] * 5
+    expected = 'imagegate_shadow_requests_total{model="tiny",outcome="model_output_invalid"} 5.0'
+    deadline = asyncio.get_running_loop().time() + 10
+    while expected not in (scrape := (await AsyncHTTPClient().fetch(tier.url("/metrics"))).body.decode()):
+        assert asyncio.get_running_loop().time() < deadline, scrape[-2000:]
+        await asyncio.sleep(0.02)  # polling the scrape for the shadow Predicts that run after each answer
+    assert len(fake.log.batch_sizes) == 10  # every request twice at the backend: once answered, once shadowed
