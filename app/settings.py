@@ -12,6 +12,7 @@ import dataclasses
 import ipaddress
 import types
 import typing
+import urllib.parse
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -94,6 +95,13 @@ class BackendSettings:
 
 
 @dataclass(frozen=True)
+class TracingSettings:
+    otlp_endpoint: str = ""  # OTLP/HTTP traces URL (e.g. http://collector:4318/v1/traces); empty: no tracing
+    service_name: str = "imagegate"  # the spans' service.name
+    sample_ratio: float = 1.0  # of traces that start here; an incoming traceparent's sampled flag decides its own
+
+
+@dataclass(frozen=True)
 class InputSettings:
     name: str | None = None  # discovered from metadata when left out
     dtype: Literal["float32", "uint8"] | None = None
@@ -141,6 +149,7 @@ class Settings:
     fetch: FetchSettings = field(default_factory=FetchSettings)
     decode: DecodeSettings = field(default_factory=DecodeSettings)
     backend: BackendSettings = field(default_factory=BackendSettings)
+    tracing: TracingSettings = field(default_factory=TracingSettings)
     models: Mapping[str, ModelSettings] = field(default_factory=dict)
 
     def backend_address(self, model: str) -> str:
@@ -290,8 +299,20 @@ def validate(settings: Settings) -> None:
                 ipaddress.ip_network(cidr, strict=False)
             except ValueError as exc:
                 raise SettingsError(f"fetch.{key}[{i}]: {cidr!r} is not an IP network") from exc
+    _validate_tracing(settings.tracing)
     for name, model in settings.models.items():
         _validate_model(name, model)
+
+
+def _validate_tracing(tracing: TracingSettings) -> None:
+    if tracing.otlp_endpoint:
+        url = urllib.parse.urlsplit(tracing.otlp_endpoint)
+        if url.scheme not in ("http", "https") or not url.hostname:
+            raise SettingsError("tracing.otlp_endpoint: must be an http:// or https:// URL, or empty for no tracing")
+    if not tracing.service_name:
+        raise SettingsError("tracing.service_name: must not be empty")
+    if not 0.0 <= tracing.sample_ratio <= 1.0:
+        raise SettingsError("tracing.sample_ratio: must be from 0 to 1")
 
 
 def _positive(section: Any, prefix: str, keys: Iterable[str]) -> None:
