@@ -10,16 +10,15 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
-import types
-import typing
+import urllib.parse
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Union
-
-import yaml
+from typing import Any, Literal
 
 from app.routing.config import RoutesSettings
+from app.typed_yaml import SettingsError as SettingsError  # re-exported: the error of loading settings
+from app.typed_yaml import build, read_file, set_path
 from processing.sources import MAX_TOP_K
 
 ENV_PREFIX = "IMAGEGATE_"
@@ -27,10 +26,6 @@ MIB = 1 << 20
 # OpenCV's own decode limits, a backstop behind decode.* set where the process starts (app/serving/opencv.py).
 OPENCV_MAX_PIXELS = 1 << 26  # 67 megapixels: above any sane configured cap
 OPENCV_MAX_SIDE = 1 << 15
-
-
-class SettingsError(ValueError):
-    """A wrong or missing configuration value; the message names the key."""
 
 
 @dataclass(frozen=True)
@@ -96,6 +91,13 @@ class BackendSettings:
 
 
 @dataclass(frozen=True)
+class TracingSettings:
+    otlp_endpoint: str = ""  # OTLP/HTTP traces URL (e.g. http://collector:4318/v1/traces); empty: no tracing
+    service_name: str = "imagegate"  # the spans' service.name
+    sample_ratio: float = 1.0  # of traces that start here; an incoming traceparent's sampled flag decides its own
+
+
+@dataclass(frozen=True)
 class InputSettings:
     name: str | None = None  # discovered from metadata when left out
     dtype: Literal["float32", "uint8"] | None = None
@@ -144,6 +146,7 @@ class Settings:
     fetch: FetchSettings = field(default_factory=FetchSettings)
     decode: DecodeSettings = field(default_factory=DecodeSettings)
     backend: BackendSettings = field(default_factory=BackendSettings)
+    tracing: TracingSettings = field(default_factory=TracingSettings)
     models: Mapping[str, ModelSettings] = field(default_factory=dict)
 
     def backend_address(self, model: str) -> str:
@@ -152,107 +155,21 @@ class Settings:
 
 def load_settings(path: Path | None, environ: Mapping[str, str], overrides: Iterable[str] = ()) -> Settings:
     """Build and validate the settings; raises SettingsError naming the offending key."""
-    raw: dict[str, Any] = _read_file(path) if path else {}
+    raw: dict[str, Any] = read_file(path) if path else {}
     for key, value in environ.items():
         if key.startswith(ENV_PREFIX):
             dotted = key[len(ENV_PREFIX) :].lower().replace("__", ".")
-            _set_path(raw, dotted, value, f"environment variable {key}")
+            set_path(raw, dotted, value, f"environment variable {key}")
     for item in overrides:
         dotted, sep, value = item.partition("=")
         if not sep:
             raise SettingsError(f"override {item!r} must look like section.key=value")
-        _set_path(raw, dotted.strip(), value, f"override {dotted.strip()}")
-    settings: Settings = _build(Settings, raw, "")
+        set_path(raw, dotted.strip(), value, f"override {dotted.strip()}")
+    settings: Settings = build(Settings, raw, "")
     base = path.parent if path else Path.cwd()
     settings = dataclasses.replace(settings, models=_resolve_label_paths(settings.models, base))
     validate(settings)
     return settings
-
-
-def _read_file(path: Path) -> dict[str, Any]:
-    try:
-        document = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise SettingsError(f"cannot read config file {path}: {exc.strerror}") from exc
-    except yaml.YAMLError as exc:
-        raise SettingsError(f"config file {path} is not valid YAML: {exc}") from exc
-    if document is None:
-        return {}
-    if not isinstance(document, dict):
-        raise SettingsError(f"config file {path} must hold a mapping at the top level")
-    return document
-
-
-def _set_path(raw: dict[str, Any], dotted: str, text: str, origin: str) -> None:
-    parts = [p for p in dotted.split(".") if p]
-    if not parts:
-        raise SettingsError(f"{origin}: empty key")
-    node = raw
-    for part in parts[:-1]:
-        child = node.setdefault(part, {})
-        if not isinstance(child, dict):
-            raise SettingsError(f"{origin}: {part} is not a section")
-        node = child
-    try:
-        node[parts[-1]] = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise SettingsError(f"{origin}: value {text!r} is not valid") from exc
-
-
-def _build(cls: type[Any], raw: Any, path: str) -> Any:
-    if not isinstance(raw, Mapping):
-        raise SettingsError(f"{path or 'settings'}: must be a mapping")
-    hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(raw) - names)
-    if unknown:
-        raise SettingsError(f"unknown key {_join(path, str(unknown[0]))}")
-    values = {name: _convert(hints[name], raw[name], _join(path, name)) for name in names if name in raw}
-    return cls(**values)
-
-
-def _join(path: str, key: str) -> str:
-    return f"{path}.{key}" if path else key
-
-
-def _convert(hint: Any, value: Any, path: str) -> Any:
-    origin = typing.get_origin(hint)
-    args = typing.get_args(hint)
-    if origin in (Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        (inner,) = [a for a in args if a is not type(None)]
-        return _convert(inner, value, path)
-    if origin is Literal:
-        if value not in args:
-            raise SettingsError(f"{path}: must be one of {', '.join(map(str, args))}, not {value!r}")
-        return value
-    if origin is tuple:
-        items = value if isinstance(value, list | tuple) else [value]
-        return tuple(_convert(args[0], item, f"{path}[{i}]") for i, item in enumerate(items))
-    if origin in (Mapping, dict):
-        if not isinstance(value, Mapping):
-            raise SettingsError(f"{path}: must be a mapping")
-        return {str(k): _convert(args[1], v if v is not None else {}, _join(path, str(k))) for k, v in value.items()}
-    if dataclasses.is_dataclass(hint):
-        return _build(typing.cast(type[Any], hint), value if value is not None else {}, path)
-    return _convert_scalar(hint, value, path)
-
-
-def _convert_scalar(hint: Any, value: Any, path: str) -> Any:
-    if hint is bool:
-        if not isinstance(value, bool):
-            raise SettingsError(f"{path}: must be true or false, not {value!r}")
-        return value
-    if hint is int and isinstance(value, int) and not isinstance(value, bool):
-        return value
-    if hint is float and isinstance(value, int | float) and not isinstance(value, bool):
-        return float(value)
-    if hint is str and isinstance(value, str | int | float) and not isinstance(value, bool):
-        return str(value)
-    if hint is Path and isinstance(value, str):
-        return Path(value)
-    raise SettingsError(f"{path}: must be {getattr(hint, '__name__', hint)}, not {value!r}")
 
 
 def _resolve_label_paths(models: Mapping[str, ModelSettings], base: Path) -> dict[str, ModelSettings]:
@@ -293,8 +210,20 @@ def validate(settings: Settings) -> None:
                 ipaddress.ip_network(cidr, strict=False)
             except ValueError as exc:
                 raise SettingsError(f"fetch.{key}[{i}]: {cidr!r} is not an IP network") from exc
+    _validate_tracing(settings.tracing)
     for name, model in settings.models.items():
         _validate_model(name, model)
+
+
+def _validate_tracing(tracing: TracingSettings) -> None:
+    if tracing.otlp_endpoint:
+        url = urllib.parse.urlsplit(tracing.otlp_endpoint)
+        if url.scheme not in ("http", "https") or not url.hostname:
+            raise SettingsError("tracing.otlp_endpoint: must be an http:// or https:// URL, or empty for no tracing")
+    if not tracing.service_name:
+        raise SettingsError("tracing.service_name: must not be empty")
+    if not 0.0 <= tracing.sample_ratio <= 1.0:
+        raise SettingsError("tracing.sample_ratio: must be from 0 to 1")
 
 
 def _positive(section: Any, prefix: str, keys: Iterable[str]) -> None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
+from typing import Any
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -120,6 +121,13 @@ class Metrics:
         )
         self.in_flight_limit.set(in_flight_limit)
         self.build_info.labels(_package_version()).set(1)
+        self._unlabelled_stages = {
+            "download": self.download_seconds,
+            "upload": self.upload_seconds,
+            "decode": self.decode_seconds,
+        }
+        self._requests: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
+        self._children: dict[tuple[Any, ...], Any] = {}
 
     def _stage(self, stage: str, meaning: str, labels: list[str]) -> Histogram:
         return Histogram(
@@ -129,33 +137,54 @@ class Metrics:
     def observe_request(self, context: RequestContext, status: int, seconds: float, shed: bool) -> None:
         """Everything one finished request tells: its status and duration, its stages and items."""
         model = context.model or ""
-        self.requests.labels(context.route, model, str(status)).inc()
-        self.request_seconds.labels(context.route, model, f"{status // 100}xx").observe(seconds)
+        counted, timed = self._request_children(context.route, model, status)
+        counted.inc()
+        timed.observe(seconds)
         if shed:
             self.shed.inc()
         for outcome, count in context.outcomes.items():
-            self.items.labels(model, outcome).inc(count)
+            self._child(self.items, model, outcome).inc(count)
         if context.bytes_downloaded:
             self.downloaded.inc(context.bytes_downloaded)
+        version = str(context.version) if context.version is not None else ""
         for interval in context.intervals:
-            self._observe_interval(interval.stage, interval.end - interval.start, model, context.version)
+            stage = self._stage_child(interval.stage, model, version)
+            if stage is not None:
+                stage.observe(interval.end - interval.start)
 
-    def _observe_interval(self, stage: str, seconds: float, model: str, version: int | None) -> None:
-        if stage == "download":
-            self.download_seconds.observe(seconds)
-        elif stage == "upload":
-            self.upload_seconds.observe(seconds)
-        elif stage == "decode":
-            self.decode_seconds.observe(seconds)
-        elif stage == "batch_wait":
-            self.batch_wait_seconds.labels(model).observe(seconds)
-        elif stage == "predict":
-            self.predict_seconds.labels(model, str(version) if version is not None else "").observe(seconds)
-        elif stage == "postprocess":
-            self.postprocess_seconds.labels(model).observe(seconds)
+    # Label children are looked up once per label values and kept: ``.labels()`` costs a few
+    # microseconds a call, a dozen calls a request. The keys come from closed sets, so the caches stay small.
+
+    def _request_children(self, route: str, model: str, status: int) -> tuple[Counter, Histogram]:
+        key = (route, model, status)
+        found = self._requests.get(key)
+        if found is None:
+            found = self._requests[key] = (
+                self.requests.labels(route, model, str(status)),
+                self.request_seconds.labels(route, model, f"{status // 100}xx"),
+            )
+        return found
+
+    def _child(self, metric: Any, *values: str) -> Any:
+        key = (id(metric), *values)
+        found = self._children.get(key)
+        if found is None:
+            found = self._children[key] = metric.labels(*values)
+        return found
+
+    def _stage_child(self, stage: str, model: str, version: str) -> Histogram | None:
+        if stage in self._unlabelled_stages:
+            return self._unlabelled_stages[stage]
+        if stage == "batch_wait":
+            return self._child(self.batch_wait_seconds, model)  # type: ignore[no-any-return]
+        if stage == "predict":
+            return self._child(self.predict_seconds, model, version)  # type: ignore[no-any-return]
+        if stage == "postprocess":
+            return self._child(self.postprocess_seconds, model)  # type: ignore[no-any-return]
+        return None
 
     def observe_batch(self, model: str, rows: int) -> None:
-        self.batch_size.labels(model).observe(rows)
+        self._child(self.batch_size, model).observe(rows)
 
     def observe_shadow(self, model: str, outcome: str, seconds: float) -> None:
         self.shadow_requests.labels(model, outcome).inc()

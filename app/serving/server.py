@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import tornado.httpserver
 import tornado.web
@@ -25,7 +26,7 @@ from app.routing.router import ModelRouter
 from app.routing.shadow import Shadow
 from app.serving.cpus import CGROUP_ROOT, cpu_budget
 from app.serving.state import ProcessState
-from app.settings import Settings
+from app.settings import Settings, SettingsError
 from app.status import ModelStatus
 from handlers.admin import RouteAdminHandler
 from handlers.base import NotFoundHandler
@@ -36,6 +37,9 @@ from handlers.page import PageFileHandler
 from handlers.ports import RequestLimits
 from handlers.predict import PredictHandler
 from processing.image import DecodeLimits
+
+if TYPE_CHECKING:  # OpenTelemetry is imported only when tracing is configured (build_services)
+    from app.observability.tracing import RequestTracer
 
 STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
 MODEL = r"/v1/models/([^/:]+)"
@@ -54,6 +58,7 @@ class Services:
     status: ModelStatus
     state: ProcessState
     metrics: Metrics | None  # None with server.metrics: false
+    tracer: RequestTracer | None = None  # None without tracing.otlp_endpoint
 
     async def render_metrics(self) -> tuple[bytes, str]:
         """The scrape: model states asked of the backend now, the in-flight gauge, then every metric."""
@@ -66,6 +71,8 @@ class Services:
         self.fetcher.close()
         await self.client.close()
         self.executor.shutdown(wait=False, cancel_futures=True)
+        if self.tracer is not None:  # flushes queued spans over HTTP: off the event loop
+            await asyncio.to_thread(self.tracer.shutdown)
 
 
 async def build_services(
@@ -77,6 +84,7 @@ async def build_services(
     cgroup under ``cgroup_root`` allows (rounded up), or one per core when there is no quota.
     """
     metrics = _metrics(settings, keep.metrics if keep is not None else None)
+    tracer = _tracer(settings)  # each generation its own: closing the old one flushes its spans
     client = TFServingClient(settings.backend.load_balancing, settings.server.retry_after_s)
     if metrics is not None:
         client.failures.on_failure = metrics.count_backend_failure
@@ -104,7 +112,7 @@ async def build_services(
     )
     status = ModelStatus(models, client, pipeline.routers)
     state = keep.state if keep is not None else ProcessState()  # a reload keeps the process's state
-    return Services(settings, client, fetcher, executor, pipeline, status, state, metrics)
+    return Services(settings, client, fetcher, executor, pipeline, status, state, metrics, tracer)
 
 
 def _metrics(settings: Settings, kept: Metrics | None) -> Metrics | None:
@@ -125,6 +133,18 @@ def make_routers(settings: Settings, metrics: Metrics | None) -> dict[str, Model
         for name, model in settings.models.items()
         if model.routes.targets
     }
+
+
+def _tracer(settings: Settings) -> RequestTracer | None:
+    """Spans over OTLP when an endpoint is configured; else None, and OpenTelemetry is never imported."""
+    if not settings.tracing.otlp_endpoint:
+        return None
+    try:
+        from app.observability.tracing import RequestTracer
+    except ImportError as exc:
+        missing = f"tracing.otlp_endpoint: set, but {exc.name} is missing: install imagegate[tracing]"
+        raise SettingsError(missing) from exc
+    return RequestTracer(settings.tracing)
 
 
 def make_app(services: Services) -> tornado.web.Application:
@@ -157,7 +177,9 @@ def make_app(services: Services) -> tornado.web.Application:
         routes,
         default_handler_class=NotFoundHandler,
         xsrf_cookies=False,
-        log_function=RequestObserver(services.metrics, services.pipeline.admission, services.pipeline.models),
+        log_function=RequestObserver(
+            services.metrics, services.pipeline.admission, services.pipeline.models, services.tracer
+        ),
         process_state=services.state,  # counted requests, Connection: close while draining (handlers/base.py)
     )
 

@@ -34,7 +34,7 @@ from tools.bench.procs import MIB, ROOT, Child
 OUT = ROOT / "build" / "bench"
 MODELS = ROOT / "build" / "models"
 TIER_READY = r"imagegate: ready on (http://\S+)"
-SCENARIOS = ("throughput", "large", "latency", "memory", "startup", "batching", "backpressure", "extras")
+SCENARIOS = ("throughput", "large", "latency", "memory", "startup", "batching", "backpressure", "cost", "extras")
 CONTENDERS = ("flask", "tornado", "tier")
 CONTENDER_NAMES = {"flask": "baseline (a) Flask", "tornado": "baseline (b) Tornado", "tier": "imagegate"}
 
@@ -55,9 +55,10 @@ class Timing:
     starts: int
     latency_s: float
     rounds: int = 1  # comparisons run this many interleaved rounds and keep each contender's best
+    pairs: int = 1  # the cost scenario's paired runs, the median kept
 
 
-FULL = Timing(warmup_s=3.0, duration_s=12.0, starts=5, latency_s=8.0, rounds=2)
+FULL = Timing(warmup_s=3.0, duration_s=12.0, starts=5, latency_s=8.0, rounds=2, pairs=3)
 QUICK = Timing(warmup_s=1.0, duration_s=4.0, starts=3, latency_s=3.0)
 
 
@@ -490,6 +491,47 @@ def scenario_backpressure(h: Harness) -> None:
     )
 
 
+COST_TARGET = 1.05
+METRICS = {"on": ["server.metrics=true"], "off": ["server.metrics=false"]}
+
+
+def scenario_cost(h: Harness) -> None:
+    """The tier's CPU per image with metrics on and off: paired runs, order alternating, the median ratio.
+
+    Request ids (and the per-request context they live in) cannot be turned off: "off" is
+    ``server.metrics: false`` (no /metrics, nothing recorded), so this is the cost of the metrics on
+    top of the ids, under scenario 1's load. Tracing is off in both.
+    """
+    bodies = h.bodies("small4", h.workload.small, per_request=4)
+    config = h.tier_config("tiny", h.tiny(), h.backend_address)
+    pairs: list[dict[str, float]] = []
+    for pair in range(h.timing.pairs):
+        costs: dict[str, float] = {}
+        for name in ("on", "off") if pair % 2 == 0 else ("off", "on"):
+            child, url = h.start_tier(config, METRICS[name])
+            try:
+                cpu = procs.cpu_seconds(child.pid)
+                result = h.load(url, bodies, concurrency=16)
+                costs[name] = _cpu_per_image(procs.cpu_seconds(child.pid) - cpu, result)
+            finally:
+                child.stop()
+            print(f"    metrics {name}: {_summary({**result, 'cpu_ms_per_image': costs[name]})}", flush=True)
+        pairs.append(costs)
+    ratios = [p["on"] / p["off"] for p in pairs]
+    ratio = statistics.median(ratios)
+    kept = pairs[ratios.index(ratio)] if ratio in ratios else pairs[0]
+    h.raw["cost"] = {"pairs": pairs, "ratios": ratios}
+    spread = ", ".join(f"{p['on']:.3f}/{p['off']:.3f}" for p in pairs)
+    h.add(
+        "8 cost of metrics and request ids, 4 x 640x480, c=16",
+        f"tier CPU per image on <= {COST_TARGET:.2f}x off",
+        f"CPU ms per image on {kept['on']:.3f} vs off {kept['off']:.3f} (median of {len(pairs)} paired runs; "
+        f"on/off: {spread}); off = server.metrics: false, request ids stay on",
+        f"{ratio:.3f}x",
+        _verdict(ratio <= COST_TARGET),
+    )
+
+
 def scenario_extras(h: Harness) -> None:
     """uint8 vs float32 on the wire, and one process vs --workers 2."""
     sizes = {dtype: _predict_request_bytes(dtype, 4) for dtype in ("float32", "uint8")}
@@ -562,6 +604,7 @@ RUNNERS: dict[str, Callable[[Harness], None]] = {
     "startup": scenario_startup,
     "batching": scenario_batching,
     "backpressure": scenario_backpressure,
+    "cost": scenario_cost,
     "extras": scenario_extras,
 }
 

@@ -17,7 +17,7 @@ from tools.bench import procs
 from tools.bench.imagehost import start_image_host
 from tools.bench.images import make_workload
 from tools.bench.profile import fold
-from tools.bench.run import Harness, Row, Timing, table
+from tools.bench.run import METRICS, Harness, Row, Timing, table
 
 SMOKE = Timing(warmup_s=0.0, duration_s=30.0, starts=1, latency_s=1.0)
 
@@ -50,6 +50,17 @@ def test_each_contender_answers_one_request(harness: Harness, kind: str) -> None
     assert result["item_errors"] == 0 and result["connection_errors"] == 0
     answer = json.loads(str(result["sample"]))
     assert [len(item["classes"]) for item in answer["predictions"]] == [3, 3]
+
+
+@pytest.mark.parametrize("metrics", sorted(METRICS))
+def test_the_cost_scenarios_tiers_answer_with_metrics_on_and_off(harness: Harness, metrics: str) -> None:
+    config = harness.tier_config("tiny", harness.tiny(), harness.backend_address)
+    child, url = harness.start_tier(config, METRICS[metrics])
+    try:
+        result = one_request(harness, url)
+    finally:
+        child.stop()
+    assert result["statuses"] == {"200": 1}, result["sample"]
 
 
 def test_the_workload_is_deterministic(tmp_path: Path, harness: Harness) -> None:
