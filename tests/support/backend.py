@@ -2,6 +2,7 @@
 
 ``start_local_backend`` returns once the server has printed its readiness line (all models loaded, port
 bound), so tests never sleep to wait for it. ``stop`` sends SIGTERM and checks for exit code 0.
+``reload_config`` sends a new model config to a running backend (or TF Serving), as an operator would.
 """
 
 from __future__ import annotations
@@ -16,12 +17,17 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
+import grpc
+
+from app.backend.protos import model_service_pb2_grpc
 from tools.process import stop_process
 
 READY_PREFIX = "localserving: ready on "
 STOP_TIMEOUT_SECONDS = 10.0
+# A reload that adds models answers once they are loaded: seconds each, more on a busy machine.
+RELOAD_TIMEOUT_SECONDS = 120.0
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -121,3 +127,22 @@ def _env() -> dict[str, str]:
     env = dict(os.environ)
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")  # TF's INFO lines only bury the server's own log
     return env
+
+
+def reload_config(address: str, config_text: str, timeout: float = RELOAD_TIMEOUT_SECONDS) -> Any:
+    """Send ModelServerConfig ``config_text`` (protobuf text format) to ``ModelService/HandleReloadConfigRequest``.
+
+    Returns the ReloadConfigResponse once the server has applied it; a refused config raises
+    ``grpc.RpcError`` with TF Serving's status code (INVALID_ARGUMENT, NOT_FOUND, FAILED_PRECONDITION,
+    UNKNOWN) and the serving is left as it was. A text that does not parse raises
+    ``google.protobuf.text_format.ParseError`` before anything is sent.
+    """
+    # Imported here, after app.backend.protos has registered the proto packages without TensorFlow's runtime.
+    from google.protobuf import text_format
+    from tensorflow_serving.apis import model_management_pb2
+
+    request = model_management_pb2.ReloadConfigRequest()
+    text_format.Parse(config_text, request.config)
+    with grpc.insecure_channel(address) as channel:
+        stub = model_service_pb2_grpc.ModelServiceStub(channel)
+        return stub.HandleReloadConfigRequest(request, timeout=timeout)

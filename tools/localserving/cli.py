@@ -19,8 +19,9 @@ from tools.localserving.config import (
     parse_grpc_channel_arguments,
     single_model_config,
 )
+from tools.localserving.errors import ServingError
 from tools.localserving.memory import keep_freed_memory
-from tools.localserving.models import nothing_to_serve, versions_on_disk
+from tools.localserving.models import versions_to_serve
 from tools.localserving.signals import StopSignal
 
 log = logging.getLogger("localserving")
@@ -54,12 +55,15 @@ def parse_options(argv: Sequence[str] | None = None) -> ServerOptions:
     return ServerOptions(
         port=_checked(args.port, "--port", 0, 65535),
         models=models,
-        poll_wait_seconds=_poll_wait(args.file_system_poll_wait_seconds),
+        poll_wait_seconds=_poll_wait(args.file_system_poll_wait_seconds, "--file_system_poll_wait_seconds"),
         batching=_batching(args),
         grpc_max_threads=_checked(args.grpc_max_threads, "--grpc_max_threads", 1, 10_000),
         typed_field_answers=args.predict_response_tensor_serialization == "fields",
         grpc_channel_arguments=parse_grpc_channel_arguments(args.grpc_channel_arguments),
         health_check=args.enable_grpc_healthcheck_service,
+        model_config_file=args.model_config_file,
+        config_poll_wait_seconds=_config_poll_wait(args),
+        allow_unavailable_labels=args.allow_version_labels_for_unavailable_models,
     )
 
 
@@ -71,11 +75,10 @@ def _check_versions(model: ModelConfig, allow_unavailable_labels: bool) -> None:
     labels are checked against the versions about to be loaded instead, so the flag is needed only for
     labels that name a version that will not be served.
     """
-    if not model.base_path.is_dir():
-        raise ConfigError(f"Could not find base path {model.base_path} for servable {model.name}")
-    served = model.policy.select(versions_on_disk(model.base_path))
-    if not served:
-        raise ConfigError(nothing_to_serve(model))
+    try:
+        served = versions_to_serve(model)
+    except ServingError as exc:
+        raise ConfigError(exc.message) from None
     for label, version in model.labels.items():
         if version not in served and not allow_unavailable_labels:
             raise ConfigError(
@@ -98,6 +101,12 @@ def _parser() -> argparse.ArgumentParser:
     add("--model_name", default="default", help="the model's name when serving one model (default 'default')")
     add("--model_base_path", help="directory holding the numeric version directories of the one model")
     add("--file_system_poll_wait_seconds", type=float, default=1.0, help="seconds between polls; 0 polls once")
+    add(
+        "--model_config_file_poll_wait_seconds",
+        type=float,
+        default=0.0,
+        help="seconds between reloads of --model_config_file; 0 (the default) reads it only at start",
+    )
     add("--enable_batching", type=_flag_bool, nargs="?", const=True, default=False)
     add("--batching_parameters_file", type=Path, help="BatchingParameters in protobuf text format")
     add(LABELS_FLAG, type=_flag_bool, nargs="?", const=True, default=False)
@@ -146,9 +155,16 @@ def _batching(args: argparse.Namespace) -> BatchingOptions | None:
     return load_batching_parameters(args.batching_parameters_file)
 
 
-def _poll_wait(seconds: float) -> float:
+def _poll_wait(seconds: float, flag: str) -> float:
     if seconds < 0:
-        raise ConfigError("--file_system_poll_wait_seconds must be >= 0 (0 reads the base paths only at start)")
+        raise ConfigError(f"{flag} must be >= 0 (0 reads only at start)")
+    return seconds
+
+
+def _config_poll_wait(args: argparse.Namespace) -> float:
+    seconds = _poll_wait(args.model_config_file_poll_wait_seconds, "--model_config_file_poll_wait_seconds")
+    if seconds and args.model_config_file is None:
+        raise ConfigError("--model_config_file_poll_wait_seconds needs --model_config_file")
     return seconds
 
 

@@ -76,6 +76,9 @@ class ServerOptions:
     typed_field_answers: bool = False
     grpc_channel_arguments: tuple[ChannelArgument, ...] = ()
     health_check: bool = False  # --enable_grpc_healthcheck_service
+    model_config_file: Path | None = None
+    config_poll_wait_seconds: float = 0.0  # --model_config_file_poll_wait_seconds; 0 reads the file only at start
+    allow_unavailable_labels: bool = False  # --allow_version_labels_for_unavailable_models
 
 
 def single_model_config(name: str, base_path: str) -> ModelConfig:
@@ -87,20 +90,30 @@ def single_model_config(name: str, base_path: str) -> ModelConfig:
 
 def load_model_config_file(path: Path) -> tuple[ModelConfig, ...]:
     """The models of a ModelServerConfig text file, as ``tensorflow_model_server`` would read it."""
+    models = models_from_proto(read_model_server_config(path), str(path))
+    if not models:
+        raise ConfigError(f"{path}: model_config_list has no models")
+    return models
+
+
+def read_model_server_config(path: Path) -> Any:
+    """The ModelServerConfig proto of a text-format file; ConfigError if it cannot be read or parsed."""
     from google.protobuf import text_format
     from tensorflow_serving.config import model_server_config_pb2
 
     try:
         text = path.read_text()
-        config = text_format.Parse(text, model_server_config_pb2.ModelServerConfig())
+        return text_format.Parse(text, model_server_config_pb2.ModelServerConfig())
     except (OSError, UnicodeDecodeError, text_format.ParseError) as exc:
         raise ConfigError(f"--model_config_file {path}: {exc}") from exc
+
+
+def models_from_proto(config: Any, source: str) -> tuple[ModelConfig, ...]:
+    """The models of a ModelServerConfig, checked as TF Serving checks them (an empty list is valid)."""
     if config.HasField("custom_model_config"):
-        raise ConfigError(f"{path}: custom_model_config is not supported; use model_config_list")
-    models = tuple(_model_from_proto(entry, str(path)) for entry in config.model_config_list.config)
-    if not models:
-        raise ConfigError(f"{path}: model_config_list has no models")
-    _check_unique_names(models, str(path))
+        raise ConfigError(f"{source}: custom_model_config is not supported; use model_config_list")
+    models = tuple(_model_from_proto(entry, source) for entry in config.model_config_list.config)
+    _check_unique_names(models, source)
     return models
 
 

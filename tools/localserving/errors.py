@@ -43,6 +43,10 @@ class DeadlineExceeded(ServingError, code=grpc.StatusCode.DEADLINE_EXCEEDED):
     """The client's deadline passed before the answer was ready."""
 
 
+class Unknown(ServingError, code=grpc.StatusCode.UNKNOWN):
+    """TF Serving's code when a model added by a config reload does not become available."""
+
+
 _CODES_BY_NUMBER = {status.value[0]: status for status in grpc.StatusCode}
 
 

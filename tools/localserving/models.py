@@ -1,8 +1,9 @@
 """The served models: which versions are loaded, their states, and ModelSpec resolution.
 
-Each model's available versions are an immutable mapping that is replaced, never changed, so request
-threads read it without a lock and a request that resolved a version keeps that Servable (and its
-TensorFlow objects) alive until it is answered, even if the version is unloaded meanwhile.
+Each model's available versions, and the set of served models itself, are immutable mappings that are
+replaced, never changed, so request threads read them without a lock and a request that resolved a
+version keeps that Servable (and its TensorFlow objects) alive until it is answered, even if the version
+is unloaded or its model removed from the config meanwhile.
 """
 
 from __future__ import annotations
@@ -60,17 +61,33 @@ def versions_on_disk(base_path: Path) -> dict[int, Path]:
 
 
 def nothing_to_serve(config: ModelConfig) -> str:
-    """Why ``config`` has no version to serve, for start-up errors."""
+    """Why ``config`` has no version to serve, for start-up and reload errors."""
     found = sorted(versions_on_disk(config.base_path))
     return (
         f"No versions of servable {config.name} found under base path {config.base_path} "
         f"(version directories: {found or 'none'}; {config.policy}). tensorflow_model_server would wait "
-        "for one to appear; localserving stops instead."
+        "for one to appear; localserving refuses the config instead."
     )
 
 
+def versions_to_serve(config: ModelConfig) -> frozenset[int]:
+    """The versions ``config`` would serve now: InvalidArgument if its base path is missing, NotFound if none.
+
+    The message of a missing base path is TF Serving's (``PollFileSystemForServable``).
+    """
+    try:
+        if not config.base_path.is_dir():
+            raise InvalidArgument(f"Could not find base path {config.base_path} for servable {config.name}")
+        served = config.policy.select(versions_on_disk(config.base_path))
+    except OSError as exc:
+        raise InvalidArgument(f"Cannot read base path {config.base_path} for servable {config.name}: {exc}") from exc
+    if not served:
+        raise NotFound(nothing_to_serve(config))
+    return served
+
+
 class ServedModel:
-    """One configured model: loads and unloads its versions as its base path changes."""
+    """One configured model: loads and unloads its versions as its base path and config change."""
 
     def __init__(self, config: ModelConfig, load: Loader) -> None:
         self.config = config
@@ -78,6 +95,7 @@ class ServedModel:
         self._available: Mapping[int, Servable] = MappingProxyType({})
         self._statuses: dict[int, VersionStatus] = {}
         self._failed_attempts: dict[int, int] = {}
+        self._retired = False  # removed from the config: a poll must not load it again
         self._status_lock = threading.Lock()
         self._refresh_lock = threading.Lock()
 
@@ -92,9 +110,25 @@ class ServedModel:
         with self._status_lock:
             return dict(self._statuses)
 
+    def reconfigure(self, config: ModelConfig) -> None:
+        """Serve by ``config`` from now on: its labels at once, its policy and base path at the next refresh."""
+        with self._refresh_lock:
+            self.config = config
+            self._retired = False
+
+    def retire(self) -> None:
+        """Unload every version: the model left the config. Its statuses stay for GetModelStatus, as in TF Serving."""
+        with self._refresh_lock:
+            self._retired = True
+            self._failed_attempts.clear()
+            for version in sorted(self._available):
+                self._unload_version(version)
+
     def refresh(self) -> list[str]:
         """Load newly aspired versions, then unload those no longer aspired; returns load errors."""
         with self._refresh_lock:
+            if self._retired:
+                return []
             on_disk = versions_on_disk(self.config.base_path)
             aspired = self.config.policy.select(on_disk)
             errors: list[str] = []
@@ -144,16 +178,53 @@ class ServedModel:
 
 
 class ModelSet:
-    """All served models by name; resolves a request's ModelSpec to a Servable."""
+    """All served models by name; resolves a request's ModelSpec to a Servable; moves to a new config."""
 
-    def __init__(self, models: Sequence[ServedModel]) -> None:
-        self._models = {model.name: model for model in models}
+    def __init__(self, models: Sequence[ServedModel], load: Loader) -> None:
+        self._models: Mapping[str, ServedModel] = MappingProxyType({model.name: model for model in models})
+        self._retired: dict[str, ServedModel] = {}  # removed models, kept for their statuses
+        self._load = load
+        self._apply_lock = threading.Lock()
 
     def __iter__(self) -> Iterator[ServedModel]:
         return iter(self._models.values())
 
     def get(self, name: str) -> ServedModel | None:
+        """The served model ``name``; None if it is not in the current config."""
         return self._models.get(name)
+
+    def configs(self) -> tuple[ModelConfig, ...]:
+        return tuple(model.config for model in self._models.values())
+
+    def statuses(self, name: str) -> dict[int, VersionStatus]:
+        """Every version of ``name`` ever seen, also after the model left the config (TF Serving keeps them)."""
+        model = self._models.get(name) or self._retired.get(name)
+        return model.statuses() if model else {}
+
+    def apply(self, configs: Sequence[ModelConfig]) -> list[ServedModel]:
+        """Serve exactly ``configs``; returns the models that were not served before.
+
+        In ServerCore::ReloadConfig's order: the new labels take effect at once, removed models are
+        unloaded, then versions are loaded and unloaded by each model's new policy and base path (new
+        versions before the ones they replace). Versions that stay are not touched, so calls in flight to
+        them carry on.
+        """
+        with self._apply_lock:
+            before = self._models
+            models: dict[str, ServedModel] = {}
+            for config in configs:
+                model = before.get(config.name) or self._retired.pop(config.name, None)
+                if model is None:
+                    model = ServedModel(config, self._load)
+                model.reconfigure(config)
+                models[config.name] = model
+            self._models = MappingProxyType(models)
+            for name, model in before.items():
+                if name not in models:
+                    model.retire()
+                    self._retired[name] = model
+            self.refresh_all()
+            return [model for name, model in models.items() if name not in before]
 
     def resolve(self, spec: Any) -> Servable:
         """The servable a ModelSpec asks for: by version, by version_label, or the latest loaded."""

@@ -16,6 +16,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from tools.localserving.batching import BatchScheduler
 from tools.localserving.config import ModelConfig, ServerOptions
 from tools.localserving.models import ModelSet, ServedModel, VersionPoller, nothing_to_serve
+from tools.localserving.reload import ConfigFilePoller, ConfigReloader
 from tools.localserving.servable import load_servable
 from tools.localserving.service import BatchingRunner, Runner, add_services, run_directly
 from tools.localserving.signals import StopSignal
@@ -45,15 +46,26 @@ def serve(options: ServerOptions, stop: StopSignal) -> int:
         scheduler.start()
     checks = health.HealthServicer() if options.health_check else None
     runner = BatchingRunner(scheduler) if scheduler else run_directly
-    server, port = _start_server(options, models, runner, checks)
+    reloader = ConfigReloader(models, options.allow_unavailable_labels)
+    server, port = _start_server(options, models, reloader, runner, checks)
     _report_health(checks, health_pb2.HealthCheckResponse.SERVING)  # the models are loaded: serving
     poller = VersionPoller(models, options.poll_wait_seconds)
     if options.poll_wait_seconds > 0:
         poller.start()
+    config_poller = _config_poller(options, reloader)
     print(f"{READY_PREFIX}{HOST}:{port} models={models.describe()}", flush=True)
     log.info("stopping on %s", signal.Signals(stop.wait()).name)
-    _shut_down(poller, scheduler, server, checks)
+    _shut_down([p for p in (config_poller, poller) if p], scheduler, server, checks)
     return 0
+
+
+def _config_poller(options: ServerOptions, reloader: ConfigReloader) -> ConfigFilePoller | None:
+    """--model_config_file_poll_wait_seconds: the file re-read and reloaded every N seconds (0: never)."""
+    if options.model_config_file is None or options.config_poll_wait_seconds <= 0:
+        return None
+    poller = ConfigFilePoller(reloader, options.model_config_file, options.config_poll_wait_seconds)
+    poller.start()
+    return poller
 
 
 def _report_health(checks: health.HealthServicer | None, status: int) -> None:
@@ -64,12 +76,16 @@ def _report_health(checks: health.HealthServicer | None, status: int) -> None:
 
 
 def _shut_down(
-    poller: VersionPoller, scheduler: BatchScheduler | None, server: Any, checks: health.HealthServicer | None
+    pollers: Sequence[ConfigFilePoller | VersionPoller],
+    scheduler: BatchScheduler | None,
+    server: Any,
+    checks: health.HealthServicer | None,
 ) -> None:
     """Report NOT_SERVING, stop polling, run what is queued for batching, let calls in flight finish."""
     if checks:
         checks.enter_graceful_shutdown()  # NOT_SERVING for good, also to Watch streams already open
-    poller.stop()
+    for poller in pollers:
+        poller.stop()
     if scheduler:
         scheduler.stop()
     server.stop(STOP_GRACE_SECONDS).wait()
@@ -89,15 +105,19 @@ def load_models(configs: Sequence[ModelConfig], stop: StopSignal) -> ModelSet:
         if not model.available():
             raise StartupError(nothing_to_serve(config))
         served.append(model)
-    return ModelSet(served)
+    return ModelSet(served, load_servable)
 
 
 def _start_server(
-    options: ServerOptions, models: ModelSet, run: Runner, checks: health.HealthServicer | None
+    options: ServerOptions,
+    models: ModelSet,
+    reloader: ConfigReloader,
+    run: Runner,
+    checks: health.HealthServicer | None,
 ) -> tuple[Any, int]:
     executor = ThreadPoolExecutor(options.grpc_max_threads, thread_name_prefix="localserving-grpc")
     server = grpc.server(executor, options=server_options(options.grpc_channel_arguments))
-    add_services(server, models, run, options.typed_field_answers)
+    add_services(server, models, reloader, run, options.typed_field_answers)
     if checks:
         _report_health(checks, health_pb2.HealthCheckResponse.NOT_SERVING)  # until the server has started
         health_pb2_grpc.add_HealthServicer_to_server(checks, server)

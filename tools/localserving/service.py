@@ -1,4 +1,5 @@
-"""The gRPC API: PredictionService.Predict and GetModelMetadata, ModelService.GetModelStatus.
+"""The gRPC API: PredictionService.Predict and GetModelMetadata, ModelService.GetModelStatus and
+HandleReloadConfigRequest.
 
 Faults become the status codes TF Serving answers with (see ``localserving.errors``); anything unexpected
 is logged and answered INTERNAL, so no request can take the server down.
@@ -13,11 +14,12 @@ from collections.abc import Callable, Hashable, Mapping
 from typing import Any, NoReturn, Protocol
 
 import grpc
-from tensorflow_serving.apis import get_model_metadata_pb2, get_model_status_pb2, predict_pb2
+from tensorflow_serving.apis import get_model_metadata_pb2, get_model_status_pb2, model_management_pb2, predict_pb2
 
 from tools.localserving.batching import BatchScheduler
 from tools.localserving.errors import DeadlineExceeded, Internal, InvalidArgument, NotFound, ServingError
 from tools.localserving.models import ModelSet
+from tools.localserving.reload import ConfigReloader
 from tools.localserving.servable import Servable, Signature
 from tools.localserving.tensors import Array, fill_tensor_proto, to_array
 
@@ -60,10 +62,12 @@ class BatchingRunner:
             raise DeadlineExceeded("the deadline passed while the request waited for its batch") from None
 
 
-def add_services(server: Any, models: ModelSet, run: Runner, typed_fields: bool = False) -> None:
+def add_services(
+    server: Any, models: ModelSet, reloader: ConfigReloader, run: Runner, typed_fields: bool = False
+) -> None:
     """Register the PredictionService and ModelService methods on grpc ``server``."""
     prediction = PredictionService(models, run, typed_fields)
-    status = ModelService(models)
+    status = ModelService(models, reloader)
     services = {
         "tensorflow.serving.PredictionService": {
             "Predict": _unary(prediction.predict, predict_pb2.PredictRequest),
@@ -71,6 +75,9 @@ def add_services(server: Any, models: ModelSet, run: Runner, typed_fields: bool 
         },
         "tensorflow.serving.ModelService": {
             "GetModelStatus": _unary(status.get_model_status, get_model_status_pb2.GetModelStatusRequest),
+            "HandleReloadConfigRequest": _unary(
+                status.handle_reload_config_request, model_management_pb2.ReloadConfigRequest
+            ),
         },
     }
     server.add_generic_rpc_handlers(
@@ -122,18 +129,36 @@ class PredictionService:
 
 
 class ModelService:
-    """GetModelStatus: every version seen, newest first, as TF Serving lists them."""
+    """GetModelStatus (every version seen, newest first, as TF Serving lists them) and HandleReloadConfigRequest."""
 
-    def __init__(self, models: ModelSet) -> None:
+    def __init__(self, models: ModelSet, reloader: ConfigReloader) -> None:
         self._models = models
+        self._reloader = reloader
 
     def get_model_status(self, request: Any, context: Any) -> Any:
         return _answer(context, "GetModelStatus", lambda: self._get_model_status(request))
 
+    def handle_reload_config_request(self, request: Any, context: Any) -> Any:
+        return _answer(context, "HandleReloadConfigRequest", lambda: self._reload_config(request))
+
+    def _reload_config(self, request: Any) -> Any:
+        """As ModelServiceImpl::HandleReloadConfigRequest: a model_config_list only; answers once it is applied."""
+        if request.config.WhichOneof("config") != "model_config_list":
+            raise InvalidArgument(
+                "ServerModelConfig type not supported by HandleReloadConfigRequest. "
+                "Only ModelConfigList is currently supported"
+            )
+        self._reloader.reload(request.config, source="HandleReloadConfigRequest")
+        response = model_management_pb2.ReloadConfigResponse()
+        response.status.error_code = grpc.StatusCode.OK.value[0]
+        # TF Serving reports how much each named TF monitoring metric grew; localserving keeps none of them.
+        for name in dict.fromkeys(request.metric_names):
+            response.metric.add(name=name, int64_value_increase=0)
+        return response
+
     def _get_model_status(self, request: Any) -> Any:
         spec = _model_spec(request)
-        model = self._models.get(spec.name)
-        statuses = model.statuses() if model else {}
+        statuses = self._models.statuses(spec.name)
         if spec.HasField("version"):
             version = spec.version.value
             if version not in statuses:

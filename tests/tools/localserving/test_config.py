@@ -176,6 +176,8 @@ def test_flags_like_tensorflow_model_servers(tmp_path: Path) -> None:
         (["--model_base_path={empty}"], "No versions of servable default found"),
         (["--model_base_path={base}", "--batching_parameters_file=/x"], "needs --enable_batching"),
         (["--model_base_path={base}", "--file_system_poll_wait_seconds=-1"], "must be >= 0"),
+        (["--model_config_file={config}", "--model_config_file_poll_wait_seconds=-1"], "must be >= 0"),
+        (["--model_base_path={base}", "--model_config_file_poll_wait_seconds=5"], "needs --model_config_file"),
         (["--model_base_path={base}", "--port=70000"], "--port must be between"),
         (["--model_base_path={base}", "--rest_api_port=8501"], "gRPC only"),
         (["--model_base_path={base}", "--model_config_file={config}"], "not both"),
@@ -229,3 +231,16 @@ def test_labels_of_unserved_versions_need_tf_servings_flag(tmp_path: Path) -> No
     with pytest.raises(ConfigError, match="allow_version_labels_for_unavailable_models"):
         parse_options([f"--model_config_file={config}"])
     parse_options([f"--model_config_file={config}", "--allow_version_labels_for_unavailable_models"])
+
+
+def test_model_config_file_poll_is_off_unless_asked_for(tmp_path: Path) -> None:
+    config = write_config(tmp_path / "models.config", [model_block("m", version_dirs(tmp_path / "m", 1), "", {"s": 1})])
+
+    options = parse_options([f"--model_config_file={config}"])
+    polled = parse_options([f"--model_config_file={config}", "--model_config_file_poll_wait_seconds=0.5"])
+
+    assert options.config_poll_wait_seconds == 0 and options.model_config_file == config
+    assert polled.config_poll_wait_seconds == 0.5 and not polled.allow_unavailable_labels
+    assert parse_options(
+        [f"--model_config_file={config}", "--allow_version_labels_for_unavailable_models"]
+    ).allow_unavailable_labels
