@@ -82,7 +82,14 @@ def test_app_sub_packages_point_down(package: str, may_use: tuple[str, ...]) -> 
 
 def test_only_the_serving_package_and_main_assemble_the_process() -> None:
     importers = set(offenders("app", ("app.serving",)))
-    assert importers <= {"app.__main__"} | {name for name, _ in modules("app/serving")}
+    # app.console is the `imagegate` console script: `imagegate serve` is `python -m app`.
+    assert importers <= {"app.__main__", "app.console"} | {name for name, _ in modules("app/serving")}
+
+
+def test_the_bulk_client_stays_apart_from_the_server() -> None:
+    """app/client talks to a tier over HTTP: the standard library, tqdm, and the tier's idea of an image."""
+    server = ("app", "handlers", "processing", "tools", "tests", "tornado", "grpc", "numpy", "cv2", "yaml")
+    assert offenders("app/client", server, allowed=("app.client", "processing.sniff")) == {}
 
 
 def test_no_product_module_is_long() -> None:
@@ -98,6 +105,8 @@ def test_the_wheel_holds_the_product_only(tmp_path: Path) -> None:
     tops = {name.split("/")[0] for name in zipfile.ZipFile(wheel).namelist()}
     assert {t for t in tops if not t.endswith(".dist-info")} == set(PRODUCT)
     assert "app/static/index.html" in zipfile.ZipFile(wheel).namelist()
+    (entry_points,) = [n for n in zipfile.ZipFile(wheel).namelist() if n.endswith(".dist-info/entry_points.txt")]
+    assert "imagegate = app.console:main" in zipfile.ZipFile(wheel).read(entry_points).decode()
 
 
 def our_frames(stack: list[inspect.FrameInfo]) -> list[str]:
