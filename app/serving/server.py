@@ -21,6 +21,7 @@ from app.observability.metrics import Metrics
 from app.observability.requests import RequestObserver
 from app.pipeline import Pipeline
 from app.serving.cpus import CGROUP_ROOT, cpu_budget
+from app.serving.interfaces import interface_routes
 from app.serving.state import ProcessState
 from app.settings import Settings
 from app.status import ModelStatus
@@ -116,6 +117,11 @@ def make_app(services: Services) -> tornado.web.Application:
         (r"/readyz", ReadinessHandler, {**models, "process": services.state}),
         *([(r"/metrics", MetricsHandler, {"render": services.render_metrics})] if services.metrics else []),
     ]
+    # --- the ecosystem's interfaces: /openapi.json and the Open Inference Protocol v2 (app/serving/interfaces.py)
+    routes += interface_routes(
+        services.settings, services.pipeline.models, services.pipeline, services.status, services.state, limits
+    )
+    # --- end of the ecosystem's interfaces
     if s.page:
         routes += [
             (
