@@ -25,7 +25,7 @@ from tests.support.imageserver import ImageServer
 from tests.support.tier import TierProcess, start_tier
 
 IMAGE_HOST = "127.0.0.5"
-EXAMPLES = 25  # per operation and phase
+EXAMPLES = 60  # per operation and phase
 BUDGET_S = 120
 STATUSES: Counter[int] = Counter()
 STARTED: list[float] = []
