@@ -132,8 +132,11 @@ class BaseHandler(TrackedHandler):
             # client (or a proxy keeping upstream connections) sends its next request into a closed socket.
             self.set_header("Connection", "close")
         self.set_header("Content-Type", "application/json; charset=utf-8")
-        error = {"code": code, "message": message, "request_id": self.context.request_id}
-        self.finish(json.dumps({"error": error}))
+        self.finish(json.dumps(self.error_document(code, message)))
+
+    def error_document(self, code: str, message: str) -> dict[str, Any]:
+        """An error answer's body; a protocol with its own error format (handlers/oip.py) overrides it."""
+        return {"error": {"code": code, "message": message, "request_id": self.context.request_id}}
 
 
 def _code_for_status(status: int) -> str:

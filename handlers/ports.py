@@ -70,3 +70,12 @@ class ModelStatus(Protocol):
     async def metadata(self, name: str, version: int | None) -> dict[str, Any]: ...
 
     async def readiness(self) -> tuple[bool, dict[str, Any]]: ...
+
+
+@dataclass(frozen=True)
+class TensorModel:
+    """How the Open Inference Protocol presents a configured model (``handlers/oip.py``)."""
+
+    name: str
+    kind: str  # "classification" (one output of class scores) or "raw" (the model's outputs as they are)
+    outputs: tuple[str, ...]

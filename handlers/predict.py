@@ -119,7 +119,9 @@ class PredictHandler(BaseHandler):
         if self._refusal is not None:
             raise self._refusal
         request = self._parse_body()
-        top_k = request.top_k if request.top_k is not None else parse_top_k(self.get_query_argument("top_k", None))
+        # The query's top_k is checked even when the body sets one: a wrong value is refused, never ignored.
+        query_top_k = parse_top_k(self.get_query_argument("top_k", None))
+        top_k = request.top_k if request.top_k is not None else query_top_k
         work = self.pipeline.run(name, request.sources, self.context, int(version) if version else None, label, top_k)
         self._work = asyncio.ensure_future(work)
         try:

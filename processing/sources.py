@@ -86,9 +86,17 @@ def parse_top_k(value: Any) -> int | None:
     if isinstance(value, str):
         text = value.strip()
         value = int(text) if text.isascii() and text.isdigit() and len(text) <= len(str(MAX_TOP_K)) else None
-    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_TOP_K:
+    k = json_integer(value)
+    if k is None or not 1 <= k <= MAX_TOP_K:
         raise InvalidRequest(f"'top_k' must be an integer from 1 to {MAX_TOP_K}")
-    return value
+    return k
+
+
+def json_integer(value: Any) -> int | None:
+    """``value`` as an integer if JSON says it is one: ``3`` or ``3.0`` (JSON Schema's integer), not ``true``."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def _parse_instances(instances: list[Any], max_items: int) -> tuple[ImageSource, ...]:
@@ -109,10 +117,11 @@ def _parse_instance(item: Any, index: int) -> ImageSource:
         raise InvalidRequest(f"instances[{index}] must be a URL string, {{'url': ...}} or {{'b64': ...}}")
     if key == "url":
         return ImageSource(name=value, url=value)
-    return _decode_b64(value, f"instances[{index}]")
+    return decode_b64(value, f"instances[{index}]")
 
 
-def _decode_b64(value: str, name: str) -> ImageSource:
+def decode_b64(value: str, name: str) -> ImageSource:
+    """The image in base64 ``value``, or an item that fails with image_decode_failed when it is not base64."""
     try:
         return ImageSource(name=name, data=base64.b64decode(value, validate=True))
     except (binascii.Error, ValueError):

@@ -25,6 +25,7 @@ from app.pipeline import Pipeline
 from app.routing.router import ModelRouter
 from app.routing.shadow import Shadow
 from app.serving.cpus import CGROUP_ROOT, cpu_budget
+from app.serving.interfaces import interface_routes
 from app.serving.state import ProcessState
 from app.settings import Settings, SettingsError
 from app.status import ModelStatus
@@ -164,6 +165,11 @@ def make_app(services: Services) -> tornado.web.Application:
         *([(r"/metrics", MetricsHandler, {"render": services.render_metrics})] if services.metrics else []),
         *admin_routes(services),
     ]
+    # --- the ecosystem's interfaces: /openapi.json and the Open Inference Protocol v2 (app/serving/interfaces.py)
+    routes += interface_routes(
+        services.settings, services.pipeline.models, services.pipeline, services.status, services.state, limits
+    )
+    # --- end of the ecosystem's interfaces
     if s.page:
         routes += [
             (

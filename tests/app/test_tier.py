@@ -111,6 +111,19 @@ async def test_object_form_with_b64_url_and_top_k(tier: Tier, images: ImageServe
     assert top1(second) in CAT_CLASSES
 
 
+@pytest.mark.gen_test(timeout=30)
+async def test_a_wrong_top_k_in_the_query_is_refused_when_the_body_sets_one(tier: Tier) -> None:
+    """It used to be ignored (the body's top_k won unchecked); found by schemathesis."""
+    b64 = base64.b64encode(photo("coffee.jpg")).decode()
+    code, answer = await post_json(tier, PREDICT + "?top_k=8138989912", {"instances": [{"b64": b64}], "top_k": 2})
+    assert code == 400 and answer["error"]["code"] == "invalid_request"
+    body, content_type = multipart([("image", "coffee.jpg", photo("coffee.jpg"))], {"top_k": "2"})
+    response = await post(tier.url(PREDICT + "?top_k=abc"), body, content_type)
+    assert response.code == 400
+    code, answer = await post_json(tier, PREDICT + "?top_k=5", {"instances": [{"b64": b64}], "top_k": 2})
+    assert code == 200 and len(answer["predictions"][0]["classes"]) == 2  # a valid query's is the default
+
+
 @pytest.mark.gen_test(timeout=60)
 async def test_order_is_kept_and_bad_urls_fail_alone(tier: Tier, images: ImageServer) -> None:
     urls = [

@@ -52,6 +52,9 @@ def test_bad_base64_is_an_item_error_not_a_request_error() -> None:
         body({"instances": ["a"], "top_k": 0}),
         body({"instances": ["a"], "top_k": True}),
         body({"instances": ["a"], "top_k": 1001}),
+        body({"instances": ["a"], "top_k": 2.5}),
+        body({"instances": ["a"], "top_k": 1001.0}),
+        b'{"instances": ["a"], "top_k": NaN}',
     ],
 )
 def test_malformed_bodies_are_invalid_requests(raw: bytes) -> None:
@@ -62,6 +65,12 @@ def test_malformed_bodies_are_invalid_requests(raw: bytes) -> None:
 def test_too_many_images_is_payload_too_large() -> None:
     with pytest.raises(PayloadTooLarge, match="at most 2"):
         parse_json_request(body(["a", "b", "c"]), max_items=2)
+
+
+def test_an_integral_top_k_written_as_a_float_is_an_integer() -> None:
+    """JSON Schema's ``integer`` (the OpenAPI document's type for top_k) includes 3.0; found by schemathesis."""
+    request = parse_json_request(b'{"instances": ["a"], "top_k": 766.0}', 8)
+    assert request.top_k == 766 and type(request.top_k) is int
 
 
 def test_top_k_from_a_query_string() -> None:

@@ -1,0 +1,134 @@
+"""The Open Inference Protocol v2, through Triton's own HTTP client (``tritonclient[http]``) against a tier process."""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+import tritonclient.http as triton
+from tritonclient.utils import InferenceServerException
+
+from tests.support.backend import LocalBackend
+from tests.support.imageserver import FIXTURES, ImageServer
+from tests.support.tier import TierProcess, start_tier
+
+COFFEE = (FIXTURES / "coffee.jpg").read_bytes()
+DIGIT = (FIXTURES / "digit_3.png").read_bytes()
+OUTPUT = "probabilities"
+
+
+@pytest.fixture(scope="module")
+def oip_tier(backend: LocalBackend) -> Iterator[TierProcess]:
+    tier = start_tier(backend.address)
+    yield tier
+    tier.stop()
+    assert "Traceback" not in "".join(tier.output)
+
+
+@pytest.fixture(scope="module")
+def client(oip_tier: TierProcess) -> Iterator[triton.InferenceServerClient]:
+    c = triton.InferenceServerClient(oip_tier.base_url.removeprefix("http://"))
+    yield c
+    c.close()
+
+
+def image_input(*images: bytes, binary: bool = True) -> triton.InferInput:
+    tensor = triton.InferInput("image", [len(images)], "BYTES")
+    tensor.set_data_from_numpy(np.array(images, dtype=np.object_), binary_data=binary)
+    return tensor
+
+
+def test_server_metadata_live_and_ready(client: triton.InferenceServerClient) -> None:
+    meta = client.get_server_metadata()
+    assert meta["name"] == "imagegate"
+    assert {"binary_tensor_data", "classification"} <= set(meta["extensions"])
+    assert client.is_server_live() and client.is_server_ready()
+
+
+def test_model_metadata_presents_one_bytes_input_and_the_models_output(client: triton.InferenceServerClient) -> None:
+    meta = client.get_model_metadata("mobilenet_v2")
+    assert meta["name"] == "mobilenet_v2" and meta["versions"] == ["1"]
+    assert meta["inputs"] == [{"name": "image", "datatype": "BYTES", "shape": [-1]}]
+    assert [o["name"] for o in meta["outputs"]] == [OUTPUT]
+    assert client.get_model_metadata("digits")["versions"] == ["1", "2"]
+    assert client.get_model_metadata("digits", "2")["versions"] == ["2"]
+
+
+def test_model_readiness_by_version(client: triton.InferenceServerClient) -> None:
+    assert client.is_model_ready("mobilenet_v2")
+    assert client.is_model_ready("digits", "1") and client.is_model_ready("digits", "2")
+    assert not client.is_model_ready("digits", "3")
+    assert not client.is_model_ready("nope")
+
+
+def test_binary_infer_with_the_classification_extension(client: triton.InferenceServerClient) -> None:
+    result = client.infer(
+        "mobilenet_v2", [image_input(COFFEE)], outputs=[triton.InferRequestedOutput(OUTPUT, class_count=3)]
+    )
+    top = result.as_numpy(OUTPUT)
+    assert top.shape == (1, 3)
+    score, index, label = top[0][0].decode().split(":")
+    assert (index, label) == ("967", "espresso") and float(score) > 0.5
+    assert result.get_response()["model_version"] == "1"
+
+
+def test_binary_infer_of_the_whole_score_vector(client: triton.InferenceServerClient) -> None:
+    result = client.infer("mobilenet_v2", [image_input(COFFEE, COFFEE)])  # no outputs named: all, in binary
+    scores = result.as_numpy(OUTPUT)
+    assert scores.dtype == np.float32 and scores.shape == (2, 1000)
+    assert list(scores.argmax(axis=1)) == [967, 967]
+    assert scores.sum(axis=1) == pytest.approx([1.0, 1.0], abs=1e-3)
+
+
+def test_json_infer_with_urls(client: triton.InferenceServerClient, images: ImageServer) -> None:
+    urls = image_input(images.url("/coffee.jpg").encode(), binary=False)
+    result = client.infer(
+        "mobilenet_v2",
+        [urls],
+        outputs=[triton.InferRequestedOutput(OUTPUT, binary_data=False, class_count=1)],
+        parameters={"image_source": "url"},
+        request_id="r-1",
+    )
+    response = result.get_response()
+    assert response["id"] == "r-1"
+    assert response["outputs"][0]["data"][0].endswith(":967:espresso")
+
+
+def test_versions_in_the_path(client: triton.InferenceServerClient) -> None:
+    for version in ("1", "2"):
+        result = client.infer(
+            "digits",
+            [image_input(DIGIT)],
+            model_version=version,
+            outputs=[triton.InferRequestedOutput("probabilities", class_count=1)],
+        )
+        assert result.get_response()["model_version"] == version
+    best = result.as_numpy("probabilities")[0][0].decode().split(":")
+    assert best[1] == "3"  # version 2 reads the digit
+
+
+def test_errors_follow_the_protocol(client: triton.InferenceServerClient) -> None:
+    with pytest.raises(InferenceServerException) as unknown:
+        client.infer("nope", [image_input(COFFEE)])
+    assert unknown.value.status() == "404" and "not configured" in unknown.value.message()
+    with pytest.raises(InferenceServerException) as version:
+        client.infer("digits", [image_input(DIGIT)], model_version="7")
+    assert version.value.status() == "404"
+
+
+def test_a_failed_image_fails_the_infer_naming_it(client: triton.InferenceServerClient) -> None:
+    with pytest.raises(InferenceServerException) as failed:
+        client.infer("mobilenet_v2", [image_input(COFFEE, b"not an image")])
+    assert failed.value.status() == "400"
+    assert "image[1]" in failed.value.message() and "image_decode_failed" in failed.value.message()
+
+
+def test_other_v2_paths_answer_in_the_protocols_error_form(oip_tier: TierProcess) -> None:
+    with pytest.raises(urllib.error.HTTPError) as missing:
+        urllib.request.urlopen(oip_tier.base_url + "/v2/models/digits/versions/x")
+    assert missing.value.code == 404
+    assert set(json.loads(missing.value.read())) == {"error"}

@@ -1,0 +1,149 @@
+"""The OpenAPI document against the application it describes: every route and method of ``make_app`` is
+documented and nothing documented is missing, each operation lists the statuses it can answer, the error
+codes are those of docs/errors.md, and the document validates as OpenAPI 3.1."""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+import pytest
+from openapi_spec_validator import validate
+from tornado.httpclient import AsyncHTTPClient
+from tornado.routing import PathMatches, Rule
+from tornado.web import RequestHandler
+
+from app.openapi.schemas import ITEM_ERROR_CODES, REQUEST_ERROR_CODES
+from app.serving.server import make_app
+from handlers.base import NotFoundHandler
+from handlers.oip import NotFoundHandler as V2NotFoundHandler
+from handlers.page import PageFileHandler
+from tests.conftest import Tier
+from tests.support.tier import ROOT
+
+METHODS = ("get", "post", "put", "delete", "patch", "head", "options")
+EXAMPLE_VALUES = {"model": "digits", "version": "1", "label": "stable", "route": "canary"}
+# Left out on purpose: the browser page's files (a page, not an API) and the v2 catch-all (not an operation).
+UNDOCUMENTED = {PageFileHandler, V2NotFoundHandler}
+BACKEND = {"500", "502", "503", "504"}
+PREDICT = {"200", "400", "404", "413", "415", *BACKEND}
+LOOKUP = {"200", "400", "404", *BACKEND}
+STATUSES = {
+    "predict": PREDICT,
+    "predictVersion": PREDICT,
+    "predictLabel": PREDICT,
+    "listModels": {"200", "500"},
+    "modelStatus": LOOKUP,
+    "modelVersionStatus": LOOKUP,
+    "modelMetadata": LOOKUP,
+    "modelVersionMetadata": LOOKUP,
+    "healthz": {"200", "500"},
+    "readyz": {"200", "503", "500"},
+    "metrics": {"200", "500"},
+    "openapi": {"200", "500"},
+    "v2ServerMetadata": {"200", "500"},
+    "v2Live": {"200", "500"},
+    "v2Ready": {"200", "400", "500"},  # 400: not ready, as Triton answers
+    "v2ModelMetadata": LOOKUP,
+    "v2ModelVersionMetadata": LOOKUP,
+    "v2ModelReady": LOOKUP,
+    "v2ModelVersionReady": LOOKUP,
+    "v2Infer": {"200", "400", "404", "413", *BACKEND},
+    "v2InferVersion": {"200", "400", "404", "413", *BACKEND},
+}
+
+
+async def served_document(tier: Tier) -> dict[str, Any]:
+    response = await AsyncHTTPClient().fetch(tier.url("/openapi.json"))
+    assert response.headers["Content-Type"].startswith("application/json")
+    document: dict[str, Any] = json.loads(response.body)
+    return document
+
+
+def implemented(handler: type[RequestHandler]) -> set[str]:
+    """The methods a handler class answers (those it or a base of ours overrides)."""
+    return {m for m in METHODS if getattr(handler, m) is not getattr(RequestHandler, m)}
+
+
+def rules(tier: Tier) -> list[Rule]:
+    return list(make_app(tier.services).wildcard_router.rules)
+
+
+def target(rules: list[Rule], path: str) -> Rule:
+    """The rule Tornado routes ``path`` to: the first whose pattern matches."""
+    for rule in rules:
+        assert isinstance(rule.matcher, PathMatches)
+        if rule.matcher.regex.match(path):
+            return rule
+    pytest.fail(f"no route serves {path}")
+
+
+def concrete(template: str) -> str:
+    return re.sub(r"\{(\w+)\}", lambda m: EXAMPLE_VALUES[m.group(1)], template)
+
+
+@pytest.mark.gen_test
+async def test_the_document_validates_as_openapi_3_1(tier: Tier) -> None:
+    document = await served_document(tier)
+    validate(document)
+    assert document["openapi"].startswith("3.1")
+    assert document["components"]["parameters"]["model"]["schema"]["enum"] == ["mobilenet_v2", "tiny", "digits"]
+
+
+@pytest.mark.parametrize("overrides", [[], ["server.admin_token=t0ken"]], ids=["plain", "with-admin"])
+@pytest.mark.gen_test
+async def test_every_route_and_method_is_documented_and_nothing_else(make_tier: Any, overrides: list[str]) -> None:
+    tier = await make_tier(overrides)
+    document = await served_document(tier)
+    assert any(p.startswith("/admin/") for p in document["paths"]) == bool(overrides)
+    app_rules = rules(tier)
+    documented: dict[int, set[str]] = {}
+    for template, item in document["paths"].items():
+        rule = target(app_rules, concrete(template))
+        assert rule.target not in (NotFoundHandler, V2NotFoundHandler, *UNDOCUMENTED), template
+        methods = {m for m in item if m in METHODS}
+        assert methods <= implemented(rule.target), (template, methods)
+        documented.setdefault(id(rule), set()).update(methods)
+    for rule in app_rules:
+        if rule.target in UNDOCUMENTED:
+            continue
+        assert isinstance(rule.matcher, PathMatches)
+        assert documented.get(id(rule)) == implemented(rule.target), (rule.matcher.regex.pattern, rule.target)
+
+
+@pytest.mark.gen_test
+async def test_metrics_are_documented_only_when_served(make_tier: Any) -> None:
+    tier = await make_tier(["server.metrics=false"])
+    document = await served_document(tier)
+    assert "/metrics" not in document["paths"]
+    assert all(target(rules(tier), concrete(t)).target is not NotFoundHandler for t in document["paths"])
+
+
+@pytest.mark.gen_test
+async def test_each_operation_documents_the_statuses_it_can_answer(tier: Tier) -> None:
+    document = await served_document(tier)
+    found = {op["operationId"]: set(op["responses"]) for item in document["paths"].values() for op in item.values()}
+    assert found == STATUSES
+
+
+def table_codes(heading: str) -> set[str]:
+    text = (ROOT / "docs" / "errors.md").read_text(encoding="utf-8")
+    (table,) = re.findall(rf"^## {heading}.*?(?=^## )", text, flags=re.MULTILINE | re.DOTALL)
+    return set(re.findall(r"^\| `([a-z_]+)` \|", table, flags=re.MULTILINE))
+
+
+def test_the_error_codes_are_those_of_docs_errors_md() -> None:
+    assert set(REQUEST_ERROR_CODES) == table_codes("Request errors")
+    assert set(ITEM_ERROR_CODES) == table_codes("Item errors")
+
+
+@pytest.mark.gen_test
+async def test_error_answers_carry_the_documented_headers(tier: Tier) -> None:
+    document = await served_document(tier)
+    for item in document["paths"].values():
+        for op in item.values():
+            for status, response in op["responses"].items():
+                assert "X-Request-Id" in response["headers"]
+                if status in ("503", "504") and op["operationId"] != "readyz":
+                    assert "Retry-After" in response["headers"], (op["operationId"], status)
