@@ -16,7 +16,7 @@ from app.admission import Admission
 from app.backend.rpc_errors import BackendFailures
 from app.serving.reload import Reloader
 from app.serving.server import build_services, start_http
-from app.serving.state import ProcessState
+from app.serving.state import ProcessState, wait_for_event
 from app.settings import ServerSettings, Settings
 
 REPORT_PERIOD_S = 10.0
@@ -64,12 +64,7 @@ class Signals:
 
     async def wait_again(self, timeout_s: float) -> bool:
         """Wait up to ``timeout_s``; True if a second signal came meanwhile."""
-        try:
-            async with asyncio.timeout(timeout_s):
-                await self.again.wait()
-        except TimeoutError:
-            return False
-        return True
+        return await wait_for_event(self.again, timeout_s)
 
 
 async def serve(

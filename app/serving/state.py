@@ -60,9 +60,14 @@ class ProcessState:
 
     async def wait_idle(self, timeout_s: float) -> bool:
         """True when no request is in flight, within ``timeout_s``; False if some still were then."""
-        try:
-            async with asyncio.timeout(timeout_s):
-                await self._idle.wait()
-        except TimeoutError:
-            return False
-        return True
+        return await wait_for_event(self._idle, timeout_s)
+
+
+async def wait_for_event(event: asyncio.Event, timeout_s: float) -> bool:
+    """True if ``event`` is set within ``timeout_s``."""
+    try:
+        async with asyncio.timeout(timeout_s):
+            await event.wait()
+    except TimeoutError:
+        return False
+    return True

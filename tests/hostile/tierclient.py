@@ -9,27 +9,14 @@ from typing import Any, TypeVar
 
 from tornado.httpclient import AsyncHTTPClient
 
+from app.openapi.schemas import ITEM_ERROR_CODES
 from tests.conftest import Tier
 
 PREDICT = "/v1/models/mobilenet_v2:predict"
 T = TypeVar("T")
 
 # The documented codes (docs/errors.md): per item, and per request with their statuses.
-ITEM_CODES = frozenset(
-    {
-        "url_invalid",
-        "source_forbidden",
-        "redirect_forbidden",
-        "too_many_redirects",
-        "source_unreachable",
-        "source_http_error",
-        "source_timeout",
-        "source_too_large",
-        "content_type_forbidden",
-        "image_too_large",
-        "image_decode_failed",
-    }
-)
+ITEM_CODES = frozenset(ITEM_ERROR_CODES)
 REQUEST_STATUS = {"invalid_request": 400, "payload_too_large": 413, "unsupported_media_type": 415}
 
 
