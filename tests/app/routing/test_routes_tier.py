@@ -7,13 +7,15 @@ import asyncio
 import json
 from collections import Counter
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 from tornado.httpclient import AsyncHTTPClient, HTTPResponse
 
 from app.settings import load_settings
-from tests.conftest import Tier, TierFactory
+from tests.conftest import Tier, TierFactory, dev_settings
+from tests.support.backend import reload_config, start_local_backend
 from tests.support.imageserver import FIXTURES
 from tools.fakeserving import FakeBackend, FakeModel, start_fake_backend
 
@@ -144,3 +146,24 @@ async def test_shadow_traffic_is_measured_and_never_answered(make_tier: TierFact
         assert asyncio.get_running_loop().time() < deadline, scrape[-2000:]
         await asyncio.sleep(0.02)  # polling the scrape for the shadow Predicts that run after each answer
     assert len(fake.log.batch_sizes) == 10  # every request twice at the backend: once answered, once shadowed
+
+
+@pytest.mark.gen_test(timeout=120)
+async def test_a_label_moved_on_the_backend_is_followed(make_tier: TierFactory, models_dir: Path) -> None:
+    """Routes name TF Serving labels; when the backend moves ``stable`` from 1 to 2, the same route answers 2."""
+    config = (models_dir / "models.config").read_text()
+    own = start_local_backend(model_config_file=models_dir / "models.config")
+    try:
+        tier = await make_tier(
+            settings=dev_settings(
+                own.address, ["models.digits.routes.targets=[{name: stable, label: stable, weight: 1}]"]
+            )
+        )
+        before = [(await predict(tier, "/v1/models/digits:predict"))[1]["model"]["version"] for _ in range(5)]
+        moved = config.replace('version_labels { key: "stable" value: 1 }', 'version_labels { key: "stable" value: 2 }')
+        assert moved != config
+        await asyncio.to_thread(reload_config, own.address, moved)
+        after = [(await predict(tier, "/v1/models/digits:predict"))[1]["model"]["version"] for _ in range(5)]
+    finally:
+        own.stop()
+    assert (before, after) == ([1] * 5, [2] * 5)
