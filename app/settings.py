@@ -43,6 +43,7 @@ class ServerSettings:
     max_in_flight_images: int = 512  # backpressure bound across all requests
     retry_after_s: int = 1
     metrics: bool = True  # serve /metrics (Prometheus) and record them
+    config_poll_s: float = 0.0  # > 0: reload when the config file changes, checked this often (docs/rollouts.md)
     admin_token: str = ""  # a bearer token for /admin/ (route promote and reset); empty: no admin endpoints
     drain_delay_s: float = 5.0  # after SIGTERM: /readyz says 503 but requests are still served, while endpoints update
     shutdown_timeout_s: float = 20.0  # then: no new connections; in-flight requests get this long to finish
@@ -200,8 +201,9 @@ def validate(settings: Settings) -> None:
         )
     _positive(settings.backend, "backend", ("timeout_s",))
     _positive(settings.server, "server", ("shutdown_timeout_s",))
-    if settings.server.drain_delay_s < 0:
-        raise SettingsError("server.drain_delay_s: must not be negative")
+    for key in ("drain_delay_s", "config_poll_s"):
+        if getattr(settings.server, key) < 0:
+            raise SettingsError(f"server.{key}: must not be negative")
     if not 0 < settings.server.port < 65536 and settings.server.port != 0:
         raise SettingsError("server.port: must be from 0 to 65535")
     for key in ("allow_cidrs", "deny_cidrs"):

@@ -53,8 +53,8 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         tune_malloc(settings.server.malloc_mmap_threshold, settings.server.malloc_trim_threshold)
         load = functools.partial(settings_from_args, args, os.environ if environ is None else environ)
         if args.workers > 1:
-            return run_workers(settings, args.workers, load)
-        return asyncio.run(serve(settings, load=load))
+            return run_workers(settings, args.workers, load, args.config)
+        return asyncio.run(serve(settings, load=load, config_file=args.config))
     except SettingsError as exc:
         print(f"imagegate: configuration error: {exc}", file=sys.stderr)
         return 2

@@ -8,6 +8,7 @@ import signal
 import socket
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 from tornado.httpserver import HTTPServer
 from tornado.ioloop import PeriodicCallback
@@ -72,10 +73,12 @@ async def serve(
     announce: str = "",
     sockets: list[socket.socket] | None = None,
     load: Callable[[], Settings] | None = None,
+    config_file: Path | None = None,
 ) -> int:
     """Serve until SIGTERM or SIGINT, then drain (see ``drain``) and close; the process's exit code.
 
-    SIGHUP reloads the configuration through ``load`` (app/serving/reload.py), when it is given.
+    SIGHUP reloads the configuration through ``load`` (app/serving/reload.py), when it is given; so does
+    a change of ``config_file`` when ``server.config_poll_s`` is set.
     """
     services = await build_services(settings)
     server, port = start_http(services, sockets)
@@ -83,6 +86,8 @@ async def serve(
     reloader = Reloader(server, services, load or (lambda: settings))
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGHUP, lambda: reloader.reload_soon())
+    if config_file is not None and settings.server.config_poll_s > 0:
+        reloader.watch(config_file, settings.server.config_poll_s)
 
     def report() -> None:
         current = reloader.services

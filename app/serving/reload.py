@@ -12,11 +12,14 @@ process state carry over; routes start again from their configured weights.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from tornado.httpserver import HTTPServer
+from tornado.ioloop import PeriodicCallback
 
 from app.serving.server import Services, build_services, connection_params, make_app
 from app.settings import Settings, SettingsError
@@ -37,6 +40,7 @@ class Reloader:
         self.services = services  # the ones new requests go to
         self._load = load
         self._lock = asyncio.Lock()
+        self._watcher: PeriodicCallback | None = None
         self._retired: set[asyncio.Task[Any]] = set()  # reloads under way and old services waiting to close
 
     async def reload(self) -> bool:
@@ -59,6 +63,20 @@ class Reloader:
             log.warning("configuration reloaded: models %s", ", ".join(settings.models))
             return True
 
+    def watch(self, path: Path, period_s: float) -> None:
+        """Reload whenever the bytes of ``path`` change (checked every ``period_s``)."""
+        last = _digest(path)
+
+        def check() -> None:
+            nonlocal last
+            now = _digest(path)
+            if now != last:
+                last = now
+                self.reload_soon()
+
+        self._watcher = PeriodicCallback(check, period_s * 1000)
+        self._watcher.start()
+
     def reload_soon(self) -> None:
         """Start a reload (the SIGHUP handler): one at a time, in the order asked."""
         task = asyncio.ensure_future(self.reload())
@@ -73,7 +91,17 @@ class Reloader:
 
     async def close(self) -> None:
         """Close the current services, and retired ones at once (the process is stopping)."""
+        if self._watcher is not None:
+            self._watcher.stop()
         for task in list(self._retired):
             task.cancel()
         await asyncio.gather(*self._retired, return_exceptions=True)
         await self.services.close()
+
+
+def _digest(path: Path) -> bytes | None:
+    """The file's content hash; None while it cannot be read (a reload then reports why)."""
+    try:
+        return hashlib.sha256(path.read_bytes()).digest()
+    except OSError:
+        return None

@@ -32,7 +32,7 @@ def exit_with_parent(parent: int) -> None:
         os._exit(0)
 
 
-def run_workers(settings: Settings, workers: int, load: Callable[[], Settings]) -> int:
+def run_workers(settings: Settings, workers: int, load: Callable[[], Settings], config_file: Path | None = None) -> int:
     """Pre-fork ``workers`` processes that accept on one shared socket; SIGTERM/SIGINT stop them all.
 
     Their metrics go to files in one directory (prometheus-client's multiprocess mode), so a scrape of
@@ -40,7 +40,7 @@ def run_workers(settings: Settings, workers: int, load: Callable[[], Settings]) 
     """
     with metrics_directory() as directory:
         use_multiprocess(directory)
-        return _fork_and_wait(settings, workers, load)
+        return _fork_and_wait(settings, workers, load, config_file)
 
 
 @contextlib.contextmanager
@@ -53,7 +53,7 @@ def metrics_directory() -> Iterator[Path]:
         yield Path(directory)
 
 
-def _fork_and_wait(settings: Settings, workers: int, load: Callable[[], Settings]) -> int:
+def _fork_and_wait(settings: Settings, workers: int, load: Callable[[], Settings], config_file: Path | None) -> int:
     sockets = bind_sockets(settings.server.port, settings.server.host)
 
     def shared(settings: Settings) -> Settings:
@@ -70,7 +70,9 @@ def _fork_and_wait(settings: Settings, workers: int, load: Callable[[], Settings
         if pid == 0:
             exit_with_parent(parent)
             try:
-                code = asyncio.run(serve(settings, sockets=sockets, load=lambda: shared(load())))
+                code = asyncio.run(
+                    serve(settings, sockets=sockets, load=lambda: shared(load()), config_file=config_file)
+                )
             except SettingsError as exc:
                 print(f"imagegate: configuration error: {exc}", file=sys.stderr)
                 os._exit(2)

@@ -126,3 +126,22 @@ def test_every_worker_reloads_on_sighup_to_the_parent(tmp_path: Path, fake: Fake
         assert tier.proc.poll() is None  # the parent lives on through SIGHUP
     finally:
         assert tier.stop() == 0
+
+
+def test_with_config_poll_a_changed_file_reloads_without_a_signal(tmp_path: Path, fake: FakeBackend) -> None:
+    config = tmp_path / "tier.yaml"
+    config.write_text(
+        CONFIG.format(address=fake.address, top_k=3).replace("page: false", "page: false, config_poll_s: 0.1")
+    )
+    tier = start_tier(fake.address, config=config)
+    load = SteadyLoad(int(tier.base_url.rsplit(":", 1)[1]), clients=1)
+    try:
+        wait_for(lambda: len(load.top_ks) >= 5, "answers on the first configuration")
+        config.write_text(config.read_text().replace("top_k: 3", "top_k: 6"))
+        wait_for(lambda: lines(tier, "configuration reloaded") == 1, "the reload the file change starts")
+        served = len(load.top_ks)
+        wait_for(lambda: len(load.top_ks) >= served + 5, "answers on the new configuration")
+    finally:
+        load.stop()
+        tier.stop()
+    assert load.failures == [] and load.top_ks[-1] == 6
