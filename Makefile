@@ -22,10 +22,10 @@ models: venv
 	$(PY) -m tools.modelbuild --out $(MODELS)
 
 browser:
-	bash scripts/install-browser.sh
+	bash scripts/install-debian.sh /usr/bin/chromium chromium chromium-driver fonts-dejavu-core
 
 nginx:
-	bash scripts/install-nginx.sh
+	bash scripts/install-debian.sh /usr/sbin/nginx nginx-light
 
 run: venv models
 	$(PY) -m tools.run --config $(CONFIG) --models $(MODELS)

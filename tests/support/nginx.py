@@ -48,7 +48,7 @@ http {{
 def nginx_binary() -> str:
     found = shutil.which("nginx") or "/usr/sbin/nginx"
     if not Path(found).exists():
-        raise RuntimeError("nginx is missing: `make nginx` (scripts/install-nginx.sh) installs Debian's")
+        raise RuntimeError("nginx is missing: `make nginx` (scripts/install-debian.sh) installs Debian's")
     return found
 
 

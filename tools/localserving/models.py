@@ -266,14 +266,16 @@ class ModelSet:
         return version
 
 
-class VersionPoller:
-    """Polls every base path each ``interval`` seconds on a daemon thread, as TF Serving's file source does."""
+class PeriodicThread:
+    """Runs ``tick`` every ``interval`` seconds on a daemon thread until stopped; a failing tick is logged."""
 
-    def __init__(self, models: ModelSet, interval: float) -> None:
-        self._models = models
+    name = "localserving-periodic"
+    failure = "a periodic task failed"
+
+    def __init__(self, interval: float) -> None:
         self._interval = interval
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="localserving-poller", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
 
     def start(self) -> None:
         self._thread.start()
@@ -283,9 +285,26 @@ class VersionPoller:
         if self._thread.is_alive():
             self._thread.join()
 
+    def tick(self) -> None:
+        raise NotImplementedError
+
     def _run(self) -> None:
         while not self._stop.wait(self._interval):
             try:
-                self._models.refresh_all()
-            except Exception:  # the poller must outlive any one bad poll
-                log.exception("polling model base paths failed")
+                self.tick()
+            except Exception:  # the thread must outlive any one bad tick
+                log.exception(self.failure)
+
+
+class VersionPoller(PeriodicThread):
+    """Polls every base path each ``interval`` seconds on a daemon thread, as TF Serving's file source does."""
+
+    name = "localserving-poller"
+    failure = "polling model base paths failed"
+
+    def __init__(self, models: ModelSet, interval: float) -> None:
+        super().__init__(interval)
+        self._models = models
+
+    def tick(self) -> None:
+        self._models.refresh_all()

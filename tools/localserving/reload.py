@@ -15,7 +15,7 @@ from typing import Any
 
 from tools.localserving.config import ConfigError, ModelConfig, models_from_proto, read_model_server_config
 from tools.localserving.errors import FailedPrecondition, InvalidArgument, ServingError, Unknown
-from tools.localserving.models import ModelSet, ServedModel, VersionState, versions_to_serve
+from tools.localserving.models import ModelSet, PeriodicThread, ServedModel, VersionState, versions_to_serve
 
 log = logging.getLogger("localserving")
 
@@ -107,7 +107,7 @@ def _failure(model: ServedModel) -> str:
     return f"{{name: {model.name} version: {version}}} due to error: {ended[version].error_message}"
 
 
-class ConfigFilePoller:
+class ConfigFilePoller(PeriodicThread):
     """Re-reads ``--model_config_file`` every ``interval`` seconds and reloads it, on a daemon thread.
 
     As TF Serving's Server::PollFilesystemAndReloadConfig: the file is applied at every poll, changed or
@@ -116,21 +116,17 @@ class ConfigFilePoller:
     no change. Each error is logged once, until a poll ends differently.
     """
 
+    name = "localserving-config-poller"
+    failure = "polling the model config file failed"
+
     def __init__(self, reloader: ConfigReloader, path: Path, interval: float) -> None:
+        super().__init__(interval)
         self._reloader = reloader
         self._path = path
-        self._interval = interval
         self._last_error: str | None = None
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="localserving-config-poller", daemon=True)
 
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join()
+    def tick(self) -> None:
+        self.poll()
 
     def poll(self) -> None:
         """Read the file once and reload it; log what went wrong, if it is news."""
@@ -151,10 +147,3 @@ class ConfigFilePoller:
         except ServingError as exc:
             return f"PollFilesystemAndReloadConfig failed to ReloadConfig: {exc.code.name}: {exc.message}"
         return None
-
-    def _run(self) -> None:
-        while not self._stop.wait(self._interval):
-            try:
-                self.poll()
-            except Exception:  # the poller must outlive any one bad poll
-                log.exception("polling the model config file failed")
