@@ -167,3 +167,28 @@ async def test_a_label_moved_on_the_backend_is_followed(make_tier: TierFactory, 
     finally:
         own.stop()
     assert (before, after) == ([1] * 5, [2] * 5)
+
+
+def split(canary_weight: int) -> str:
+    return (
+        f"models.digits.routes.targets=[{{name: stable, label: stable, weight: {100 - canary_weight}}},"
+        f" {{name: canary, version: 2, weight: {canary_weight}, canary: true}}]"
+    )
+
+
+@pytest.mark.gen_test(timeout=120)
+async def test_a_weight_change_moves_only_the_users_it_must(make_tier: TierFactory) -> None:
+    """The same 300 users through a 90/10 tier and an 80/20 one: about 10 % move, all of them to the canary."""
+    users = [f"user-{i}" for i in range(300)]
+
+    async def versions(tier: Tier) -> list[int]:
+        answers = await asyncio.gather(
+            *(predict(tier, "/v1/models/digits:predict", **{"X-User-Id": user}) for user in users)
+        )
+        return [answer["model"]["version"] for _, answer in answers]
+
+    before = await versions(await make_tier([split(10)]))
+    after = await versions(await make_tier([split(20)]))
+    moved = [(b, a) for b, a in zip(before, after, strict=True) if b != a]
+    assert set(moved) <= {(1, 2)}  # nobody left the canary
+    assert 0.05 <= len(moved) / len(users) <= 0.15, len(moved)
