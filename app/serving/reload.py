@@ -54,6 +54,9 @@ class Reloader:
             except SettingsError as exc:
                 log.error("reload refused, still serving the previous configuration: %s", exc)
                 return False
+            except Exception:  # a bug: the previous configuration still serves, and the traceback says why
+                log.exception("reload failed, still serving the previous configuration")
+                return False
             self.server.request_callback = make_app(new)
             self.server.conn_params = connection_params(settings)
             self.services = new
