@@ -74,12 +74,12 @@ class Pipeline:
             result = None  # no item reached the backend: nothing answered
             if images:
                 batch, ref, timeout = np.stack(images), model.ref(version, label), self.backend_timeout_s
-                waiting = time.perf_counter()
+                waiting, meta = time.perf_counter(), backend_metadata([context])
                 try:
                     if model.batched:
                         result = await self.batcher.submit(model, ref, batch, timeout, context)
                     else:
-                        inputs, meta = {model.input_name: batch}, backend_metadata([context])
+                        inputs = {model.input_name: batch}
                         result = await self.client.predict(
                             model.address, ref, inputs, model.output_names, timeout, meta
                         )
@@ -88,7 +88,7 @@ class Pipeline:
                         router.record(target, len(images), len(images), time.perf_counter() - waiting)
                     raise
                 if router is not None:
-                    self.shadow.maybe_send(model, router.routes.shadow, batch, timeout, backend_metadata([context]))
+                    self.shadow.maybe_send(model, router.routes.shadow, batch, timeout, meta)
                 context.record("batch_wait", waiting, result.sent_at)
                 context.record("predict", result.sent_at, result.answered_at)
                 context.version = result.version

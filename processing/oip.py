@@ -18,7 +18,7 @@ from typing import Any, Literal
 import numpy as np
 
 from processing.errors import InvalidRequest, PayloadTooLarge
-from processing.sources import MAX_TOP_K, ImageSource, decode_b64, json_depth, json_integer
+from processing.sources import MAX_TOP_K, ImageSource, decode_b64, json_integer, load_json
 
 INPUT_NAME = "image"
 SOURCE_PARAMETER = "image_source"  # on the request or the input: "bytes" (the default), "url" or "b64"
@@ -81,12 +81,7 @@ def _split(body: bytes, header_length: str | None) -> tuple[bytes, bytes]:
 
 
 def _load_header(header: bytes) -> dict[str, Any]:
-    if json_depth(header) > MAX_HEADER_DEPTH:
-        raise InvalidRequest(f"the JSON header is nested more than {MAX_HEADER_DEPTH} levels deep")
-    try:
-        document = json.loads(header)
-    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
-        raise InvalidRequest(f"the inference request is not valid JSON: {exc}") from exc
+    document = load_json(header, MAX_HEADER_DEPTH, "the JSON header", "the inference request")
     return _mapping(document, "the inference request")
 
 

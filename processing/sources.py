@@ -47,12 +47,7 @@ class PredictRequest:
 
 def parse_json_request(body: bytes, max_items: int) -> PredictRequest:
     """Parse a JSON predict body; raises InvalidRequest or PayloadTooLarge."""
-    if json_depth(body) > MAX_JSON_DEPTH:
-        raise InvalidRequest(f"the JSON body is nested more than {MAX_JSON_DEPTH} levels deep")
-    try:
-        document = json.loads(body)
-    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
-        raise InvalidRequest(f"body is not valid JSON: {exc}") from exc
+    document = load_json(body, MAX_JSON_DEPTH, "the JSON body", "body")
     if isinstance(document, list):
         return PredictRequest(_parse_instances(document, max_items))
     if isinstance(document, dict):
@@ -68,6 +63,16 @@ def _parse_object(document: dict[str, Any], max_items: int) -> PredictRequest:
     if not isinstance(instances, list):
         raise InvalidRequest("'instances' must be a list")
     return PredictRequest(_parse_instances(instances, max_items), parse_top_k(document.get("top_k")))
+
+
+def load_json(data: bytes, max_depth: int, nested_what: str, invalid_what: str) -> Any:
+    """``data`` parsed, after its nesting is bounded; InvalidRequest naming what is wrong with it otherwise."""
+    if json_depth(data) > max_depth:
+        raise InvalidRequest(f"{nested_what} is nested more than {max_depth} levels deep")
+    try:
+        return json.loads(data)
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise InvalidRequest(f"{invalid_what} is not valid JSON: {exc}") from exc
 
 
 def json_depth(body: bytes) -> int:
