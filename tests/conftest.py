@@ -24,6 +24,7 @@ from app.settings import Settings, load_settings  # noqa: E402
 from tests.support.backend import LocalBackend, start_local_backend  # noqa: E402
 from tests.support.imageserver import ImageServer  # noqa: E402
 from tests.support.tier import DEV_CONFIG, ROOT  # noqa: E402
+from tools.fakeserving import FakeBackend, FakeModel, start_fake_backend  # noqa: E402
 
 MODELS_DIR = ROOT / "build" / "models"
 
@@ -40,6 +41,14 @@ def backend(models_dir: Path) -> Iterator[LocalBackend]:
     server = start_local_backend(model_config_file=models_dir / "models.config")
     yield server
     server.stop()
+
+
+@pytest.fixture
+def fake() -> Iterator[FakeBackend]:
+    """The fake TF Serving (tools/fakeserving.py), serving only ``tiny`` with 8 classes; tests set its faults."""
+    backend = start_fake_backend([FakeModel("tiny", 8)])
+    yield backend
+    backend.stop()
 
 
 @pytest.fixture(scope="session")

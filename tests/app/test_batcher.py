@@ -24,17 +24,10 @@ from processing.context import RequestContext
 from tests.conftest import TierFactory
 from tests.support.imageserver import ImageServer
 from tests.support.specs import postprocess_spec, preprocess_spec
-from tools.fakeserving import FakeBackend, FakeModel, start_fake_backend
+from tools.fakeserving import FakeBackend
 
 TIMEOUT = 30.0
 CONTEXT = RequestContext("test-request")
-
-
-@pytest.fixture
-def fake() -> Iterator[FakeBackend]:
-    backend = start_fake_backend([FakeModel("tiny", 8)])
-    yield backend
-    backend.stop()
 
 
 @pytest.fixture

@@ -31,7 +31,7 @@ from processing.sources import ImageSource
 from tests.conftest import dev_settings
 from tests.support.backend import LocalBackend
 from tests.support.imageserver import FIXTURES, ImageServer, _Handler
-from tools.fakeserving import FakeBackend, FakeModel, start_fake_backend
+from tools.fakeserving import FakeBackend
 
 CAT_CLASSES = {"tabby cat", "a cat having a striped coat", "Egyptian Mau"}  # ids 281, 282, 285
 COFFEE = (FIXTURES / "coffee.jpg").read_bytes()
@@ -43,13 +43,6 @@ PipelineFactory = Callable[[Settings], Awaitable[Pipeline]]
 
 def new_context() -> RequestContext:
     return RequestContext("test-request")
-
-
-@pytest.fixture
-def fake() -> Iterator[FakeBackend]:
-    backend = start_fake_backend([FakeModel("tiny", FAKE_CLASSES)])
-    yield backend
-    backend.stop()
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ from tests.conftest import Tier, TierFactory
 from tests.hostile.payloads import multipart
 from tests.hostile.tierclient import error_code, item_codes, post, post_json
 from tests.support.imageserver import FIXTURES, ImageServer
-from tools.fakeserving import FakeBackend, FakeModel, start_fake_backend
+from tools.fakeserving import FakeBackend
 
 COFFEE = (FIXTURES / "coffee.jpg").read_bytes()
 # Characters str.isdigit() accepts; int() takes some (Arabic-Indic three) and refuses others (superscript, circled).
@@ -124,13 +124,6 @@ def solid_png(value: int) -> bytes:
     ok, data = cv2.imencode(".png", np.full((8, 8, 3), value, dtype=np.uint8))
     assert ok
     return data.tobytes()
-
-
-@pytest.fixture
-def fake() -> Any:
-    backend = start_fake_backend([FakeModel("tiny", 8)])
-    yield backend
-    backend.stop()
 
 
 @pytest.mark.gen_test

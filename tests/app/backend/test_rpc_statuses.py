@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import grpc
@@ -38,14 +37,6 @@ OTHER_STATUSES = [
     grpc.StatusCode.ABORTED,
     grpc.StatusCode.DATA_LOSS,
 ]
-
-
-@pytest.fixture
-def fake() -> Iterator[FakeBackend]:
-    """The fake TF-Serving backend, serving only ``tiny``."""
-    backend = start_fake_backend([FakeModel("tiny", 8)])
-    yield backend
-    backend.stop()
 
 
 def fake_settings(address: str, *overrides: str) -> Settings:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-from collections.abc import Iterator
 
 import grpc
 import pytest
@@ -18,17 +17,10 @@ from tests.app.test_admission import HeldSource
 from tests.conftest import Tier, TierFactory
 from tests.support.imageserver import FIXTURES, ImageServer
 from tests.support.tier import ROOT
-from tools.fakeserving import FakeBackend, FakeModel, start_fake_backend
+from tools.fakeserving import FakeBackend
 
 COFFEE = (FIXTURES / "coffee.jpg").read_bytes()
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
-
-
-@pytest.fixture
-def fake() -> Iterator[FakeBackend]:
-    backend = start_fake_backend([FakeModel("tiny", 8)])
-    yield backend
-    backend.stop()
 
 
 async def fake_tier(make_tier: TierFactory, fake: FakeBackend, *overrides: str) -> Tier:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import json
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +16,7 @@ from app.settings import load_settings
 from tests.conftest import Tier, TierFactory, dev_settings
 from tests.support.backend import reload_config, start_local_backend
 from tests.support.imageserver import FIXTURES
-from tools.fakeserving import FakeBackend, FakeModel, start_fake_backend
+from tools.fakeserving import FakeBackend
 
 DIGIT = (FIXTURES / "digit_3.png").read_bytes()
 SPLIT = (
@@ -58,13 +57,6 @@ async def test_a_user_stays_on_one_side_and_the_path_wins(make_tier: TierFactory
     _, pinned = await predict(tier, "/v1/models/digits/versions/1:predict", **{"X-User-Id": canary_users[0]})
     _, labelled = await predict(tier, "/v1/models/digits/labels/stable:predict", **{"X-User-Id": canary_users[0]})
     assert (pinned["model"]["version"], labelled["model"]["version"]) == (1, 1)
-
-
-@pytest.fixture
-def fake() -> Iterator[FakeBackend]:
-    backend = start_fake_backend([FakeModel("tiny", 8)])
-    yield backend
-    backend.stop()
 
 
 @pytest.mark.gen_test(timeout=60)

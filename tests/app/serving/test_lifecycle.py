@@ -11,7 +11,6 @@ from __future__ import annotations
 import http.client
 import signal
 import socket
-import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -20,6 +19,7 @@ import pytest
 
 from tests.support.imageserver import FIXTURES
 from tests.support.tier import TierProcess, start_tier
+from tests.support.waiting import wait_for
 from tools.fakeserving import FakeBackend, FakeModel, start_fake_backend
 
 COFFEE = (FIXTURES / "coffee.jpg").read_bytes()
@@ -83,15 +83,6 @@ def get(port: int, path: str) -> tuple[int, str]:
         return response.status, response.getheader("Connection", "")
     finally:
         connection.close()
-
-
-def wait_for(condition: Callable[[], bool], what: str, timeout_s: float = 20.0) -> None:
-    """Poll a real observable until it holds, with a deadline."""
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
 
 
 def refuses_connections(port: int) -> bool:

@@ -7,15 +7,12 @@ import http.client
 import json
 import signal
 import threading
-import time
-from collections.abc import Callable, Iterator
 from pathlib import Path
-
-import pytest
 
 from tests.support.imageserver import FIXTURES
 from tests.support.tier import TierProcess, start_tier
-from tools.fakeserving import FakeBackend, FakeModel, start_fake_backend
+from tests.support.waiting import wait_for
+from tools.fakeserving import FakeBackend
 
 COFFEE = (FIXTURES / "coffee.jpg").read_bytes()
 CONFIG = """\
@@ -26,13 +23,6 @@ models:
     signature: serving_uint8
     postprocess: {{top_k: {top_k}}}
 """
-
-
-@pytest.fixture
-def fake() -> Iterator[FakeBackend]:
-    backend = start_fake_backend([FakeModel("tiny", 8)])
-    yield backend
-    backend.stop()
 
 
 class SteadyLoad:
@@ -67,14 +57,6 @@ class SteadyLoad:
         self._stop.set()
         for thread in self._threads:
             thread.join(30)
-
-
-def wait_for(condition: Callable[[], bool], what: str, timeout_s: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
 
 
 def lines(tier: TierProcess, text: str) -> int:
