@@ -1,113 +1,82 @@
-"""Idle keep-alive connections to image sources, for the URL fetcher to reuse.
+"""The connections the URL fetcher dials and keeps: aiohttp's connector, bounded and guarded.
 
-A connection is filed under its origin (scheme, host, port) and the address it was
-dialled to. ``take`` hands one back only when that address is among the ones the
-caller has just resolved and had checked by the address policy, so reuse never
-skips the check a new connection would get, and a host that now resolves elsewhere
-(DNS rebinding) gets a new, checked connection instead of the old one.
+aiohttp's ``TCPConnector`` parses HTTP in C (llhttp) and files idle keep-alive connections
+under a key that holds the host it dialled, the port and the TLS server name. The fetcher
+always dials an address it has just resolved and had the policy check (the URL's host
+is replaced by that address, the name kept for ``Host`` and TLS), so a kept connection is
+reused only when it leads to one of the addresses the host resolves to *now*: a host that
+rebinds to another address gets a new connection, which is checked like any other.
 
-Idle connections expire after ``idle_timeout_s`` (servers close them on their own
-after a few seconds; nginx after 75 s, Node after 5 s); the fetcher retries once on a
-new connection when a reused one turns out to have been closed before it answered.
+On top of aiohttp this module adds:
+
+- a dial-time check: every socket is created by ``_guarded_socket``, which refuses any
+  address the policy does not allow before a socket exists (a second line behind the
+  resolver; aiohttp dials IP literals without asking a resolver);
+- bounds on idle connections, per origin and in all (aiohttp bounds only busy ones).
 """
 
 from __future__ import annotations
 
+import ipaddress
 import socket
-import time
-from collections.abc import Callable, Collection
-from dataclasses import dataclass
+from collections.abc import Callable
+from typing import Any
 
-from tornado.iostream import IOStream, SSLIOStream
+import aiohttp
+from aiohttp.client_proto import ResponseHandler
 
+from app.fetch.errors import SourceForbidden
 from app.fetch.limits import PoolLimits
-
-Origin = tuple[str, str, int]  # scheme, host as written in the URL, port
-
-
-@dataclass
-class _Idle:
-    stream: IOStream
-    address: str
-    since: float
+from app.fetch.policy import AddressPolicy
 
 
-class ConnectionPool:
-    """Keep-alive connections at rest, newest first out."""
+class AddressRefused(PermissionError):
+    """Raised instead of creating a socket for an address the policy does not allow."""
 
-    def __init__(self, limits: PoolLimits, clock: Callable[[], float] = time.monotonic) -> None:
+
+def guarded_socket_factory(policy: AddressPolicy) -> Callable[[Any], socket.socket]:
+    """An aiohttp ``socket_factory`` that creates a socket only for an address ``policy`` allows."""
+
+    def create(addr_info: Any) -> socket.socket:
+        family, kind, proto, _name, sockaddr = addr_info
+        try:
+            policy.check_address(ipaddress.ip_address(sockaddr[0]))
+        except (ValueError, SourceForbidden) as exc:
+            raise AddressRefused(f"refused to dial {sockaddr[0]!r}") from exc
+        return socket.socket(family=family, type=kind, proto=proto)
+
+    return create
+
+
+class BoundedConnector(aiohttp.TCPConnector):
+    """A ``TCPConnector`` that keeps at most ``limits.max_idle_per_origin`` idle connections per
+    origin and ``limits.max_idle_total`` in all, closing the oldest beyond that."""
+
+    def __init__(self, limits: PoolLimits, policy: AddressPolicy, max_busy: int) -> None:
+        keep = limits.idle_timeout_s > 0
+        super().__init__(
+            limit=max_busy,
+            keepalive_timeout=limits.idle_timeout_s if keep else None,
+            force_close=not keep,
+            use_dns_cache=False,
+            happy_eyeballs_delay=None,  # the fetcher dials one checked address at a time
+            socket_factory=guarded_socket_factory(policy),
+        )
         self.limits = limits
-        self._clock = clock
-        self._idle: dict[Origin, list[_Idle]] = {}
-        self._count = 0
-        self._swept = clock()
 
-    def __len__(self) -> int:
-        return self._count
+    def idle_count(self) -> int:
+        return sum(len(idle) for idle in self._conns.values())
 
-    def take(self, origin: Origin, addresses: Collection[str]) -> tuple[IOStream, str] | None:
-        """An idle connection to one of ``addresses`` (already checked by the caller), or None."""
-        entries = self._idle.get(origin)
-        now = self._clock()
-        while entries:
-            entry = entries.pop()
-            self._count -= 1
-            if entry.address in addresses and self._fresh(entry, now) and _alive(entry.stream):
-                return entry.stream, entry.address
-            entry.stream.close()
-        return None
-
-    def put(self, origin: Origin, stream: IOStream, address: str) -> None:
-        """File a connection whose last response was read to its end; closes it when the pool is full."""
-        now = self._clock()
-        if now - self._swept > self.limits.idle_timeout_s:
-            self._sweep(now)
-        entries = self._idle.setdefault(origin, [])
-        room = len(entries) < self.limits.max_idle_per_origin and self._count < self.limits.max_idle_total
-        if not room or stream.closed() or self.limits.idle_timeout_s <= 0:
-            stream.close()
+    def _release(self, key: Any, protocol: ResponseHandler, *, should_close: bool = False) -> None:
+        super()._release(key, protocol, should_close=should_close)
+        idle = self._conns.get(key)
+        if not idle:
             return
-        entries.append(_Idle(stream, address, now))
-        self._count += 1
-
-    def close(self) -> None:
-        for entries in self._idle.values():
-            for entry in entries:
-                entry.stream.close()
-        self._idle.clear()
-        self._count = 0
-
-    def _fresh(self, entry: _Idle, now: float) -> bool:
-        return now - entry.since < self.limits.idle_timeout_s
-
-    def _sweep(self, now: float) -> None:
-        """Close connections idle for too long, so a quiet origin does not keep its sockets."""
-        self._swept = now
-        for origin in list(self._idle):
-            entries = self._idle[origin]
-            fresh = []
-            for entry in entries:
-                if self._fresh(entry, now):
-                    fresh.append(entry)
-                else:
-                    entry.stream.close()
-                    self._count -= 1
-            if fresh:
-                self._idle[origin] = fresh
-            else:
-                del self._idle[origin]
-
-
-def _alive(stream: IOStream) -> bool:
-    """False when the peer has closed the connection (or sent bytes nobody asked for) while it was idle."""
-    if stream.closed():
-        return False
-    if isinstance(stream, SSLIOStream):
-        return True  # TLS records (session tickets) may be pending; a stale one is caught by the retry
-    try:
-        stream.socket.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
-    except BlockingIOError:
-        return True  # nothing to read: open and quiet
-    except OSError:
-        return False
-    return False  # end of stream, or bytes nobody asked for
+        while len(idle) > self.limits.max_idle_per_origin:
+            idle.popleft()[0].close()
+        excess = self.idle_count() - self.limits.max_idle_total
+        while excess > 0 and idle:
+            idle.popleft()[0].close()
+            excess -= 1
+        if not idle:
+            del self._conns[key]

@@ -69,7 +69,7 @@ class Services:
         return self.metrics.render()
 
     async def close(self) -> None:
-        self.fetcher.close()
+        await self.fetcher.close()
         await self.client.close()
         self.executor.shutdown(wait=False, cancel_futures=True)
         if self.tracer is not None:  # flushes queued spans over HTTP: off the event loop

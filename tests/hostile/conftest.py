@@ -36,7 +36,7 @@ def fetchers(io_loop: tornado.ioloop.IOLoop) -> Iterator[FetcherFactory]:
 
     yield make
     for fetcher in made:
-        fetcher.close()
+        io_loop.run_sync(fetcher.close)
 
 
 @pytest.fixture

@@ -45,7 +45,7 @@ def fetchers(io_loop: tornado.ioloop.IOLoop) -> Iterator[FetcherFactory]:
 
     yield make
     for fetcher in made:
-        fetcher.close()
+        io_loop.run_sync(fetcher.close)
 
 
 async def code_of(fetcher: UrlFetcher, url: str) -> str:
@@ -168,7 +168,8 @@ async def test_concurrent_downloads_each_get_a_connection_then_share_them(
 async def test_a_refused_download_does_not_leave_its_connection_for_reuse(
     fetchers: FetcherFactory, images: ImageServer
 ) -> None:
-    images.route("fetcher/text", lambda h: h.send_bytes(200, b"hello", "text/plain"))
+    """Refused on its head, a 4 MiB answer is not read: its connection is closed, not kept half-read."""
+    images.route("fetcher/text", lambda h: h.send_bytes(200, b"x" * (4 << 20), "text/plain"))
     fetcher = fetchers()
     before = images.connections
     assert await code_of(fetcher, images.url("fetcher/text")) == "content_type_forbidden"
@@ -197,18 +198,48 @@ async def test_a_connection_the_source_closed_while_idle_is_replaced(
     assert images.connections - before == 2
 
 
-@pytest.mark.gen_test
-async def test_a_stale_connection_that_looked_alive_is_retried_on_a_new_one(
-    fetchers: FetcherFactory, images: ImageServer, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The liveness peek can miss a close that races the reuse; the fetcher then dials again, once."""
-    import app.fetch.connpool
+class HangUpOnSecondRequest:
+    """A source that answers the first request on each connection as keep-alive, and hangs up on
+    the second one without answering: the race where a server closes an idle connection just as
+    the client reuses it, which no liveness check can see coming."""
 
-    monkeypatch.setattr(app.fetch.connpool, "_alive", lambda stream: not stream.closed())
-    images.route("fetcher/then-close", close_after_answer)
-    fetcher = fetchers()
-    assert await fetcher.fetch(images.url("fetcher/then-close")) == COFFEE
-    assert await fetcher.fetch(images.url("coffee.jpg")) == COFFEE
+    def __init__(self) -> None:
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.connections = 0
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return
+            self.connections += 1
+            threading.Thread(target=self._answer_once, args=(conn,), daemon=True).start()
+
+    def _answer_once(self, conn: socket.socket) -> None:
+        with conn, conn.makefile("rb") as requests:
+            for request in range(2):
+                while requests.readline() not in (b"\r\n", b""):
+                    pass
+                if request == 1:
+                    return  # the second request on this connection: hang up without a byte
+                head = f"HTTP/1.1 200 OK\r\nContent-Type: image/jpeg\r\nContent-Length: {len(COFFEE)}\r\n\r\n"
+                conn.sendall(head.encode() + COFFEE)
+
+
+@pytest.mark.gen_test
+async def test_a_reused_connection_the_source_hangs_up_on_is_retried_on_a_new_one(fetchers: FetcherFactory) -> None:
+    source = HangUpOnSecondRequest()
+    try:
+        fetcher = fetchers()
+        url = f"http://127.0.0.1:{source.port}/coffee.jpg"
+        assert await fetcher.fetch(url) == COFFEE
+        assert await fetcher.fetch(url) == COFFEE  # sent on the kept connection, hung up on, sent again
+        assert source.connections == 2
+    finally:
+        source.listener.close()
 
 
 @pytest.mark.gen_test
@@ -267,7 +298,7 @@ async def test_https_sources_are_verified_and_their_connections_reused(ca: trust
             assert await fetcher.fetch(tls_images.url("coffee.jpg")) == COFFEE
         assert tls_images.connections == 1
     finally:
-        fetcher.close()
+        await fetcher.close()
 
 
 @pytest.mark.gen_test
@@ -286,7 +317,7 @@ async def test_a_certificate_for_another_host_is_refused(ca: trustme.CA) -> None
             with pytest.raises(SourceUnreachable, match="TLS handshake"):
                 await fetcher.fetch(impostor.url("coffee.jpg"))
         finally:
-            fetcher.close()
+            await fetcher.close()
 
 
 @pytest.mark.gen_test
@@ -310,7 +341,7 @@ async def test_a_tls_handshake_that_never_comes_times_out_and_hangs_up(ca: trust
         assert caught.value.code == "source_timeout"
         assert await asyncio.to_thread(hung_up.wait, 5), "the half-open TLS connection was left open"
     finally:
-        fetcher.close()
+        await fetcher.close()
         listener.close()
 
 

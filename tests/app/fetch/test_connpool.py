@@ -1,106 +1,85 @@
-"""The keep-alive pool on its own: which idle connections it hands back, and when it lets them go."""
+"""The fetcher's connector on its own: every socket checked where it is created, idle connections bounded.
+
+Against real servers on loopback: the image server counts the connections it accepted,
+and a trap on a forbidden address counts any that reach it.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import socket
-from collections.abc import Iterator
+from typing import Any
 
+import aiohttp
 import pytest
-import tornado.ioloop
-from tornado.iostream import IOStream
 
-from app.fetch.connpool import ConnectionPool
-from tests.support.specs import pool_limits
+from app.fetch.connpool import AddressRefused, BoundedConnector, guarded_socket_factory
+from app.fetch.policy import AddressPolicy
+from tests.hostile.traps import ConnectionTrap
+from tests.support.imageserver import FIXTURES, ImageServer
+from tests.support.specs import pool_limits, url_fetcher
 
-ORIGIN = ("http", "images.test", 80)
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
+IMAGE_SERVER_ONLY = AddressPolicy(allow_cidrs=["127.0.0.1/32"])
+COFFEE = (FIXTURES / "coffee.jpg").read_bytes()
 
 
-@pytest.fixture
-def clock() -> Clock:
-    return Clock()
+def test_the_socket_factory_refuses_a_forbidden_address_before_a_socket_exists() -> None:
+    create = guarded_socket_factory(IMAGE_SERVER_ONLY)
+    for address in ("127.0.0.2", "169.254.169.254", "::1", "::ffff:127.0.0.2", "not-an-address"):
+        family = socket.AF_INET6 if ":" in address else socket.AF_INET
+        with pytest.raises(AddressRefused):
+            create((family, socket.SOCK_STREAM, 0, "", (address, 80)))
+    allowed = create((socket.AF_INET, socket.SOCK_STREAM, 0, "", ("127.0.0.1", 80)))
+    assert allowed.family == socket.AF_INET
+    allowed.close()
 
 
-@pytest.fixture
-def streams(io_loop: tornado.ioloop.IOLoop) -> Iterator[list[tuple[IOStream, socket.socket]]]:
-    """Connected pairs: our end as an IOStream, the peer's end as a plain socket."""
-    made: list[tuple[IOStream, socket.socket]] = []
-
-    def pair() -> tuple[IOStream, socket.socket]:
-        ours, peer = socket.socketpair()
-        made.append((IOStream(ours), peer))
-        return made[-1]
-
-    yield [pair() for _ in range(4)]
-    for stream, peer in made:
-        stream.close()
-        peer.close()
-
-
-def test_hands_back_only_connections_to_a_freshly_resolved_address(
-    clock: Clock, streams: list[tuple[IOStream, socket.socket]]
-) -> None:
-    pool = ConnectionPool(pool_limits(), clock)
-    stream, _peer = streams[0]
-    pool.put(ORIGIN, stream, "192.0.2.1")
-    assert pool.take(ORIGIN, {"192.0.2.9"}) is None
-    assert stream.closed()  # not kept for an address the host no longer has
-    other, _ = streams[1]
-    pool.put(ORIGIN, other, "192.0.2.1")
-    assert pool.take(("https", "images.test", 80), {"192.0.2.1"}) is None  # another origin
-    assert pool.take(ORIGIN, {"192.0.2.1"}) == (other, "192.0.2.1")
-    assert len(pool) == 0
+@pytest.mark.gen_test
+async def test_aiohttp_dialling_an_ip_literal_directly_still_meets_the_check() -> None:
+    """aiohttp connects to an IP literal without a resolver; the socket factory is what stops it."""
+    trap = ConnectionTrap("127.0.0.2")
+    connector = BoundedConnector(pool_limits(), IMAGE_SERVER_ONLY, max_busy=4)
+    try:
+        async with aiohttp.ClientSession(connector=connector) as session:
+            with pytest.raises(aiohttp.ClientConnectorError) as caught:
+                await session.get(trap.url())
+        assert isinstance(caught.value.os_error, AddressRefused)
+        assert trap.connections == 0
+    finally:
+        trap.close()
 
 
-def test_idle_connections_expire(clock: Clock, streams: list[tuple[IOStream, socket.socket]]) -> None:
-    pool = ConnectionPool(pool_limits(keepalive_idle_s=4.0), clock)
-    old, _ = streams[0]
-    pool.put(ORIGIN, old, "192.0.2.1")
-    clock.now += 5.0
-    assert pool.take(ORIGIN, {"192.0.2.1"}) is None
-    assert old.closed()
-    quiet, _ = streams[1]
-    pool.put(("http", "quiet.test", 80), quiet, "192.0.2.2")
-    clock.now += 5.0
-    pool.put(ORIGIN, streams[2][0], "192.0.2.1")  # any put sweeps the other origins
-    assert quiet.closed()
-    assert len(pool) == 1
+async def fetch_together(urls: list[str], **settings: Any) -> tuple[list[bytes], list[bytes]]:
+    """Two rounds of concurrent downloads of ``urls`` on one fetcher."""
+    fetcher = url_fetcher(IMAGE_SERVER_ONLY, **settings)
+    try:
+        first = await asyncio.gather(*[fetcher.fetch(u) for u in urls])
+        second = await asyncio.gather(*[fetcher.fetch(u) for u in urls])
+        return first, second
+    finally:
+        await fetcher.close()
 
 
-def test_a_connection_the_peer_closed_or_wrote_to_is_not_reused(
-    clock: Clock, streams: list[tuple[IOStream, socket.socket]]
-) -> None:
-    pool = ConnectionPool(pool_limits(), clock)
-    hung_up, peer = streams[0]
-    peer.close()
-    pool.put(ORIGIN, hung_up, "192.0.2.1")
-    chatty, chatty_peer = streams[1]
-    chatty_peer.sendall(b"HTTP/1.1 200 OK\r\n")  # bytes nobody asked for
-    pool.put(ORIGIN, chatty, "192.0.2.1")
-    assert pool.take(ORIGIN, {"192.0.2.1"}) is None
-    assert hung_up.closed() and chatty.closed()
+@pytest.mark.gen_test
+async def test_idle_connections_are_bounded_per_origin(images: ImageServer) -> None:
+    before = images.connections
+    first, second = await fetch_together([images.url("coffee.jpg")] * 4, keepalive_per_host=2)
+    assert first == second == [COFFEE] * 4
+    assert images.connections - before == 4 + 2  # two of the first round's four were kept, two closed
 
 
-def test_the_pool_is_bounded(clock: Clock, streams: list[tuple[IOStream, socket.socket]]) -> None:
-    pool = ConnectionPool(pool_limits(keepalive_per_host=2), clock)
-    for stream, _peer in streams[:3]:
-        pool.put(ORIGIN, stream, "192.0.2.1")
-    assert len(pool) == 2
-    assert streams[2][0].closed()
-    pool.close()
-    assert len(pool) == 0 and streams[0][0].closed()
+@pytest.mark.gen_test
+async def test_idle_connections_are_bounded_in_all() -> None:
+    with ImageServer() as one, ImageServer() as other:
+        urls = [one.url("coffee.jpg")] * 2 + [other.url("coffee.jpg")] * 2
+        first, second = await fetch_together(urls, keepalive_per_host=16, keepalive_total=3)
+        assert first == second == [COFFEE] * 4
+        assert one.connections + other.connections == 4 + 1  # three of four kept across both origins
 
 
-def test_the_pool_is_bounded_across_origins(clock: Clock, streams: list[tuple[IOStream, socket.socket]]) -> None:
-    pool = ConnectionPool(pool_limits(keepalive_per_host=16, keepalive_total=3), clock)
-    for i, (stream, _peer) in enumerate(streams):
-        pool.put(("http", f"host{i}.test", 80), stream, "192.0.2.1")
-    assert len(pool) == 3
-    assert streams[3][0].closed() and not streams[0][0].closed()
+@pytest.mark.gen_test
+async def test_idle_connections_expire(images: ImageServer) -> None:
+    before = images.connections
+    first, second = await fetch_together([images.url("coffee.jpg")] * 2, keepalive_idle_s=1e-6)
+    assert first == second == [COFFEE] * 2
+    assert images.connections - before == 4  # none young enough to reuse
