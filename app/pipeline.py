@@ -25,9 +25,10 @@ from app.fetch.client import UrlFetcher
 from app.models import ModelRegistry, ServedModel
 from app.routing.router import MODEL_FAILURES, ModelRouter
 from app.routing.shadow import Shadow
+from processing.batch import decode_batch
 from processing.context import RequestContext
 from processing.errors import GatewayError, ItemError, ItemInternalError
-from processing.image import DecodeLimits, image_to_tensor
+from processing.image import DecodeLimits
 from processing.postprocess import classify_batch, raw_batch
 from processing.sources import ImageSource
 
@@ -69,11 +70,11 @@ class Pipeline:
             version, label, context.target = target.version, target.label, target.name
         self.admission.acquire(len(sources))
         try:
-            tensors = await self._load_all(model, sources, context)
-            images = [t for t in tensors if isinstance(t, np.ndarray)]
+            batch, failures = await self._load_all(model, sources, context)
+            images = len(batch)
             result = None  # no item reached the backend: nothing answered
             if images:
-                batch, ref, timeout = np.stack(images), model.ref(version, label), self.backend_timeout_s
+                ref, timeout = model.ref(version, label), self.backend_timeout_s
                 waiting, meta = time.perf_counter(), backend_metadata([context])
                 try:
                     if model.batched:
@@ -85,7 +86,7 @@ class Pipeline:
                         )
                 except GatewayError:
                     if router is not None and target is not None:  # every image failed on this route
-                        router.record(target, len(images), len(images), time.perf_counter() - waiting)
+                        router.record(target, images, images, time.perf_counter() - waiting)
                     raise
                 if router is not None:
                     self.shadow.maybe_send(model, router.routes.shadow, batch, timeout, meta)
@@ -93,76 +94,95 @@ class Pipeline:
                 context.record("predict", result.sent_at, result.answered_at)
                 context.version = result.version
             with context.timed("postprocess"):
-                answer = _answer(model, sources, tensors, result, top_k, context)
+                answer = _answer(model, sources, failures, result, top_k, context)
             if router is not None and target is not None and result is not None:
                 failed = sum(context.outcomes[code] for code in MODEL_FAILURES)
-                router.record(target, len(images), failed, result.answered_at - waiting)
+                router.record(target, images, failed, result.answered_at - waiting)
             return answer
         finally:
             self.admission.release(len(sources))
 
     async def _load_all(
         self, model: ServedModel, sources: Sequence[ImageSource], context: RequestContext
-    ) -> list[np.ndarray | ItemError]:
-        gate = asyncio.Semaphore(self.fetch_concurrency_per_request)
-        shared: dict[str, asyncio.Task[np.ndarray | ItemError]] = {}
+    ) -> tuple[np.ndarray, list[ItemError | None]]:
+        """The batch of every image that arrived and decoded, and each source's failure (None for a row)."""
+        arrived = await self._download_all(sources, context)
+        datas = [data for data in arrived if isinstance(data, bytes)]
+        loop = asyncio.get_running_loop()
+        decoded = await loop.run_in_executor(self.executor, decode_batch, datas, model.preprocess, self.decode_limits)
+        failures: list[ItemError | None] = []
+        decoded_items = iter(zip(decoded.failures, decoded.times, strict=True))
+        for item, data in enumerate(arrived):
+            if isinstance(data, bytes):
+                failure, (start, end) = next(decoded_items)
+                context.record("decode", start, end, item)
+                failures.append(None if failure is None else _item_error(failure))
+            else:
+                failures.append(data)
+        return decoded.tensors, failures
 
-        def task_for(source: ImageSource) -> asyncio.Task[np.ndarray | ItemError]:
+    async def _download_all(self, sources: Sequence[ImageSource], context: RequestContext) -> list[bytes | ItemError]:
+        """Each source's bytes (uploads as they came, URLs downloaded concurrently), or its error."""
+        gate = asyncio.Semaphore(self.fetch_concurrency_per_request)
+        shared: dict[str, asyncio.Task[bytes | ItemError]] = {}
+
+        def task_for(item: int, source: ImageSource) -> asyncio.Task[bytes | ItemError]:
             key = source.url if source.url is not None else f"#{id(source)}"
             if key not in shared:  # a URL repeated in one request is fetched once
-                item = len(shared)
-                shared[key] = asyncio.ensure_future(_captured(self._load_one(model, source, gate, context, item)))
+                shared[key] = asyncio.ensure_future(_captured(self._download(source, gate, context, item)))
             return shared[key]
 
-        tasks = [task_for(s) for s in sources]
+        tasks = [task_for(item, source) for item, source in enumerate(sources)]
         try:
             return list(await asyncio.gather(*tasks))
         finally:
             for task in tasks:
                 task.cancel()
 
-    async def _load_one(
-        self, model: ServedModel, source: ImageSource, gate: asyncio.Semaphore, context: RequestContext, item: int
-    ) -> np.ndarray:
+    async def _download(
+        self, source: ImageSource, gate: asyncio.Semaphore, context: RequestContext, item: int
+    ) -> bytes:
         if source.error is not None:
             raise source.error
-        data = source.data
-        if data is None:
-            assert source.url is not None
-            async with gate:
-                with context.timed("download", item):
-                    data = await self.fetcher.fetch(source.url)
-                context.bytes_downloaded += len(data)
-        loop = asyncio.get_running_loop()
-        with context.timed("decode", item):
-            work = loop.run_in_executor(self.executor, image_to_tensor, data, model.preprocess, self.decode_limits)
-            return await work
+        if source.data is not None:
+            return source.data
+        assert source.url is not None
+        async with gate:
+            with context.timed("download", item):
+                data = await self.fetcher.fetch(source.url)
+        context.bytes_downloaded += len(data)
+        return data
 
 
-async def _captured(work: Awaitable[np.ndarray]) -> np.ndarray | ItemError:
+async def _captured(work: Awaitable[bytes]) -> bytes | ItemError:
     """The result, or the item's error as a value so it does not fail the other items."""
     try:
         return await work
-    except ItemError as exc:
+    except Exception as exc:
+        return _item_error(exc)
+
+
+def _item_error(exc: Exception) -> ItemError:
+    """An item's failure as the error its answer reports: an unexpected one is a logged ``internal_error``."""
+    if isinstance(exc, ItemError):
         return exc
-    except Exception:
-        log.exception("unexpected failure on one input; answered as that item's internal_error")
-        return ItemInternalError("the tier failed on this input; this is a bug and has been logged")
+    log.error("unexpected failure on one input; answered as that item's internal_error", exc_info=exc)
+    return ItemInternalError("the tier failed on this input; this is a bug and has been logged")
 
 
 def _answer(
     model: ServedModel,
     sources: Sequence[ImageSource],
-    tensors: Sequence[np.ndarray | ItemError],
+    failures: Sequence[ItemError | None],
     result: PredictResult | None,
     top_k: int | None,
     context: RequestContext,
 ) -> dict[str, Any]:
     """The response document: one item per source, in order, with its classes or its error."""
     items: list[dict[str, Any]] = [{"source": s.name} for s in sources]
-    outcomes: list[dict[str, Any] | ItemError] = [t if isinstance(t, ItemError) else {} for t in tensors]
+    outcomes: list[dict[str, Any] | ItemError] = [f if f is not None else {} for f in failures]
     if result is not None:
-        good = [i for i, t in enumerate(tensors) if isinstance(t, np.ndarray)]
+        good = [i for i, f in enumerate(failures) if f is None]
         for i, answer in zip(good, _postprocess(model, result.outputs, top_k), strict=True):
             outcomes[i] = answer
     for item, outcome in zip(items, outcomes, strict=True):

@@ -13,6 +13,7 @@ import asyncio
 import threading
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
+from concurrent.futures import Executor, Future
 from typing import Any
 
 import cv2
@@ -333,3 +334,30 @@ async def test_the_requested_version_is_sent_and_the_answering_one_reported(
     pipeline = await make_pipeline(fake_settings(fake))
     answer = await pipeline.run("tiny", [ImageSource(name="grey", data=solid_png(5))], new_context(), version=7)
     assert answer["model"] == {"name": "tiny", "version": 7}  # the fake answers with the version asked for
+
+
+class CountingExecutor(Executor):
+    """The pipeline's thread pool, counting the work handed to it."""
+
+    def __init__(self, inner: Executor) -> None:
+        self.inner = inner
+        self.submitted = 0
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
+        self.submitted += 1
+        return self.inner.submit(fn, *args, **kwargs)
+
+
+@pytest.mark.gen_test(timeout=30)
+async def test_a_request_hands_its_images_to_the_thread_pool_once(
+    make_pipeline: PipelineFactory, fake: FakeBackend, images: ImageServer
+) -> None:
+    pipeline = await make_pipeline(fake_settings(fake, "models.tiny.batching.max_batch_size=0"))
+    pipeline.executor = counting = CountingExecutor(pipeline.executor)
+    sources = [url_source(serve(images, f"{v}.png", solid_png(v))) for v in (10, 20, 30)]
+    sources.append(ImageSource(name="forty", data=solid_png(40)))
+    context = new_context()
+    answer = await pipeline.run("tiny", sources, context)
+    assert [top_score(item) for item in answer["predictions"]] == [10.0, 20.0, 30.0, 40.0]
+    assert counting.submitted == 1  # four images, one hand-off (and one back)
+    assert {i.item for i in context.intervals if i.stage == "decode"} == {0, 1, 2, 3}
