@@ -13,6 +13,7 @@ import cv2
 import numpy as np
 
 from processing.errors import ImageDecodeFailed, ImageTooLarge
+from processing.jpeg import decode_jpeg, jpeg_size
 from processing.sniff import ImageHeader, read_header
 
 ResizeMode = Literal["stretch", "crop", "letterbox"]
@@ -83,9 +84,30 @@ def check_dimensions(header: ImageHeader, limits: DecodeLimits) -> None:
 
 
 def decode_image(data: bytes, limits: DecodeLimits, min_side: int = 0) -> np.ndarray:
-    """RGB uint8 pixels (H, W, 3), EXIF-rotated; JPEGs are downscaled in the DCT domain when allowed."""
+    """RGB uint8 pixels (H, W, 3), EXIF-rotated; JPEGs are downscaled in the DCT domain when allowed.
+
+    JPEGs go to libjpeg-turbo's TurboJPEG API (processing/jpeg.py: finer scales, RGB out); what it refuses, and
+    every other format, to OpenCV.
+    """
     header = read_header(data)
     check_dimensions(header, limits)
+    if header.format == "jpeg":
+        try:
+            size = jpeg_size(data)
+        except ValueError:
+            return decode_with_opencv(data, header, min_side)
+        # libjpeg-turbo's own reading of the header, should it differ from ours (OpenCV's limits are the
+        # backstop on its path; this is the one on this path).
+        check_dimensions(ImageHeader("jpeg", *size), limits)
+        try:
+            return decode_jpeg(data, size, min_side)
+        except ValueError:
+            pass  # e.g. 12-bit or lossless JPEG, which the TurboJPEG API refuses: OpenCV gets its turn
+    return decode_with_opencv(data, header, min_side)
+
+
+def decode_with_opencv(data: bytes, header: ImageHeader, min_side: int = 0) -> np.ndarray:
+    """RGB uint8 pixels decoded by OpenCV (which applies EXIF orientation); JPEGs reduced by 2, 4 or 8 when allowed."""
     buffer = np.frombuffer(data, dtype=np.uint8)
     flags = _jpeg_flags(header, min_side) if header.format == "jpeg" else cv2.IMREAD_UNCHANGED
     try:

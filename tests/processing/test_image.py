@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from processing.errors import ImageDecodeFailed, ImageTooLarge
-from processing.image import decode_image, image_to_tensor, preprocess
+from processing.image import decode_image, decode_with_opencv, image_to_tensor, preprocess
 from processing.sniff import read_header
 from tests.support.specs import decode_limits, preprocess_spec
 
@@ -173,3 +173,52 @@ def test_fixture_photo_becomes_a_model_tensor() -> None:
     spec = preprocess_spec(height=224, width=224, resize="crop", resize_shorter=256, dtype="uint8")
     out = image_to_tensor((FIXTURES / "coffee.jpg").read_bytes(), spec, LIMITS)
     assert out.shape == (224, 224, 3) and out.dtype == np.uint8
+
+
+@pytest.mark.parametrize("min_side", [0, 224, 256, 480])
+@pytest.mark.parametrize("name", ["astronaut.jpg", "chelsea.jpg", "coffee.jpg", "rocket.jpg"])
+def test_jpeg_pixels_equal_opencvs_at_every_reduction(name: str, min_side: int) -> None:
+    """libjpeg-turbo's TurboJPEG API at OpenCV's reductions gives OpenCV's pixels, bit for bit."""
+    data = (FIXTURES / name).read_bytes()
+    photo = cv2.imread(str(FIXTURES / name))
+    assert photo is not None
+    big = encode(cv2.resize(photo, (photo.shape[1] * 4, photo.shape[0] * 4)), ".jpg", [cv2.IMWRITE_JPEG_QUALITY, 90])
+    for jpeg in (data, big):
+        expected = decode_with_opencv(jpeg, read_header(jpeg), min_side)
+        np.testing.assert_array_equal(decode_image(jpeg, LIMITS, min_side=min_side), expected)
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_every_exif_orientation_turns_the_image_as_opencv_does(orientation: int) -> None:
+    pixels = np.random.default_rng(orientation).integers(0, 255, (24, 40, 3), dtype=np.uint8)
+    jpeg = _with_exif_orientation(encode(pixels, ".jpg", [cv2.IMWRITE_JPEG_QUALITY, 95]), orientation)
+    expected = decode_with_opencv(jpeg, read_header(jpeg))
+    np.testing.assert_array_equal(decode_image(jpeg, LIMITS), expected)
+
+
+@pytest.mark.parametrize("progressive", [False, True])
+@pytest.mark.parametrize("mode", ["RGB", "L", "CMYK"])
+def test_jpeg_colour_modes_and_progressive_decode_as_opencv_does(mode: str, progressive: bool) -> None:
+    from PIL import Image
+
+    photo = Image.open(FIXTURES / "chelsea.jpg").convert(mode)
+    buffer = io.BytesIO()
+    photo.save(buffer, "JPEG", quality=90, progressive=progressive)
+    jpeg = buffer.getvalue()
+    expected = decode_with_opencv(jpeg, read_header(jpeg))
+    np.testing.assert_array_equal(decode_image(jpeg, LIMITS), expected)
+
+
+@pytest.mark.parametrize("cut", [300, 1000, 20000, -2])
+def test_a_jpeg_truncated_anywhere_is_refused(cut: int) -> None:
+    data = (FIXTURES / "coffee.jpg").read_bytes()
+    with pytest.raises(ImageDecodeFailed):
+        decode_image(data[:cut], LIMITS)
+
+
+def test_a_jpeg_the_turbojpeg_api_refuses_gets_opencvs_answer() -> None:
+    """A lossless (SOF3) frame header: libjpeg-turbo's TurboJPEG API refuses it; OpenCV then decides."""
+    data = (FIXTURES / "coffee.jpg").read_bytes()
+    sof = data.index(b"\xff\xc0")
+    with pytest.raises(ImageDecodeFailed):
+        decode_image(data[:sof] + b"\xff\xc3" + data[sof + 2 :], LIMITS)
