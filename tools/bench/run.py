@@ -709,7 +709,8 @@ def report(h: Harness, started: float, before: str, only: Sequence[str]) -> str:
         f"- load: bench.load in its own process, {h.timing.warmup_s:g} s warm-up then {h.timing.duration_s:g} s "
         f"per run; scenarios 1, 2, 6 and the workers row keep each contender's best of {h.timing.rounds} "
         "interleaved round(s); "
-        "tier run as `python -m app --log-level WARNING` (the baselines log no request either)",
+        "tier run as `python -m app --log-level WARNING` (the baselines log no request either, the KServe peer's "
+        "access and latency logs are at WARNING)",
         "",
         "",
     ]
