@@ -5,8 +5,11 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 MODELS := build/models
 CONFIG ?= deploy/config.dev.yaml
+PEER_VENV := build/bench/kserve-venv
+PEER_STAMP := $(PEER_VENV)/.installed
+PEER_REQUIREMENTS := tools/bench/baselines/kserve-requirements.txt
 
-.PHONY: venv models browser nginx run test lint typecheck pytest bench clean
+.PHONY: venv models browser nginx run test lint typecheck pytest bench bench-peer clean
 
 venv: $(STAMP)
 
@@ -42,8 +45,25 @@ pytest: venv models browser nginx
 
 test: lint typecheck pytest
 
-bench: venv models
+bench: venv models bench-peer
 	$(PY) -m tools.bench
+
+# The benchmark's KServe peer, in a virtualenv of its own: kserve pins its own FastAPI, uvicorn and protobuf.
+# TF Serving's Python API comes without its TensorFlow dependency, and TensorFlow's proto modules (generated
+# protobuf code, no TensorFlow runtime) are copied from the project's venv, as app/backend/protos.py expects.
+# No prerequisite on $(STAMP): this target must never reinstall the project's venv.
+bench-peer: $(PEER_STAMP)
+
+$(PEER_STAMP): $(PEER_REQUIREMENTS)
+	test -x $(PY) || { echo "bench-peer: run 'make venv' first" >&2; exit 1; }
+	test -x $(PEER_VENV)/bin/python || $(PYTHON) -m venv $(PEER_VENV)
+	$(PEER_VENV)/bin/python -m pip install -q -r $(PEER_REQUIREMENTS)
+	$(PEER_VENV)/bin/python -m pip install -q --no-deps tensorflow-serving-api==2.21.0
+	src=$$($(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])') && \
+	dst=$$($(PEER_VENV)/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])') && \
+	cd "$$src" && find tensorflow -name '*_pb2.py' -exec cp --parents {} "$$dst" \;
+	$(PEER_VENV)/bin/python -c 'import tools.bench.baselines.kserve_peer'
+	touch $@
 
 clean:
 	rm -rf $(VENV) build test-artifacts

@@ -47,12 +47,16 @@ def start(
     timeout: float = 120.0,
     env: dict[str, str] | None = None,
     count: int = 1,
+    python: Path | None = None,
 ) -> Child:
-    """Start ``args`` (a Python module run from the repository) and wait for ``count`` lines matching ``ready``."""
+    """Start ``args`` (a Python module run from the repository) and wait for ``count`` lines matching ``ready``.
+
+    ``python`` is the interpreter, this one's unless given (the KServe peer runs in its own virtualenv).
+    """
     pattern = re.compile(ready)
     started = time.perf_counter()
     proc = subprocess.Popen(
-        [sys.executable, *args],
+        [str(python or sys.executable), *args],
         cwd=ROOT,
         env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
         stdout=subprocess.PIPE,

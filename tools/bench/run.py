@@ -36,7 +36,15 @@ MODELS = ROOT / "build" / "models"
 TIER_READY = r"imagegate: ready on (http://\S+)"
 SCENARIOS = ("throughput", "large", "latency", "memory", "startup", "batching", "backpressure", "cost", "extras")
 CONTENDERS = ("flask", "tornado", "tier")
-CONTENDER_NAMES = {"flask": "baseline (a) Flask", "tornado": "baseline (b) Tornado", "tier": "imagegate"}
+PEER = "kserve"  # a framework peer, in scenarios 1 and 2 when its virtualenv is there
+CONTENDER_NAMES = {
+    "flask": "baseline (a) Flask",
+    "tornado": "baseline (b) Tornado",
+    "tier": "imagegate",
+    PEER: "KServe peer",
+}
+PEER_VENV = ROOT / "build" / "bench" / "kserve-venv"
+PEER_MISSING = f"not run: the KServe peer's virtualenv {PEER_VENV.relative_to(ROOT)} is missing (make bench-peer)"
 
 
 @dataclass
@@ -84,6 +92,10 @@ class Harness:
 
     # --- workload ---------------------------------------------------------------------
 
+    def peer_available(self) -> bool:
+        """Whether ``make bench-peer`` finished building the KServe peer's virtualenv."""
+        return (PEER_VENV / ".installed").is_file()
+
     def bodies(self, name: str, names: Sequence[str], per_request: int, count: int = 64) -> Path:
         """A JSON-lines file of request bodies, each ``per_request`` URLs, rotating over ``names``."""
         path = self.out / f"bodies_{name}.jsonl"
@@ -92,6 +104,16 @@ class Harness:
             urls = [self.host.url(names[(i * per_request + j) % len(names)]) for j in range(per_request)]
             lines.append(json.dumps({"body": json.dumps(urls), "images": per_request}))
         path.write_text("\n".join(lines) + "\n")
+        return path
+
+    def bodies_for(self, kind: str, bodies: Path) -> Path:
+        """``bodies`` in the shape ``kind`` takes: KServe's v1 protocol wants ``{"instances": [...]}``, same URLs."""
+        if kind != PEER:
+            return bodies
+        lines = [json.loads(line) for line in bodies.read_text().splitlines() if line.strip()]
+        wrapped = [{**line, "body": json.dumps({"instances": json.loads(line["body"])})} for line in lines]
+        path = bodies.with_name(f"{bodies.stem}_v1{bodies.suffix}")
+        path.write_text("".join(json.dumps(line) + "\n" for line in wrapped))
         return path
 
     def load(
@@ -162,10 +184,22 @@ class Harness:
         child = procs.start(kind, [*args, "--softmax"], ready)
         return child, f"http://127.0.0.1:{port}/v1/models/tiny:predict"
 
+    def start_peer(self) -> tuple[Child, str]:
+        port = procs.free_port()
+        args = ["-m", "tools.bench.baselines.kserve_peer", "--port", str(port), "--backend", self.backend_address]
+        labels = MODELS / "tiny" / "labels.txt"
+        if labels.is_file():
+            args += ["--labels", str(labels)]
+        ready = r"Uvicorn running on (http://\S+)"
+        child = procs.start(PEER, [*args, "--softmax"], ready, python=PEER_VENV / "bin" / "python")
+        return child, f"http://127.0.0.1:{port}/v1/models/tiny:predict"
+
     @contextmanager
     def contender(self, kind: str, workers: int = 1) -> Iterator[tuple[Child, str]]:
         if kind == "tier":
             child, url = self.start_tier(self.tier_config("tiny", self.tiny(), self.backend_address), workers=workers)
+        elif kind == PEER:
+            child, url = self.start_peer()
         else:
             child, url = self.start_baseline(kind)
         try:
@@ -180,12 +214,15 @@ class Harness:
 def compare_run(h: Harness, label: str, bodies: Path, concurrency: int) -> dict[str, dict[str, Any]]:
     """Each contender in turn under the same load; also their peak memory."""
     results: dict[str, dict[str, Any]] = {}
+    kinds = (*CONTENDERS, PEER) if h.peer_available() else CONTENDERS
+    if PEER not in kinds:
+        print(f"    {label} {PEER}: {PEER_MISSING}", flush=True)
     for _round in range(h.timing.rounds):
-        for kind in CONTENDERS:
+        for kind in kinds:
             with h.contender(kind) as (child, url):
                 cpu = procs.cpu_seconds(child.pid)
                 with procs.MemorySampler(child.pid) as sampler:
-                    result = h.load(url, bodies, concurrency)
+                    result = h.load(url, h.bodies_for(kind, bodies), concurrency)
                 result["cpu_ms_per_image"] = _cpu_per_image(procs.cpu_seconds(child.pid) - cpu, result)
                 result["max_rss_mb"] = sampler.max_process_rss / MIB
                 result["hwm_mb"] = procs.peak_process_hwm(child.pid) / MIB
@@ -239,11 +276,11 @@ def scenario_throughput(h: Harness) -> None:
     best, tier, base, ratio = against_better_baseline(results)
     h.add(
         "1 throughput, 4 x 640x480 per request, c=16",
-        ">= 2.5x better baseline's images/s",
+        ">= 3x better baseline's images/s",
         f"tier {tier['images_per_s']:.0f} img/s vs {CONTENDER_NAMES[best]} {base['images_per_s']:.0f} "
         f"(other {results[_other(best)]['images_per_s']:.0f}); {_cpu_text(results)}",
         f"{ratio:.2f}x",
-        _verdict(ratio >= 2.5),
+        _verdict(ratio >= 3.0),
     )
     p99_ratio = tier["p99_ms"] / max(base["p99_ms"], 1e-9)
     h.add(
@@ -253,10 +290,42 @@ def scenario_throughput(h: Harness) -> None:
         f"{p99_ratio:.2f}x",
         _verdict(p99_ratio <= 0.5),
     )
+    peer_row(h, "1 throughput, tier vs KServe peer, 4 x 640x480, c=16", results, PEER_TARGET)
+    cpu = tier["cpu_ms_per_image"]
+    h.add(
+        "1 tier CPU per 640x480 image (scenario 1's load)",
+        f"<= {CPU_PER_SMALL_IMAGE_MS} ms",
+        f"{cpu:.2f} ms of the tier process's utime+stime per image answered",
+        f"{cpu / CPU_PER_SMALL_IMAGE_MS:.2f}x of cap",
+        _verdict(cpu <= CPU_PER_SMALL_IMAGE_MS),
+    )
+
+
+PEER_TARGET = 2.0
+CPU_PER_SMALL_IMAGE_MS = 1.3
+
+
+def peer_row(h: Harness, scenario: str, results: dict[str, dict[str, Any]], target: float | None) -> None:
+    """The tier against the KServe peer: a target (PASS/MISS) or, with ``target`` None, information."""
+    wanted = f">= {target:g}x KServe peer's images/s" if target else "(info)"
+    if PEER not in results:
+        h.add(scenario, wanted, PEER_MISSING, "", "MISS" if target else "info")
+        return
+    tier, peer = results["tier"], results[PEER]
+    ratio = tier["images_per_s"] / max(peer["images_per_s"], 1e-9)
+    h.add(
+        scenario,
+        wanted,
+        f"tier {tier['images_per_s']:.1f} img/s vs KServe peer {peer['images_per_s']:.1f}; p99 {tier['p99_ms']:.0f} "
+        f"vs {peer['p99_ms']:.0f} ms; server CPU ms per image: tier {tier['cpu_ms_per_image']:.2f}, "
+        f"peer {peer['cpu_ms_per_image']:.2f}",
+        f"{ratio:.2f}x",
+        _verdict(ratio >= target) if target else "info",
+    )
 
 
 def _cpu_text(results: dict[str, dict[str, Any]]) -> str:
-    costs = ", ".join(f"{k} {results[k]['cpu_ms_per_image']:.1f}" for k in CONTENDERS)
+    costs = ", ".join(f"{k} {results[k]['cpu_ms_per_image']:.1f}" for k in results)
     return f"server CPU ms per image: {costs}"
 
 
@@ -276,17 +345,18 @@ def scenario_large(h: Harness) -> None:
     best, tier, base, ratio = against_better_baseline(results)
     h.add(
         "2 throughput, 1 x 12 MP per request, c=8",
-        ">= 3x better baseline's images/s",
+        ">= 4x better baseline's images/s",
         f"tier {tier['images_per_s']:.1f} img/s vs {CONTENDER_NAMES[best]} {base['images_per_s']:.1f} "
         f"(other {results[_other(best)]['images_per_s']:.1f}); p99 {tier['p99_ms']:.0f} vs {base['p99_ms']:.0f} ms; "
         f"{_cpu_text(results)}",
         f"{ratio:.2f}x",
-        _verdict(ratio >= 3.0),
+        _verdict(ratio >= 4.0),
     )
+    peer_row(h, "2 throughput, tier vs KServe peer, 1 x 12 MP, c=8", results, None)
     h.add(
         "2 peak RSS per process under 12 MP load",
         "(info)",
-        ", ".join(f"{k} {results[k]['hwm_mb']:.0f} MB" for k in CONTENDERS),
+        ", ".join(f"{k} {results[k]['hwm_mb']:.0f} MB" for k in results),
         "",
         "info",
     )
@@ -639,7 +709,8 @@ def report(h: Harness, started: float, before: str, only: Sequence[str]) -> str:
         f"- load: bench.load in its own process, {h.timing.warmup_s:g} s warm-up then {h.timing.duration_s:g} s "
         f"per run; scenarios 1, 2, 6 and the workers row keep each contender's best of {h.timing.rounds} "
         "interleaved round(s); "
-        "tier run as `python -m app --log-level WARNING` (the baselines log no request either)",
+        "tier run as `python -m app --log-level WARNING` (the baselines log no request either, the KServe peer's "
+        "access and latency logs are at WARNING)",
         "",
         "",
     ]

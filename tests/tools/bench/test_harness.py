@@ -1,4 +1,4 @@
-"""The benchmark's pieces start and answer: image host, trivial backend, load generator, both baselines, the tier.
+"""The benchmark's pieces start and answer: image host, trivial backend, load generator, the baselines, the tier.
 
 One request each, no timing: the numbers come from ``python -m tools.bench``, never from tests.
 """
@@ -17,7 +17,7 @@ from tools.bench import procs
 from tools.bench.imagehost import start_image_host
 from tools.bench.images import make_workload
 from tools.bench.profile import fold
-from tools.bench.run import METRICS, Harness, Row, Timing, table
+from tools.bench.run import METRICS, PEER, PEER_MISSING, Harness, Row, Timing, peer_row, table
 
 SMOKE = Timing(warmup_s=0.0, duration_s=30.0, starts=1, latency_s=1.0)
 
@@ -50,6 +50,41 @@ def test_each_contender_answers_one_request(harness: Harness, kind: str) -> None
     assert result["item_errors"] == 0 and result["connection_errors"] == 0
     answer = json.loads(str(result["sample"]))
     assert [len(item["classes"]) for item in answer["predictions"]] == [3, 3]
+
+
+def test_the_kserve_peer_answers_one_request(harness: Harness) -> None:
+    if not harness.peer_available():
+        pytest.skip(f"KServe peer {PEER_MISSING}")
+    bodies = harness.bodies_for(PEER, harness.bodies("smoke", harness.workload.small, per_request=2, count=1))
+    with harness.contender(PEER) as (_child, url):
+        result = harness.load(url, bodies, concurrency=1, requests=1)
+    assert result["statuses"] == {"200": 1}, result["sample"]
+    assert result["item_errors"] == 0 and result["connection_errors"] == 0
+    answer = json.loads(str(result["sample"]))
+    assert [len(item["classes"]) for item in answer["predictions"]] == [3, 3]
+
+
+def test_the_peer_gets_the_same_urls_in_kserves_v1_shape(harness: Harness) -> None:
+    bodies = harness.bodies("smoke", harness.workload.small, per_request=2, count=3)
+    plain = [json.loads(line) for line in bodies.read_text().splitlines()]
+    v1 = [json.loads(line) for line in harness.bodies_for(PEER, bodies).read_text().splitlines()]
+    assert [{"instances": json.loads(p["body"]), "images": p["images"]} for p in plain] == [
+        {"instances": json.loads(v["body"])["instances"], "images": v["images"]} for v in v1
+    ]
+    assert harness.bodies_for("tier", bodies) == bodies
+
+
+def test_a_missing_peer_is_a_miss_that_says_so(harness: Harness) -> None:
+    """Without the peer's virtualenv its target row must not pass, and must say why."""
+    rows_before = len(harness.rows)
+    tier = {"images_per_s": 100.0, "p99_ms": 10.0, "cpu_ms_per_image": 1.0}
+    peer_row(harness, "peer", {"tier": tier}, 2.0)
+    peer_row(harness, "peer info", {"tier": tier}, None)
+    target, info = harness.rows[rows_before:]
+    assert (target.verdict, target.measured) == ("MISS", PEER_MISSING)
+    assert "make bench-peer" in PEER_MISSING and info.verdict == "info"
+    peer_row(harness, "peer", {"tier": tier, PEER: {**tier, "images_per_s": 40.0}}, 2.0)
+    assert (harness.rows[-1].verdict, harness.rows[-1].ratio) == ("PASS", "2.50x")
 
 
 @pytest.mark.parametrize("metrics", sorted(METRICS))
