@@ -48,8 +48,10 @@ def start(
     env: dict[str, str] | None = None,
     count: int = 1,
     python: Path | None = None,
+    cwd: Path = ROOT,
 ) -> Child:
-    """Start ``args`` (a Python module run from the repository) and wait for ``count`` lines matching ``ready``.
+    """Start ``args`` (a Python module run from ``cwd``, the repository unless given) and wait for ``count``
+    lines matching ``ready``.
 
     ``python`` is the interpreter, this one's unless given (the KServe peer runs in its own virtualenv).
     """
@@ -57,7 +59,7 @@ def start(
     started = time.perf_counter()
     proc = subprocess.Popen(
         [str(python or sys.executable), *args],
-        cwd=ROOT,
+        cwd=cwd,
         env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -158,6 +160,22 @@ def cpu_seconds(pid: int) -> float:
             continue
         total += int(fields[11]) + int(fields[12])  # utime, stime
     return total / ticks
+
+
+def thread_cpu_seconds(pid: int) -> dict[str, float]:
+    """User + system CPU time of each thread of ``pid``, summed by thread group: ``loop`` (the main
+    thread, where the event loop runs), ``decode`` (the pool's threads) and ``other`` (gRPC's and the rest)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    groups = {"loop": 0, "decode": 0, "other": 0}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            name = (task / "comm").read_text().strip()
+            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        group = "loop" if task.name == str(pid) else "decode" if name.startswith("decode") else "other"
+        groups[group] += int(fields[11]) + int(fields[12])
+    return {group: value / ticks for group, value in groups.items()}
 
 
 def peak_process_hwm(pid: int) -> int:

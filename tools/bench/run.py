@@ -29,12 +29,24 @@ from processing.image import DecodeLimits, PreprocessSpec, image_to_tensor
 from tools.bench import procs
 from tools.bench.imagehost import ImageHost, start_image_host
 from tools.bench.images import Workload, make_workload
+from tools.bench.levers import scenario_levers
 from tools.bench.procs import MIB, ROOT, Child
 
 OUT = ROOT / "build" / "bench"
 MODELS = ROOT / "build" / "models"
 TIER_READY = r"imagegate: ready on (http://\S+)"
-SCENARIOS = ("throughput", "large", "latency", "memory", "startup", "batching", "backpressure", "cost", "extras")
+SCENARIOS = (
+    "throughput",
+    "large",
+    "latency",
+    "memory",
+    "startup",
+    "batching",
+    "backpressure",
+    "cost",
+    "levers",
+    "extras",
+)
 CONTENDERS = ("flask", "tornado", "tier")
 PEER = "kserve"  # a framework peer, in scenarios 1 and 2 when its virtualenv is there
 CONTENDER_NAMES = {
@@ -675,6 +687,7 @@ RUNNERS: dict[str, Callable[[Harness], None]] = {
     "batching": scenario_batching,
     "backpressure": scenario_backpressure,
     "cost": scenario_cost,
+    "levers": scenario_levers,
     "extras": scenario_extras,
 }
 

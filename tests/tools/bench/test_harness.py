@@ -16,6 +16,7 @@ import pytest
 from tools.bench import procs
 from tools.bench.imagehost import start_image_host
 from tools.bench.images import make_workload
+from tools.bench.levers import LEVERS
 from tools.bench.profile import fold
 from tools.bench.run import METRICS, PEER, PEER_MISSING, Harness, Row, Timing, peer_row, table
 
@@ -126,3 +127,22 @@ def test_the_bench_never_loads_tensorflow() -> None:
         "sys.exit('tensorflow.python' in sys.modules)"
     )
     assert subprocess.run([sys.executable, "-c", code], cwd=procs.ROOT, check=False).returncode == 0
+
+
+def test_every_lever_of_scenario_9_names_a_commit_of_this_repository() -> None:
+    """Scenario 9 checks each lever's commit out; a rewritten history would leave it measuring nothing."""
+    for lever in LEVERS:
+        if lever.commit is not None:
+            found = subprocess.run(["git", "cat-file", "-e", f"{lever.commit}^{{commit}}"], cwd=procs.ROOT)
+            assert found.returncode == 0, f"{lever.name}: commit {lever.commit} is not in this repository"
+    assert [lever.module for lever in LEVERS if not lever.kept] == ["tools.bench.uvloop_tier"]
+
+
+def test_the_uvloop_launcher_runs_the_tier_under_uvloops_policy() -> None:
+    code = (
+        "import asyncio, runpy, tools.bench.uvloop_tier as launcher; "
+        "runpy.run_module = lambda name, **k: print(name, type(asyncio.get_event_loop_policy()).__module__); "
+        "launcher.main()"
+    )
+    done = subprocess.run([sys.executable, "-c", code], cwd=procs.ROOT, capture_output=True, text=True, timeout=60)
+    assert done.stdout.split() == ["app", "uvloop"], done.stderr[-2000:]

@@ -1,0 +1,111 @@
+"""Scenario 9 (issue 18): what each throughput lever bought, every one measured in the same run.
+
+Each lever is the tier as it stood at a commit of this repository (checked out once into
+``build/bench/levers/<commit>`` with ``git worktree``, and run from there with this
+virtualenv), or the working tree started another way (``uvloop``). They run one after
+another under scenario 1's load (4 x 640x480 URLs per request, c=16, the fake backend),
+interleaved over the rounds, so the machine's drift is spread over all of them. The
+figure to read is the tier's CPU per image (its own utime+stime over the images it
+answered), which moves by a few per cent between runs where images/s moves by tens.
+"""
+
+from __future__ import annotations
+
+import statistics
+import subprocess
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from tools.bench import procs
+from tools.bench.procs import ROOT
+
+if TYPE_CHECKING:
+    from tools.bench.run import Harness
+
+LEVERS_DIR = ROOT / "build" / "bench" / "levers"
+
+
+@dataclass(frozen=True)
+class Lever:
+    name: str
+    commit: str | None  # None: the working tree
+    module: str = "app"  # what ``python -m`` runs: the tier, or a launcher that starts it another way
+    kept: bool = True  # whether the product keeps this lever
+
+
+LEVERS: tuple[Lever, ...] = (
+    Lever("before issue 18: Tornado HTTP1Connection downloads, a hand-off per image, OpenCV decode", "6a479df"),
+    Lever("simplejpeg decode alone, on that base", "b4548f3"),
+    Lever("+ aiohttp downloads", "df296e9"),
+    Lever("+ one thread-pool hand-off per request, decoded into the batch", "89a544d"),
+    Lever("+ simplejpeg decode (all three)", "e1134f3"),
+    Lever("the working tree", None),
+    Lever("the working tree on uvloop", None, module="tools.bench.uvloop_tier", kept=False),
+)
+
+
+def checkout(commit: str) -> Path:
+    """A worktree of ``commit`` under build/bench/levers, made once."""
+    path = LEVERS_DIR / commit
+    if not (path / "app").is_dir():
+        LEVERS_DIR.mkdir(parents=True, exist_ok=True)
+        subprocess.run(["git", "worktree", "prune"], cwd=ROOT, check=True)
+        subprocess.run(
+            ["git", "worktree", "add", "--force", "--detach", str(path), commit],
+            cwd=ROOT,
+            check=True,
+            capture_output=True,
+        )
+    return path
+
+
+def start(h: Harness, lever: Lever, config: Path) -> tuple[procs.Child, str]:
+    cwd = checkout(lever.commit) if lever.commit is not None else ROOT
+    args = ["-m", lever.module, "--config", str(config), "--port", "0", "--log-level", "WARNING"]
+    child = procs.start("tier", args, r"imagegate: ready on (http://\S+)", cwd=cwd)
+    return child, f"{child.match.group(1)}/v1/models/tiny:predict"
+
+
+def scenario_levers(h: Harness, levers: Sequence[Lever] = LEVERS) -> None:
+    from tools.bench.run import _cpu_per_image, _summary
+
+    bodies = h.bodies("small4", h.workload.small, per_request=4)
+    config = h.tier_config("tiny", h.tiny(), h.backend_address)
+    runs: dict[str, list[dict[str, Any]]] = {lever.name: [] for lever in levers}
+    for _round in range(max(h.timing.rounds, 2)):
+        for lever in levers:
+            child, url = start(h, lever, config)
+            try:
+                cpu, threads = procs.cpu_seconds(child.pid), procs.thread_cpu_seconds(child.pid)
+                result = h.load(url, bodies, concurrency=16)
+                result["cpu_ms_per_image"] = _cpu_per_image(procs.cpu_seconds(child.pid) - cpu, result)
+                after = procs.thread_cpu_seconds(child.pid)
+                result["thread_cpu_ms_per_image"] = {
+                    group: _cpu_per_image(after[group] - threads[group], result) for group in threads
+                }
+            finally:
+                child.stop()
+            print(f"    {lever.name}: {_summary(result)}", flush=True)
+            runs[lever.name].append(result)
+    h.raw["levers"] = runs
+    first = statistics.median(r["cpu_ms_per_image"] for r in runs[levers[0].name])
+    for lever in levers:
+        results = runs[lever.name]
+        cpu = statistics.median(r["cpu_ms_per_image"] for r in results)
+        rates = ", ".join(f"{r['images_per_s']:.0f}" for r in results)
+        cpus = ", ".join(f"{r['cpu_ms_per_image']:.2f}" for r in results)
+        errors = sum(r["item_errors"] + r["connection_errors"] for r in results)
+        by_thread = ", ".join(
+            f"{group} {statistics.median(r['thread_cpu_ms_per_image'][group] for r in results):.2f}"
+            for group in ("loop", "decode", "other")
+        )
+        where = lever.commit or "working tree"
+        h.add(
+            f"9 lever: {lever.name} ({where}{'' if lever.kept else ', not kept'})",
+            "(info) CPU per image against the first row",
+            f"CPU ms per image {cpus} (median {cpu:.3f}; by thread: {by_thread}); img/s {rates}; errors {errors}",
+            f"{cpu / first:.3f}x",
+            "info",
+        )
