@@ -74,7 +74,7 @@ class RequestContext:
     def stage_seconds(self) -> dict[str, float]:
         """Each stage's wall time within the request; together never more than the request's.
 
-        Stages overlap: downloads run concurrently, and one image decodes while another downloads.
+        Stages may overlap: downloads run concurrently, and a stage may start before an earlier one ends.
         Each moment counts once, for the earliest stage (in ``STAGES`` order) running then, so a
         download stage lasts from the first download's start to the last one's end, and decoding
         counts only while no download runs.
