@@ -70,6 +70,8 @@ def orient(pixels: np.ndarray, orientation: int) -> np.ndarray:
 
 def exif_orientation(data: bytes) -> int:
     """The EXIF orientation (1-8) of a JPEG; 1 when it has none or its EXIF cannot be read."""
+    if b"Exif\x00\x00" not in data:
+        return 1  # no EXIF block at all: skip walking the segments in Python (one search in C instead)
     try:
         tiff = _exif_payload(data)
         return _tiff_orientation(tiff) if tiff else 1

@@ -44,16 +44,34 @@ def top_classes(scores: np.ndarray, k: int, labels: Sequence[str]) -> list[dict[
 def classify_batch(
     output: np.ndarray, spec: PostprocessSpec, top_k: int | None = None
 ) -> list[dict[str, Any] | ItemError]:
-    """One ``{"classes": [...]}`` per row of a [batch, classes] output; a row that is not all finite is an error."""
+    """One ``{"classes": [...]}`` per row of a [batch, classes] output; a row that is not all finite is an error.
+
+    The whole batch at once (softmax, the k best and their order are array operations over the rows), giving
+    each row what ``top_classes`` gives it alone.
+    """
     rows = output.reshape(len(output), -1)
-    k = top_k if top_k is not None else spec.top_k
+    if len(rows) == 0:
+        return []
+    inexact = np.issubdtype(rows.dtype, np.inexact)
+    finite = np.isfinite(rows).all(axis=1) if inexact else np.ones(len(rows), dtype=bool)
+    scores = np.where(finite[:, None], rows, 0).astype(np.float64)  # a non-finite row is answered as an error
+    if spec.softmax:
+        scores = softmax(scores)
+    k = max(1, min(top_k if top_k is not None else spec.top_k, scores.shape[1]))
+    best = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+    best = np.take_along_axis(best, np.argsort(-np.take_along_axis(scores, best, axis=1), axis=1, kind="stable"), 1)
+    values = np.take_along_axis(scores, best, axis=1)
+    labels, named = spec.labels, len(spec.labels)
     answers: list[dict[str, Any] | ItemError] = []
-    for row in rows:
-        if not _finite(row):
+    for ok, ids, row_scores in zip(finite.tolist(), best.tolist(), values.tolist(), strict=True):
+        if not ok:
             answers.append(_not_finite())
             continue
-        scores = softmax(row.astype(np.float64)) if spec.softmax else row
-        answers.append({"classes": top_classes(scores, k, spec.labels)})
+        classes = [
+            {"class_id": i, "label": labels[i] if i < named else str(i), "score": score}
+            for i, score in zip(ids, row_scores, strict=True)
+        ]
+        answers.append({"classes": classes})
     return answers
 
 

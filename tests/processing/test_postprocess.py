@@ -1,8 +1,10 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from processing.postprocess import (
+    PostprocessSpec,
     classify_batch,
     parse_labels,
     raw_batch,
@@ -59,3 +61,25 @@ def test_raw_outputs_with_nan_are_errors_and_integers_are_always_finite() -> Non
     first, second = raw_batch(outputs)
     assert first == {"outputs": {"a": [0.5], "b": [1]}}
     assert getattr(second, "code", None) == "model_output_invalid"
+
+
+@pytest.mark.parametrize("classes", [8, 1000])
+@pytest.mark.parametrize("use_softmax", [True, False])
+def test_a_batch_gives_each_row_what_the_row_alone_gives(classes: int, use_softmax: bool) -> None:
+    """classify_batch works on the whole batch at once; each row's answer is still top_classes of that row."""
+    rng = np.random.default_rng(classes)
+    spec = PostprocessSpec("classification", use_softmax, 5, tuple(f"c{i}" for i in range(classes - 2)))
+    for trial in range(60):
+        output = rng.normal(size=(int(rng.integers(1, 9)), classes)).astype(np.float32)
+        if trial % 3 == 0:
+            output = np.round(output)  # ties, whose order must not change
+        if trial % 4 == 0:
+            output[-1, 3] = np.nan if trial % 8 else np.inf
+        expected = [
+            {"classes": top_classes(softmax(row.astype(np.float64)) if use_softmax else row, 5, spec.labels)}
+            if np.isfinite(row).all()
+            else "model_output_invalid"
+            for row in output
+        ]
+        answers = classify_batch(output, spec)
+        assert [a if isinstance(a, dict) else a.code for a in answers] == expected
