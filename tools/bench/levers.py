@@ -99,7 +99,7 @@ def scenario_levers(h: Harness, levers: Sequence[Lever] = LEVERS) -> None:
         errors = sum(r["item_errors"] + r["connection_errors"] for r in results)
         by_thread = ", ".join(
             f"{group} {statistics.median(r['thread_cpu_ms_per_image'][group] for r in results):.2f}"
-            for group in ("loop", "decode", "other")
+            for group in ("loop", "python", "other")
         )
         where = lever.commit or "working tree"
         h.add(

@@ -163,17 +163,20 @@ def cpu_seconds(pid: int) -> float:
 
 
 def thread_cpu_seconds(pid: int) -> dict[str, float]:
-    """User + system CPU time of each thread of ``pid``, summed by thread group: ``loop`` (the main
-    thread, where the event loop runs), ``decode`` (the pool's threads) and ``other`` (gRPC's and the rest)."""
+    """User + system CPU time of the threads of ``pid``, in seconds, in three groups: ``loop`` (the main
+    thread, where the event loop runs), ``python`` (the other threads Python started, which keep the
+    process's name: the decode pool, and asyncio's resolver pool when a host name is looked up) and
+    ``other`` (threads that name themselves: gRPC's core)."""
     ticks = os.sysconf("SC_CLK_TCK")
-    groups = {"loop": 0, "decode": 0, "other": 0}
+    main_name = Path(f"/proc/{pid}/comm").read_text().strip()
+    groups = {"loop": 0, "python": 0, "other": 0}
     for task in Path(f"/proc/{pid}/task").iterdir():
         try:
             name = (task / "comm").read_text().strip()
             fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
         except OSError:
             continue
-        group = "loop" if task.name == str(pid) else "decode" if name.startswith("decode") else "other"
+        group = "loop" if task.name == str(pid) else "python" if name == main_name else "other"
         groups[group] += int(fields[11]) + int(fields[12])
     return {group: value / ticks for group, value in groups.items()}
 

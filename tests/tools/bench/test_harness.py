@@ -146,3 +146,16 @@ def test_the_uvloop_launcher_runs_the_tier_under_uvloops_policy() -> None:
     )
     done = subprocess.run([sys.executable, "-c", code], cwd=procs.ROOT, capture_output=True, text=True, timeout=60)
     assert done.stdout.split() == ["app", "uvloop"], done.stderr[-2000:]
+
+
+def test_the_micro_levers_each_measure_something() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "tools.bench.micro", "--rounds", "1", "--calls", "20"],
+        cwd=procs.ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = [line.split("|")[1:3] for line in done.stdout.splitlines()[2:]]
+    assert len(rows) == 8 and all(float(cpu) > 0 for _name, cpu in rows), done.stdout
