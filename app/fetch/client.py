@@ -47,12 +47,13 @@ from app.fetch.limits import FetchLimits, PoolLimits
 from app.fetch.policy import AddressPolicy
 from app.fetch.resolver import GuardedResolver
 from app.fetch.response import check_head, read_body
-from app.fetch.urls import host_header, request_target, validate_url
+from app.fetch.urls import Hop, validate_url
 from app.settings import FetchSettings
 from processing.errors import ItemError
 
 MAX_HEADER_BYTES = 64 << 10
 USER_AGENT = "imagegate/0.1"
+REQUEST_HEADERS = {"Accept": "image/*", "Accept-Encoding": "gzip", "User-Agent": USER_AGENT}
 REDIRECT_CODES = frozenset({301, 302, 303, 307, 308})
 
 
@@ -118,47 +119,45 @@ class UrlFetcher:
     async def fetch(self, url: str) -> bytes:
         """The body of ``url`` after following allowed redirects; raises an ItemError."""
         deadline = time.monotonic() + self.limits.total_timeout_s
-        current = url
-        parts = validate_url(current)
-        for hop in range(self.limits.max_redirects + 1):
+        hop = validate_url(url)
+        for redirects in range(self.limits.max_redirects + 1):
             try:
-                answer = await self._fetch_hop(parts, deadline)
+                answer = await self._fetch_hop(hop, deadline)
             except SourceForbidden as exc:
-                if hop == 0 or isinstance(exc, RedirectForbidden):
+                if redirects == 0 or isinstance(exc, RedirectForbidden):
                     raise
                 raise RedirectForbidden(
                     "a redirect points at an address that is not allowed", log_message=exc.log_message
                 ) from exc
             if isinstance(answer, bytes):
                 return answer
-            current = _redirect_target(current, answer)
-            parts = validate_url(current)
+            hop = _redirect_target(hop, answer)
         raise TooManyRedirects(f"more than {self.limits.max_redirects} redirects")
 
-    async def _fetch_hop(self, parts: urllib.parse.SplitResult, deadline: float) -> bytes | _Redirect:
+    async def _fetch_hop(self, hop: Hop, deadline: float) -> bytes | _Redirect:
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             raise _timeout(self.limits)
         try:
             async with asyncio.timeout(remaining), self._gate:
-                return await self._get(parts, deadline)
+                return await self._get(hop, deadline)
         except TimeoutError as exc:
             raise _timeout(self.limits, "total timeout") from exc
 
-    async def _get(self, parts: urllib.parse.SplitResult, deadline: float) -> bytes | _Redirect:
+    async def _get(self, hop: Hop, deadline: float) -> bytes | _Redirect:
         """One GET, to the first of the host's checked addresses that answers."""
-        assert parts.hostname is not None
-        port = parts.port or (443 if parts.scheme == "https" else 80)
         connect_by = min(time.monotonic() + self.limits.connect_timeout_s, deadline)  # resolving and dialling
-        try:
-            async with asyncio.timeout(connect_by - time.monotonic()):
-                addresses = await self._resolver.resolve(parts.hostname, port)
-        except TimeoutError as exc:
-            raise _timeout(self.limits, "connect timeout (resolving)") from exc
+        addresses = self._resolver.literal(hop.host, hop.port)  # an IP literal: checked, no lookup to time
+        if addresses is None:
+            try:
+                async with asyncio.timeout(connect_by - time.monotonic()):
+                    addresses = await self._resolver.resolve(hop.host, hop.port)
+            except TimeoutError as exc:
+                raise _timeout(self.limits, "connect timeout (resolving)") from exc
         failure: BaseException | None = None
         for _family, sockaddr in addresses:
             try:
-                return await self._exchange(parts, str(sockaddr[0]), int(sockaddr[1]), connect_by - time.monotonic())
+                return await self._exchange(hop, str(sockaddr[0]), int(sockaddr[1]), connect_by - time.monotonic())
             except aiohttp.ClientConnectorError as exc:  # this address did not answer: try the next one
                 failure = exc
         if isinstance(failure, aiohttp.ClientConnectorError) and isinstance(failure.os_error, AddressRefused):
@@ -169,14 +168,12 @@ class UrlFetcher:
             raise SourceUnreachable("TLS handshake with the source failed", log_message=str(failure))
         raise SourceUnreachable("the connection to the source failed", log_message=repr(failure))
 
-    async def _exchange(
-        self, parts: urllib.parse.SplitResult, address: str, port: int, connect_s: float
-    ) -> bytes | _Redirect:
-        https = parts.scheme == "https"
+    async def _exchange(self, hop: Hop, address: str, port: int, connect_s: float) -> bytes | _Redirect:
         netloc = f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
-        target = URL(f"{parts.scheme}://{netloc}{request_target(parts)}", encoded=True)
-        headers = {"Host": host_header(parts), "Accept": "image/*", "Accept-Encoding": "gzip", "User-Agent": USER_AGENT}
-        options: dict[str, Any] = {"ssl": self._tls_context(), "server_hostname": parts.hostname} if https else {}
+        target = URL(f"{hop.scheme}://{netloc}{hop.target}", encoded=True)
+        headers = {"Host": hop.host_header, **REQUEST_HEADERS}
+        https = hop.scheme == "https"
+        options: dict[str, Any] = {"ssl": self._tls_context(), "server_hostname": hop.host} if https else {}
         try:
             async with self._client().get(
                 target,
@@ -212,15 +209,13 @@ class UrlFetcher:
         return self._tls
 
 
-def _redirect_target(current: str, redirect: _Redirect) -> str:
+def _redirect_target(current: Hop, redirect: _Redirect) -> Hop:
     if not redirect.location:
         raise SourceHttpError(f"GET returned {redirect.code} without a Location")
-    target = urllib.parse.urljoin(current, redirect.location)
     try:
-        validate_url(target)
+        return validate_url(urllib.parse.urljoin(current.url, redirect.location))
     except UrlInvalid as exc:
         raise RedirectForbidden(f"a redirect points at a URL that is not allowed: {exc.message}") from exc
-    return target
 
 
 def _timeout(limits: FetchLimits, detail: str = "") -> SourceTimeout:

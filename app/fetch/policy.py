@@ -73,6 +73,8 @@ class _HostPatterns:
         return bool(self._exact or self._suffixes)
 
     def matches(self, host: str) -> bool:
+        if not (self._exact or self._suffixes):
+            return False
         name = _normal_host(host)
         return name in self._exact or name.endswith(self._suffixes)
 

@@ -19,15 +19,23 @@ class GuardedResolver(Resolver):
         self._inner = inner
         self._policy = policy
 
+    def literal(self, host: str, port: int) -> list[tuple[int, Any]] | None:
+        """The address ``host`` names if it is a canonical IP literal, checked; None for a name to look up."""
+        literal = _canonical_literal(host)
+        if literal is None:
+            return None
+        self._policy.check_host(host)
+        self._policy.check_address(literal)
+        sockaddr = (str(literal), port) if literal.version == 4 else (str(literal), port, 0, 0)
+        return [(socket.AF_INET if literal.version == 4 else socket.AF_INET6, sockaddr)]
+
     async def resolve(
         self, host: str, port: int, family: socket.AddressFamily = socket.AF_UNSPEC
     ) -> list[tuple[int, Any]]:
+        addresses = self.literal(host, port)  # no lookup (and no thread hop) for a plain IP, still checked
+        if addresses is not None:
+            return addresses
         self._policy.check_host(host)
-        literal = _canonical_literal(host)
-        if literal is not None:  # no lookup (and no thread hop) for a plain IP; still checked below
-            self._policy.check_address(literal)
-            sockaddr = (str(literal), port) if literal.version == 4 else (str(literal), port, 0, 0)
-            return [(socket.AF_INET if literal.version == 4 else socket.AF_INET6, sockaddr)]
         try:
             addresses = await self._inner.resolve(host, port, family)
         except (OSError, UnicodeError) as exc:

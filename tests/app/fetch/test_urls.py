@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from app.fetch.errors import UrlInvalid
-from app.fetch.urls import host_header, request_target, validate_url
+from app.fetch.urls import validate_url
 
 
 @pytest.mark.parametrize(
@@ -42,7 +42,20 @@ def test_urls_we_never_fetch_are_invalid(url: str) -> None:
     ["http://example.com/a.jpg", "HTTPS://Example.COM:8443/a.jpg?x=1#f", "http://[2001:4860::1]/", "http://bücher.de/"],
 )
 def test_ordinary_urls_are_valid(url: str) -> None:
-    assert validate_url(url).hostname
+    assert validate_url(url).host
+
+
+def test_a_hop_holds_the_host_port_and_scheme_once_read() -> None:
+    hop = validate_url("HTTPS://Example.COM/a.jpg")
+    assert (hop.scheme, hop.host, hop.port, hop.host_header) == ("https", "example.com", 443, "example.com")
+    hop = validate_url("http://[2001:4860::1]:8080/")
+    assert (hop.host, hop.port, hop.host_header) == ("2001:4860::1", 8080, "[2001:4860::1]:8080")
+
+
+@pytest.mark.parametrize("space", ["\u00a0", "\u2028", "\u3000", "\t", "\x0b"])
+def test_unicode_spaces_are_refused_like_ascii_ones(space: str) -> None:
+    with pytest.raises(UrlInvalid, match="whitespace"):
+        validate_url(f"http://example.com/a{space}b.jpg")
 
 
 def test_a_lone_surrogate_is_invalid() -> None:
@@ -51,8 +64,8 @@ def test_a_lone_surrogate_is_invalid() -> None:
 
 
 def test_the_request_line_and_host_are_ascii() -> None:
-    parts = validate_url("http://bücher.example:8080/café/ß.jpg?q=ü&x=1")
-    assert request_target(parts) == "/caf%C3%A9/%C3%9F.jpg?q=%C3%BC&x=1"
-    assert host_header(parts) == "xn--bcher-kva.example:8080"
-    assert host_header(validate_url("http://[::1]/a.jpg")) == "[::1]"
-    assert request_target(validate_url("http://a.example")) == "/"
+    hop = validate_url("http://bücher.example:8080/café/ß.jpg?q=ü&x=1")
+    assert hop.target == "/caf%C3%A9/%C3%9F.jpg?q=%C3%BC&x=1"
+    assert hop.host_header == "xn--bcher-kva.example:8080"
+    assert validate_url("http://[::1]/a.jpg").host_header == "[::1]"
+    assert validate_url("http://a.example").target == "/"
