@@ -41,7 +41,9 @@ LEVERS: tuple[Lever, ...] = (
     Lever("+ aiohttp downloads", "df296e9"),
     Lever("+ one thread-pool hand-off per request, decoded into the batch", "89a544d"),
     Lever("+ simplejpeg decode (all three)", "e1134f3"),
-    Lever("the working tree", None),
+    Lever("+ the batch postprocessed at once, no EXIF walk without EXIF", "02737fb"),
+    Lever("+ the fetcher's hot path (a URL read once, literal checked without a timed resolve)", "0c51bb9"),
+    Lever("the working tree (+ JSON nesting counted in C first)", None),
     Lever("the working tree on uvloop", None, module="tools.bench.uvloop_tier", kept=False),
 )
 

@@ -159,3 +159,16 @@ def test_the_micro_levers_each_measure_something() -> None:
     assert done.returncode == 0, done.stderr[-2000:]
     rows = [line.split("|")[1:3] for line in done.stdout.splitlines()[2:]]
     assert len(rows) == 8 and all(float(cpu) > 0 for _name, cpu in rows), done.stdout
+
+
+def test_each_download_client_is_measured() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "tools.bench.downloads", "--rounds", "1", "--count", "50"],
+        cwd=procs.ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = [line.split("|")[1:3] for line in done.stdout.splitlines()[2:]]
+    assert len(rows) == 4 and all(float(cpu) > 0 for _name, cpu in rows), done.stdout
