@@ -150,7 +150,7 @@ def test_the_uvloop_launcher_runs_the_tier_under_uvloops_policy() -> None:
 
 def test_the_micro_levers_each_measure_something() -> None:
     done = subprocess.run(
-        [sys.executable, "-m", "tools.bench.micro", "--rounds", "1", "--calls", "20"],
+        [sys.executable, "-m", "tools.bench.micro", "--rounds", "1", "--calls", "200"],
         cwd=procs.ROOT,
         capture_output=True,
         text=True,
