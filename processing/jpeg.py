@@ -19,6 +19,9 @@ import simplejpeg
 # and a 256 shorter side) decode fewer pixels but cost more CPU than a full decode (tools/bench/decoders.py).
 SCALE_FACTORS = (8, 4, 2)
 _EXIF_ORIENTATION_TAG = 0x0112
+# Up to this size a search of the whole file for the EXIF header beats walking its segments in Python;
+# a bigger file is walked, which stops at the scan data.
+_EXIF_SCAN_BYTES = 256 << 10
 _APP1 = 0xE1
 _SOS = 0xDA
 _EOI = 0xD9
@@ -70,7 +73,7 @@ def orient(pixels: np.ndarray, orientation: int) -> np.ndarray:
 
 def exif_orientation(data: bytes) -> int:
     """The EXIF orientation (1-8) of a JPEG; 1 when it has none or its EXIF cannot be read."""
-    if b"Exif\x00\x00" not in data:
+    if len(data) <= _EXIF_SCAN_BYTES and b"Exif\x00\x00" not in data:
         return 1  # no EXIF block at all: skip walking the segments in Python (one search in C instead)
     try:
         tiff = _exif_payload(data)

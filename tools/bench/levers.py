@@ -45,6 +45,7 @@ LEVERS: tuple[Lever, ...] = (
     Lever("+ the fetcher's hot path (a URL read once, literal checked without a timed resolve)", "0c51bb9"),
     Lever("the working tree (+ JSON nesting counted in C first)", None),
     Lever("the working tree on uvloop", None, module="tools.bench.uvloop_tier", kept=False),
+    Lever("floor: Tornado's HTTP server alone, a canned answer", None, module="tools.bench.tornado_floor", kept=False),
 )
 
 

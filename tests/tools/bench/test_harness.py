@@ -17,6 +17,7 @@ from tools.bench import procs
 from tools.bench.imagehost import start_image_host
 from tools.bench.images import make_workload
 from tools.bench.levers import LEVERS
+from tools.bench.levers import start as start_lever
 from tools.bench.profile import fold
 from tools.bench.run import METRICS, PEER, PEER_MISSING, Harness, Row, Timing, peer_row, table
 
@@ -135,7 +136,10 @@ def test_every_lever_of_scenario_9_names_a_commit_of_this_repository() -> None:
         if lever.commit is not None:
             found = subprocess.run(["git", "cat-file", "-e", f"{lever.commit}^{{commit}}"], cwd=procs.ROOT)
             assert found.returncode == 0, f"{lever.name}: commit {lever.commit} is not in this repository"
-    assert [lever.module for lever in LEVERS if not lever.kept] == ["tools.bench.uvloop_tier"]
+    assert [lever.module for lever in LEVERS if not lever.kept] == [
+        "tools.bench.uvloop_tier",
+        "tools.bench.tornado_floor",
+    ]
 
 
 def test_the_uvloop_launcher_runs_the_tier_under_uvloops_policy() -> None:
@@ -172,3 +176,14 @@ def test_each_download_client_is_measured() -> None:
     assert done.returncode == 0, done.stderr[-2000:]
     rows = [line.split("|")[1:3] for line in done.stdout.splitlines()[2:]]
     assert len(rows) == 4 and all(float(cpu) > 0 for _name, cpu in rows), done.stdout
+
+
+def test_the_tornado_floor_answers_what_the_tier_answers_in_shape(harness: Harness) -> None:
+    floor = next(lever for lever in LEVERS if lever.module == "tools.bench.tornado_floor")
+    child, url = start_lever(harness, floor, harness.tier_config("tiny", harness.tiny(), harness.backend_address))
+    try:
+        result = one_request(harness, url)
+    finally:
+        child.stop()
+    assert result["statuses"] == {"200": 1}
+    assert [len(item["classes"]) for item in json.loads(str(result["sample"]))["predictions"]] == [3, 3]
