@@ -61,7 +61,7 @@ class FetchSettings:
     max_concurrent: int = 64  # downloads in flight per process
     max_concurrent_per_request: int = 8
     keepalive_idle_s: float = 4.0  # an idle connection to a source is kept this long for reuse; 0 = no reuse
-    keepalive_per_host: int = 16  # idle connections kept per source host
+    keepalive_per_host: int = 16  # idle connections kept per source address (and port and TLS name)
     keepalive_total: int = 256  # idle connections kept across all source hosts
     allow_cidrs: tuple[str, ...] = ()  # allowed even if in a denied range (e.g. 127.0.0.0/8 for dev)
     deny_cidrs: tuple[str, ...] = ()  # denied on top of the built-in forbidden ranges

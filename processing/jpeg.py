@@ -15,6 +15,8 @@ import cv2
 import numpy as np
 import simplejpeg
 
+from processing.sniff import jpeg_segments
+
 # Only the reductions libjpeg-turbo has SIMD inverse DCTs for: its other M/8 scales (5/8 for a 640x480 photo
 # and a 256 shorter side) decode fewer pixels but cost more CPU than a full decode (tools/bench/decoders.py).
 SCALE_FACTORS = (8, 4, 2)
@@ -23,9 +25,6 @@ _EXIF_ORIENTATION_TAG = 0x0112
 # a bigger file is walked, which stops at the scan data.
 _EXIF_SCAN_BYTES = 256 << 10
 _APP1 = 0xE1
-_SOS = 0xDA
-_EOI = 0xD9
-_STANDALONE_MARKERS = frozenset(range(0xD0, 0xD9)) | {0x01}
 
 
 def jpeg_size(data: bytes) -> tuple[int, int]:
@@ -84,24 +83,11 @@ def exif_orientation(data: bytes) -> int:
 
 def _exif_payload(data: bytes) -> bytes | None:
     """The TIFF block of the first APP1 ``Exif`` segment before the scan data."""
-    pos = 2
-    while pos < len(data):
-        while data[pos] != 0xFF:
-            pos += 1
-        while data[pos] == 0xFF:
-            pos += 1
-        marker = data[pos]
-        pos += 1
-        if marker in _STANDALONE_MARKERS:
-            continue
-        if marker in (_SOS, _EOI):
-            return None
-        (length,) = struct.unpack(">H", data[pos : pos + 2])
+    for marker, pos, length in jpeg_segments(data):
         if length < 2:
             return None
         if marker == _APP1 and data[pos + 2 : pos + 8] == b"Exif\x00\x00":
             return data[pos + 8 : pos + length]
-        pos += length
     return None
 
 

@@ -7,6 +7,7 @@ file that declares a huge canvas) before OpenCV allocates anything.
 from __future__ import annotations
 
 import struct
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from processing.errors import ImageDecodeFailed
@@ -96,7 +97,11 @@ _SOF_MARKERS = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
 _STANDALONE_MARKERS = frozenset(range(0xD0, 0xD9)) | {0x01}
 
 
-def _jpeg_size(data: bytes) -> tuple[int, int]:
+def jpeg_segments(data: bytes) -> Iterator[tuple[int, int, int]]:
+    """Each header segment of a JPEG up to its scan data: (marker, offset of its length field, length).
+
+    Raises IndexError or struct.error on data that ends first, ValueError on a length below 2.
+    """
     pos = 2
     while True:
         while data[pos] != 0xFF:
@@ -108,14 +113,20 @@ def _jpeg_size(data: bytes) -> tuple[int, int]:
         if marker in _STANDALONE_MARKERS:
             continue
         if marker == 0xD9 or marker == 0xDA:
-            raise ValueError("no frame header before scan data")
+            return
         length = struct.unpack(">H", data[pos : pos + 2])[0]
-        if marker in _SOF_MARKERS:
-            height, width = struct.unpack(">HH", data[pos + 3 : pos + 7])
-            return int(width), int(height)
+        yield marker, pos, length
         if length < 2:
             raise ValueError("bad segment length")
         pos += length
+
+
+def _jpeg_size(data: bytes) -> tuple[int, int]:
+    for marker, pos, _length in jpeg_segments(data):
+        if marker in _SOF_MARKERS:
+            height, width = struct.unpack(">HH", data[pos + 3 : pos + 7])
+            return int(width), int(height)
+    raise ValueError("no frame header before scan data")
 
 
 _DIMENSION_READERS = {
