@@ -108,8 +108,12 @@ class Pipeline:
         """The batch of every image that arrived and decoded, and each source's failure (None for a row)."""
         arrived = await self._download_all(sources, context)
         datas = [data for data in arrived if isinstance(data, bytes)]
-        loop = asyncio.get_running_loop()
-        decoded = await loop.run_in_executor(self.executor, decode_batch, datas, model.preprocess, self.decode_limits)
+        if datas:
+            loop = asyncio.get_running_loop()
+            decode = loop.run_in_executor(self.executor, decode_batch, datas, model.preprocess, self.decode_limits)
+            decoded = await decode
+        else:  # nothing arrived: an empty batch, without a hand-off
+            decoded = decode_batch(datas, model.preprocess, self.decode_limits)
         failures: list[ItemError | None] = []
         decoded_items = iter(zip(decoded.failures, decoded.times, strict=True))
         for item, data in enumerate(arrived):

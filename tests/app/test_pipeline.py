@@ -361,3 +361,14 @@ async def test_a_request_hands_its_images_to_the_thread_pool_once(
     assert [top_score(item) for item in answer["predictions"]] == [10.0, 20.0, 30.0, 40.0]
     assert counting.submitted == 1  # four images, one hand-off (and one back)
     assert {i.item for i in context.intervals if i.stage == "decode"} == {0, 1, 2, 3}
+
+
+@pytest.mark.gen_test(timeout=30)
+async def test_a_request_whose_images_all_failed_to_arrive_makes_no_hand_off(
+    make_pipeline: PipelineFactory, fake: FakeBackend, images: ImageServer
+) -> None:
+    pipeline = await make_pipeline(fake_settings(fake, "models.tiny.batching.max_batch_size=0"))
+    pipeline.executor = counting = CountingExecutor(pipeline.executor)
+    answer = await pipeline.run("tiny", [url_source(images.url("pipeline/missing.png"))], new_context())
+    assert answer["predictions"][0]["error"]["code"] == "source_http_error"
+    assert counting.submitted == 0

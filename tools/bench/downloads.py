@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import io
-import statistics
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
@@ -30,6 +29,7 @@ from tornado.curl_httpclient import CurlAsyncHTTPClient
 
 from app.fetch.client import UrlFetcher
 from app.settings import FetchSettings
+from tools.bench import procs
 from tools.bench.imagehost import start_image_host
 from tools.bench.images import make_workload
 from tools.bench.procs import ROOT
@@ -162,9 +162,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         found = asyncio.run(measure([host.url(name) for name in workload.small], args.rounds, args.count))
     finally:
         host.stop()
-    print(f"| client | CPU ms per download, median of {args.rounds} rounds | rounds |\n| --- | --- | --- |")
-    for name, values in found.items():
-        print(f"| {name} | {statistics.median(values):.3f} | {', '.join(f'{v:.3f}' for v in values)} |")
+    print(procs.median_table("client", "CPU ms per download", found, digits=3))
     return 0
 
 

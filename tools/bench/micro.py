@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import statistics
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -143,9 +142,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         pool.shutdown()
         backend.stop()
-    print(f"| what | CPU µs, median of {args.rounds} rounds | rounds |\n| --- | --- | --- |")
-    for name, values in found.items():
-        print(f"| {name} | {statistics.median(values):.1f} | {', '.join(f'{v:.1f}' for v in values)} |")
+    print(procs.median_table("what", "CPU µs", found, digits=1))
     return 0
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import socket
+import statistics
 import subprocess
 import sys
 import threading
@@ -189,3 +190,13 @@ def peak_process_hwm(pid: int) -> int:
 def idle_rss(pid: int) -> list[int]:
     """VmRSS of every process of the tree."""
     return [memory(p)[0] for p in process_tree(pid)]
+
+
+def median_table(what: str, unit: str, found: dict[str, list[float]], digits: int) -> str:
+    """A Markdown table of each name's median over the rounds, then every round's value."""
+    rounds = max((len(values) for values in found.values()), default=0)
+    lines = [f"| {what} | {unit}, median of {rounds} rounds | rounds |", "| --- | --- | --- |"]
+    for name, values in found.items():
+        each = ", ".join(f"{v:.{digits}f}" for v in values)
+        lines.append(f"| {name} | {statistics.median(values):.{digits}f} | {each} |")
+    return "\n".join(lines)
