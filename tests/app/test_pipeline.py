@@ -348,12 +348,18 @@ class CountingExecutor(Executor):
         return self.inner.submit(fn, *args, **kwargs)
 
 
+async def counted(make_pipeline: PipelineFactory, fake: FakeBackend) -> tuple[Pipeline, CountingExecutor]:
+    """A pipeline without batching whose thread pool counts its hand-offs."""
+    pipeline = await make_pipeline(fake_settings(fake, "models.tiny.batching.max_batch_size=0"))
+    pipeline.executor = counting = CountingExecutor(pipeline.executor)
+    return pipeline, counting
+
+
 @pytest.mark.gen_test(timeout=30)
 async def test_a_request_hands_its_images_to_the_thread_pool_once(
     make_pipeline: PipelineFactory, fake: FakeBackend, images: ImageServer
 ) -> None:
-    pipeline = await make_pipeline(fake_settings(fake, "models.tiny.batching.max_batch_size=0"))
-    pipeline.executor = counting = CountingExecutor(pipeline.executor)
+    pipeline, counting = await counted(make_pipeline, fake)
     sources = [url_source(serve(images, f"{v}.png", solid_png(v))) for v in (10, 20, 30)]
     sources.append(ImageSource(name="forty", data=solid_png(40)))
     context = new_context()
@@ -367,8 +373,7 @@ async def test_a_request_hands_its_images_to_the_thread_pool_once(
 async def test_a_request_whose_images_all_failed_to_arrive_makes_no_hand_off(
     make_pipeline: PipelineFactory, fake: FakeBackend, images: ImageServer
 ) -> None:
-    pipeline = await make_pipeline(fake_settings(fake, "models.tiny.batching.max_batch_size=0"))
-    pipeline.executor = counting = CountingExecutor(pipeline.executor)
+    pipeline, counting = await counted(make_pipeline, fake)
     answer = await pipeline.run("tiny", [url_source(images.url("pipeline/missing.png"))], new_context())
     assert answer["predictions"][0]["error"]["code"] == "source_http_error"
     assert counting.submitted == 0
