@@ -14,10 +14,12 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, TypeVar
 
 import grpc
 
@@ -146,3 +148,24 @@ def reload_config(address: str, config_text: str, timeout: float = RELOAD_TIMEOU
     with grpc.insecure_channel(address) as channel:
         stub = model_service_pb2_grpc.ModelServiceStub(channel)
         return stub.HandleReloadConfigRequest(request, timeout=timeout)
+
+
+Started = TypeVar("Started")
+
+
+@contextmanager
+def side_by_side(
+    starts: Mapping[str, Callable[[], Started]], stop: Callable[[Started], None]
+) -> Iterator[dict[str, Started]]:
+    """Runs every start at once (each backend imports TensorFlow, seconds apiece) and yields what they started,
+    by name; stops all of it after. If one fails, the ones that started are stopped and the first error raised."""
+    with ThreadPoolExecutor(len(starts)) as pool:
+        futures = {name: pool.submit(start) for name, start in starts.items()}
+    started = {name: future.result() for name, future in futures.items() if future.exception() is None}
+    try:
+        for future in futures.values():
+            future.result()  # raises the first start-up failure
+        yield started
+    finally:
+        for item in started.values():
+            stop(item)

@@ -7,10 +7,10 @@ POLL_SECONDS (with the allow flag). Every test starts by putting its backend bac
 
 from __future__ import annotations
 
+import functools
 import os
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 from app.backend.protos import model_service_pb2_grpc
-from tests.support.backend import LocalBackend, reload_config, start_local_backend
+from tests.support.backend import LocalBackend, reload_config, side_by_side, start_local_backend
 from tests.support.savedmodels import affine
 from tests.tools.localserving.conftest import BUILD_MODELS, make_base_path, model_block
 from tests.tools.localserving.rpc import AVAILABLE, END, Client, predict_request, rpc_error, wait_until
@@ -118,17 +118,14 @@ def backends(
             [f"--model_config_file_poll_wait_seconds={POLL_SECONDS}", LABELS_FLAG],
         ),
     }
-    with ThreadPoolExecutor(len(plans)) as pool:
-        futures = {name: pool.submit(_start, roots[name], *plan) for name, plan in plans.items()}
-    started = {name: future.result() for name, future in futures.items() if future.exception() is None}
-    try:
-        for future in futures.values():
-            future.result()  # raises the first start-up failure
+    starts = {name: functools.partial(_start, roots[name], *plan) for name, plan in plans.items()}
+    with side_by_side(starts, stop=_stop) as started:
         yield started
-    finally:
-        for running in started.values():
-            running.client.close()
-            running.backend.stop()
+
+
+def _stop(running: Reloadable) -> None:
+    running.client.close()
+    running.backend.stop()
 
 
 @pytest.fixture

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 import signal
 import threading
 import time
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import grpc
@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from tests.support.backend import LocalBackend, start_local_backend
+from tests.support.backend import LocalBackend, side_by_side, start_local_backend
 from tests.support.savedmodels import affine
 from tests.tools.localserving.conftest import make_base_path
 from tests.tools.localserving.rpc import Client
@@ -35,20 +35,17 @@ def servers(tmp_path_factory: pytest.TempPathFactory, affine_store: Path) -> Ite
         "aged": [HEALTH, f"--grpc_channel_arguments=grpc.max_connection_age_ms={MAX_AGE_MS}"],
         "stopping": [f"{HEALTH}=true"],
     }
-    with ThreadPoolExecutor(len(flags)) as pool:
-        futures = {
-            name: pool.submit(start_local_backend, model_name="single", model_base_path=base, extra_args=args)
-            for name, args in flags.items()
-        }
-    started = {name: future.result() for name, future in futures.items() if future.exception() is None}
-    try:
-        for future in futures.values():
-            future.result()  # raises the first start-up failure
+    starts = {
+        name: functools.partial(start_local_backend, model_name="single", model_base_path=base, extra_args=args)
+        for name, args in flags.items()
+    }
+    with side_by_side(starts, stop=_stop_if_running) as started:
         yield started
-    finally:
-        for backend in started.values():
-            if backend.proc.poll() is None:
-                backend.stop()
+
+
+def _stop_if_running(backend: LocalBackend) -> None:
+    if backend.proc.poll() is None:  # a test stops ``stopping`` itself
+        backend.stop()
 
 
 def health_stub(channel: grpc.Channel) -> health_pb2_grpc.HealthStub:
