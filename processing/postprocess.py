@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -29,25 +29,13 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return result
 
 
-def top_classes(scores: np.ndarray, k: int, labels: Sequence[str]) -> list[dict[str, Any]]:
-    """The ``k`` best classes of one score vector, best first."""
-    flat = np.asarray(scores, dtype=np.float64).reshape(-1)
-    k = max(1, min(k, flat.size))
-    best = np.argpartition(-flat, k - 1)[:k]
-    best = best[np.argsort(-flat[best], kind="stable")]
-    return [
-        {"class_id": int(i), "label": labels[i] if i < len(labels) else str(int(i)), "score": float(flat[i])}
-        for i in best
-    ]
-
-
 def classify_batch(
     output: np.ndarray, spec: PostprocessSpec, top_k: int | None = None
 ) -> list[dict[str, Any] | ItemError]:
     """One ``{"classes": [...]}`` per row of a [batch, classes] output; a row that is not all finite is an error.
 
-    The whole batch at once (softmax, the k best and their order are array operations over the rows), giving
-    each row what ``top_classes`` gives it alone.
+    The whole batch at once: softmax, the k best and their order are array operations over the rows (each row's
+    answer is what it would get alone; tests/processing/test_postprocess.py compares with a row-by-row reference).
     """
     rows = output.reshape(len(output), -1)
     if len(rows) == 0:

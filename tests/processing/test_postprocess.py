@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
 import numpy as np
 import pytest
 
@@ -9,9 +12,21 @@ from processing.postprocess import (
     parse_labels,
     raw_batch,
     softmax,
-    top_classes,
 )
 from tests.support.specs import postprocess_spec
+
+
+def top_classes(scores: np.ndarray, k: int, labels: Sequence[str]) -> list[dict[str, Any]]:
+    """The reference, one row at a time: the ``k`` best classes of one score vector, best first (how the
+    tier answered before it postprocessed whole batches)."""
+    flat = np.asarray(scores, dtype=np.float64).reshape(-1)
+    k = max(1, min(k, flat.size))
+    best = np.argpartition(-flat, k - 1)[:k]
+    best = best[np.argsort(-flat[best], kind="stable")]
+    return [
+        {"class_id": int(i), "label": labels[i] if i < len(labels) else str(int(i)), "score": float(flat[i])}
+        for i in best
+    ]
 
 
 def test_softmax_is_stable_and_normalised() -> None:
@@ -19,14 +34,22 @@ def test_softmax_is_stable_and_normalised() -> None:
     np.testing.assert_allclose(probs, [[0.5, 0.5, 0.0]], atol=1e-12)
 
 
+def classes(row: list[float], k: int, labels: tuple[str, ...]) -> list[dict[str, Any]]:
+    """The classes ``classify_batch`` answers for one row, without softmax."""
+    (answer,) = classify_batch(np.array([row]), postprocess_spec(softmax=False, top_k=k, labels=labels))
+    assert isinstance(answer, dict)
+    found: list[dict[str, Any]] = answer["classes"]
+    return found
+
+
 def test_top_classes_best_first_with_labels() -> None:
-    result = top_classes(np.array([0.1, 0.7, 0.2]), 2, ("a", "b", "c"))
+    result = classes([0.1, 0.7, 0.2], 2, ("a", "b", "c"))
     assert [c["label"] for c in result] == ["b", "c"]
     assert result[0] == {"class_id": 1, "label": "b", "score": 0.7}
 
 
 def test_top_k_larger_than_classes_and_missing_labels() -> None:
-    result = top_classes(np.array([0.3, 0.7]), 10, ())
+    result = classes([0.3, 0.7], 10, ())
     assert [c["label"] for c in result] == ["1", "0"]
 
 
