@@ -151,7 +151,7 @@ class UrlFetcher:
         if addresses is None:
             try:
                 async with asyncio.timeout(connect_by - time.monotonic()):
-                    addresses = await self._resolver.resolve(hop.host, hop.port)
+                    addresses = await self._resolver.lookup(hop.host, hop.port)
             except TimeoutError as exc:
                 raise _timeout(self.limits, "connect timeout (resolving)") from exc
         failure: BaseException | None = None

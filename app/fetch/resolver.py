@@ -33,8 +33,12 @@ class GuardedResolver(Resolver):
         self, host: str, port: int, family: socket.AddressFamily = socket.AF_UNSPEC
     ) -> list[tuple[int, Any]]:
         addresses = self.literal(host, port)  # no lookup (and no thread hop) for a plain IP, still checked
-        if addresses is not None:
-            return addresses
+        return addresses if addresses is not None else await self.lookup(host, port, family)
+
+    async def lookup(
+        self, host: str, port: int, family: socket.AddressFamily = socket.AF_UNSPEC
+    ) -> list[tuple[int, Any]]:
+        """The addresses of ``host``, a name (``literal`` said it is not an IP), each checked."""
         self._policy.check_host(host)
         try:
             addresses = await self._inner.resolve(host, port, family)
