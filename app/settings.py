@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from app.routing.config import RoutesSettings
+from app.routing.config import RollbackSettings, RoutesSettings
 from app.typed_yaml import SettingsError as SettingsError  # re-exported: the error of loading settings
 from app.typed_yaml import build, read_file, set_path
 from processing.sources import MAX_TOP_K
@@ -276,6 +276,22 @@ def _validate_routes(path: str, routes: RoutesSettings) -> None:
         raise SettingsError(f"{path}.routes.shadow.fraction: must be from 0 to 1")
     if shadow.fraction and (shadow.version is None) == (shadow.label is None):
         raise SettingsError(f"{path}.routes.shadow: give exactly one of version and label")
-    rollback = routes.rollback
+    _validate_rollback(f"{path}.routes.rollback", routes.rollback)
+
+
+def _validate_rollback(path: str, rollback: RollbackSettings) -> None:
+    if rollback.max_p99_ratio is not None:
+        raise SettingsError(
+            f"{path}.max_p99_ratio: replaced by max_latency_ratio, a margin on a rank test of latencies"
+            " (default 1.2; docs/rollouts.md)"
+        )
     if rollback.window < 1 or not 1 <= rollback.min_samples <= rollback.window:
-        raise SettingsError(f"{path}.routes.rollback: need 1 <= min_samples <= window")
+        raise SettingsError(f"{path}: need 1 <= min_samples <= window")
+    if not 0 < rollback.confidence < 1:
+        raise SettingsError(f"{path}.confidence: must be between 0 and 1, such as 0.999")
+    if rollback.max_latency_ratio < 1:
+        raise SettingsError(f"{path}.max_latency_ratio: must be at least 1")
+    if not 0 <= rollback.max_error_rate_increase < 1:
+        raise SettingsError(f"{path}.max_error_rate_increase: must be from 0 to 1")
+    if rollback.consecutive < 1 or rollback.check_every < 1 or rollback.warmup_requests < 0:
+        raise SettingsError(f"{path}: consecutive and check_every must be positive, warmup_requests not negative")

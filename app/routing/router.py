@@ -5,52 +5,50 @@ hashed to a point in [0, 1), and the targets own consecutive ranges of that inte
 configured order, sized by weight. Changing a weight moves only the keys in the range that changed
 hands: going from 10 % to 20 % canary moves 10 % of the keys, all towards the canary.
 
-Each target keeps a sliding window of its last requests: images answered, images the model failed
-(``model_output_invalid``, ``internal_error``, and every image of a request the backend failed), and
-latency. A canary with ``min_samples`` requests in its window whose failure rate exceeds the other
-targets' by ``max_error_rate_increase``, or whose p99 latency exceeds theirs ``max_p99_ratio`` times,
-is rolled back: its weight drops to 0 and stays there until an admin resets the routes.
+Each route keeps its last requests: when answered (on ``clock``), latency, and whether the model or the
+backend failed it. Every ``check_every`` requests of a canary, its last ``window`` requests are compared
+with the other routes' requests over the same time span (``app/routing/analysis.py``); a canary found
+worse by ``consecutive`` checks in a row is rolled back: its weight drops to 0 and stays there until an
+admin resets the routes.
 """
 
 from __future__ import annotations
 
+import bisect
 import hashlib
+import itertools
 import logging
+import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from app.routing.analysis import Check, Sample, compare
 from app.routing.config import RoutesSettings, RouteTarget
 
 log = logging.getLogger("imagegate")
 
 MODEL_FAILURES = frozenset({"model_output_invalid", "internal_error"})
+OTHERS_PER_WINDOW = 20  # a route that is no canary keeps this many times ``window`` requests for the comparison
 
 
-@dataclass
-class _Sample:
-    images: int
-    failed: int
-    seconds: float
+def _answered(sample: Sample) -> float:
+    return sample.at
 
 
 @dataclass
 class _Side:
     target: RouteTarget
     weight: int
-    window: deque[_Sample]
+    window: deque[Sample]
     state: str = "serving"  # serving | rolled_back | promoted
     reason: str = ""
+    requests: int = 0  # recorded since the last reset
+    worse_checks: int = 0  # checks in a row that found this canary worse
 
     def failure_rate(self) -> float:
-        images = sum(s.images for s in self.window)
-        return sum(s.failed for s in self.window) / images if images else 0.0
-
-
-def _p99(samples: list[_Sample]) -> float:
-    ordered = sorted(s.seconds for s in samples)
-    return ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))] if ordered else 0.0
+        return sum(s.failed for s in self.window) / len(self.window) if self.window else 0.0
 
 
 @dataclass
@@ -58,6 +56,7 @@ class ModelRouter:
     model: str
     routes: RoutesSettings
     on_rollback: Callable[[str, str], None] = lambda model, target: None
+    clock: Callable[[], float] = time.monotonic  # when a request was answered; the simulation brings its own
     sides: list[_Side] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -66,7 +65,10 @@ class ModelRouter:
     def reset(self) -> None:
         """Back to the configured weights, windows emptied."""
         window = self.routes.rollback.window
-        self.sides = [_Side(t, t.weight, deque(maxlen=window)) for t in self.routes.targets]
+        self.sides = [
+            _Side(t, t.weight, deque(maxlen=window if t.canary else window * OTHERS_PER_WINDOW))
+            for t in self.routes.targets
+        ]
 
     def choose(self, key: str) -> RouteTarget | None:
         """The target for ``key``; None when the model has no routes (or every weight is 0)."""
@@ -82,31 +84,47 @@ class ModelRouter:
         return self.sides[-1].target
 
     def record(self, target: RouteTarget, images: int, failed: int, seconds: float) -> None:
-        side = self._side(target.name)
-        side.window.append(_Sample(images, failed, seconds))
-        if target.canary and side.state == "serving":
-            reason = self._verdict(side)
-            if reason:
-                side.weight, side.state, side.reason = 0, "rolled_back", reason
-                log.warning("rolled back %s route %s: %s", self.model, target.name, reason)
-                self.on_rollback(self.model, target.name)
-
-    def _verdict(self, canary: _Side) -> str:
-        """Why the canary should be rolled back, or "" while it is no worse than the others."""
+        """One request answered by ``target``: ``failed`` of its ``images`` failed by the model or the backend."""
         rules = self.routes.rollback
-        if len(canary.window) < rules.min_samples:
-            return ""
-        others = [s for side in self.sides if not side.target.canary for s in side.window]
-        images = sum(s.images for s in others)
-        stable_rate = sum(s.failed for s in others) / images if images else 0.0
-        rate = canary.failure_rate()
-        if rate - stable_rate > rules.max_error_rate_increase:
-            return f"failure rate {rate:.1%} against {stable_rate:.1%} on the other routes"
-        if len(others) >= rules.min_samples:
-            ours, theirs = _p99(list(canary.window)), _p99(others)
-            if theirs and ours > theirs * rules.max_p99_ratio:
-                return f"p99 latency {ours * 1000:.0f} ms against {theirs * 1000:.0f} ms on the other routes"
-        return ""
+        side = self._side(target.name)
+        side.requests += 1
+        judged = not failed and side.requests > rules.warmup_requests
+        side.window.append(Sample(self.clock(), seconds if judged else None, failed > 0))
+        if target.canary and side.state == "serving" and side.requests % rules.check_every == 0:
+            self._judge(side)
+
+    def _judge(self, canary: _Side) -> None:
+        """One check of ``canary``; the ``consecutive``-th worse one in a row rolls it back."""
+        check = self.check(canary.target.name)
+        canary.worse_checks = canary.worse_checks + 1 if check.worse else 0
+        consecutive = self.routes.rollback.consecutive
+        if canary.worse_checks >= consecutive:
+            reason = f"{check.reason}; {consecutive} checks in a row"
+            canary.weight, canary.state, canary.reason = 0, "rolled_back", reason
+            log.warning("rolled back %s route %s: %s", self.model, canary.target.name, reason)
+            self.on_rollback(self.model, canary.target.name)
+
+    def check(self, name: str) -> Check:
+        """The canary ``name``'s window against the other routes' requests answered since its oldest one."""
+        rules, canary = self.routes.rollback, self._side(name)
+        start = canary.window[0].at if canary.window else float("inf")
+        return compare(
+            list(canary.window),
+            self.others_since(start),
+            confidence=rules.confidence,
+            margin=rules.max_latency_ratio,
+            max_error_rate_increase=rules.max_error_rate_increase,
+            min_samples=rules.min_samples,
+        )
+
+    def others_since(self, start: float) -> list[Sample]:
+        """The requests answered by the routes that are no canary since ``start``, oldest first."""
+        return [
+            sample
+            for side in self.sides
+            if not side.target.canary
+            for sample in itertools.islice(side.window, bisect.bisect_left(side.window, start, key=_answered), None)
+        ]
 
     def promote(self, name: str) -> None:
         """``name`` takes all the traffic; the others drop to 0."""

@@ -62,6 +62,9 @@ def test_dev_config_loads_with_label_paths_relative_to_the_file() -> None:
         ("- a list\n", {}, [], "mapping"),
         ("server: [\n", {}, [], "YAML"),
         ("", {}, ["nonsense"], "section.key=value"),
+        ("", {}, ["models.m.routes.rollback.max_p99_ratio=3"], "rollback.max_p99_ratio: replaced by max_latency"),
+        ("", {}, ["models.m.routes.rollback.confidence=99.9"], "models.m.routes.rollback.confidence"),
+        ("", {}, ["models.m.routes.rollback.max_latency_ratio=0.8"], "models.m.routes.rollback.max_latency_ratio"),
     ],
 )
 def test_bad_values_name_the_key(
