@@ -14,17 +14,14 @@ admin resets the routes.
 
 from __future__ import annotations
 
-import bisect
 import hashlib
-import itertools
 import logging
 import time
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from app.routing.analysis import Check, Sample, compare
+from app.routing.analysis import Check, RequestLog, Requests, compare
 from app.routing.config import RoutesSettings, RouteTarget
 
 log = logging.getLogger("imagegate")
@@ -33,22 +30,18 @@ MODEL_FAILURES = frozenset({"model_output_invalid", "internal_error"})
 OTHERS_PER_WINDOW = 20  # a route that is no canary keeps this many times ``window`` requests for the comparison
 
 
-def _answered(sample: Sample) -> float:
-    return sample.at
-
-
 @dataclass
 class _Side:
     target: RouteTarget
     weight: int
-    window: deque[Sample]
+    window: RequestLog
     state: str = "serving"  # serving | rolled_back | promoted
     reason: str = ""
     requests: int = 0  # recorded since the last reset
     worse_checks: int = 0  # checks in a row that found this canary worse
 
     def failure_rate(self) -> float:
-        return sum(s.failed for s in self.window) / len(self.window) if self.window else 0.0
+        return float(self.window.since().failed.mean()) if len(self.window) else 0.0
 
 
 @dataclass
@@ -66,7 +59,7 @@ class ModelRouter:
         """Back to the configured weights, windows emptied."""
         window = self.routes.rollback.window
         self.sides = [
-            _Side(t, t.weight, deque(maxlen=window if t.canary else window * OTHERS_PER_WINDOW))
+            _Side(t, t.weight, RequestLog(window if t.canary else window * OTHERS_PER_WINDOW))
             for t in self.routes.targets
         ]
 
@@ -89,7 +82,7 @@ class ModelRouter:
         side = self._side(target.name)
         side.requests += 1
         judged = not failed and side.requests > rules.warmup_requests
-        side.window.append(Sample(self.clock(), seconds if judged else None, failed > 0))
+        side.window.append(self.clock(), seconds if judged else None, failed > 0)
         if target.canary and side.state == "serving" and side.requests % rules.check_every == 0:
             self._judge(side)
 
@@ -106,25 +99,19 @@ class ModelRouter:
 
     def check(self, name: str) -> Check:
         """The canary ``name``'s window against the other routes' requests answered since its oldest one."""
-        rules, canary = self.routes.rollback, self._side(name)
-        start = canary.window[0].at if canary.window else float("inf")
+        rules, canary = self.routes.rollback, self._side(name).window.since()
         return compare(
-            list(canary.window),
-            self.others_since(start),
+            canary,
+            self.others_since(canary.at[0] if len(canary) else float("inf")),
             confidence=rules.confidence,
             margin=rules.max_latency_ratio,
             max_error_rate_increase=rules.max_error_rate_increase,
             min_samples=rules.min_samples,
         )
 
-    def others_since(self, start: float) -> list[Sample]:
-        """The requests answered by the routes that are no canary since ``start``, oldest first."""
-        return [
-            sample
-            for side in self.sides
-            if not side.target.canary
-            for sample in itertools.islice(side.window, bisect.bisect_left(side.window, start, key=_answered), None)
-        ]
+    def others_since(self, start: float) -> Requests:
+        """The requests the routes that are no canary answered since ``start``."""
+        return Requests.joined([side.window.since(start) for side in self.sides if not side.target.canary])
 
     def promote(self, name: str) -> None:
         """``name`` takes all the traffic; the others drop to 0."""

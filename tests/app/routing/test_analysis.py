@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from app.routing.analysis import Check, Sample, compare, failure_p_value, latency_p_value, time_blocks
+from app.routing.analysis import Check, RequestLog, Requests, compare, failure_p_value, latency_p_value, time_blocks
 
 
 @pytest.mark.parametrize("seed", range(5))
@@ -18,6 +18,24 @@ def test_one_block_is_scipys_mann_whitney_u_with_ties_and_a_margin(seed: int) ->
     for margin in (1.0, 1.2):
         expected = stats.mannwhitneyu(canary / margin, others, alternative="greater", method="asymptotic").pvalue
         assert latency_p_value(canary, others, margin) == pytest.approx(expected, rel=1e-9)
+
+
+def test_blocks_combine_scipys_per_block_u_statistics_with_van_elterens_weights() -> None:
+    rng = np.random.default_rng(11)
+    canary, others = np.round(rng.lognormal(np.log(12), 0.3, 90)), np.round(rng.lognormal(np.log(10), 0.3, 400))
+    canary_blocks, other_blocks = rng.integers(0, 6, 90), rng.integers(0, 6, 400)
+    shift = spread = 0.0
+    for block in range(6):
+        ours, theirs = canary[canary_blocks == block] / 1.25, others[other_blocks == block]
+        n1, n2 = len(ours), len(theirs)
+        size, values = n1 + n2, np.concatenate([ours, theirs])
+        ties = sum(t**3 - t for t in np.unique(values, return_counts=True)[1])
+        u = stats.mannwhitneyu(ours, theirs).statistic
+        shift += (u - n1 * n2 / 2) / (size + 1)
+        spread += n1 * n2 / 12 * ((size + 1) - ties / (size * (size - 1))) / (size + 1) ** 2
+    smallest_step = 1 / (max(np.bincount(canary_blocks) + np.bincount(other_blocks)) + 1)
+    expected = stats.norm.sf((shift - 0.5 * smallest_step) / np.sqrt(spread))
+    assert latency_p_value(canary, others, 1.25, canary_blocks, other_blocks) == pytest.approx(expected, rel=1e-9)
 
 
 @pytest.mark.parametrize(
@@ -51,38 +69,43 @@ def test_time_blocks_hold_per_block_canary_starts_each() -> None:
     assert other_blocks.tolist() == [0, 0, 0, 2]
 
 
-def samples(rng: np.random.Generator, n: int, median_s: float, failure_rate: float) -> list[Sample]:
-    at = np.sort(rng.uniform(0, 10, n))
-    seconds = rng.lognormal(np.log(median_s), 0.3, n)
+def requests(rng: np.random.Generator, n: int, median_s: float, failure_rate: float) -> Requests:
     failed = rng.random(n) < failure_rate
-    return [
-        Sample(t, None if f else s, bool(f))
-        for t, s, f in zip(at.tolist(), seconds.tolist(), failed.tolist(), strict=True)
-    ]
+    seconds = np.where(failed, np.nan, rng.lognormal(np.log(median_s), 0.3, n))
+    return Requests(np.sort(rng.uniform(0, 10, n)), seconds, failed)
 
 
-def judge(canary: list[Sample], others: list[Sample]) -> Check:
+def judge(canary: Requests, others: Requests) -> Check:
     return compare(canary, others, confidence=0.999, margin=1.2, max_error_rate_increase=0.05, min_samples=50)
 
 
 def test_a_check_names_the_test_and_its_numbers() -> None:
     rng = np.random.default_rng(3)
-    slow = judge(samples(rng, 200, 0.030, 0.02), samples(rng, 800, 0.010, 0.02))
+    slow = judge(requests(rng, 200, 0.030, 0.02), requests(rng, 800, 0.010, 0.02))
     assert slow.worse and slow.latency_p < 1e-6 and "latency median 30 ms against 10 ms" in slow.reason
-    failing = judge(samples(rng, 200, 0.010, 0.20), samples(rng, 800, 0.010, 0.02))
+    failing = judge(requests(rng, 200, 0.010, 0.20), requests(rng, 800, 0.010, 0.02))
     assert failing.worse and failing.failure_p < 1e-6 and "Fisher exact" in failing.reason
     assert (failing.canary_requests, failing.other_requests) == (200, 800)
-    same = judge(samples(rng, 200, 0.010, 0.02), samples(rng, 800, 0.010, 0.02))
+    same = judge(requests(rng, 200, 0.010, 0.02), requests(rng, 800, 0.010, 0.02))
     assert not same.worse and same.reason == ""
 
 
 def test_a_small_increase_in_failures_is_no_rollback_however_significant() -> None:
     rng = np.random.default_rng(4)
-    check = judge(samples(rng, 5000, 0.010, 0.06), samples(rng, 20000, 0.010, 0.02))
+    check = judge(requests(rng, 5000, 0.010, 0.06), requests(rng, 20000, 0.010, 0.02))
     assert not check.worse and check.failure_p == 1.0  # +4 points, under max_error_rate_increase
 
 
 def test_too_few_requests_are_not_judged() -> None:
     rng = np.random.default_rng(5)
-    check = judge(samples(rng, 49, 0.100, 1.0), samples(rng, 800, 0.010, 0.0))
+    check = judge(requests(rng, 49, 0.100, 1.0), requests(rng, 800, 0.010, 0.0))
     assert not check.worse and check.canary_requests == 49
+
+
+def test_a_request_log_keeps_the_last_requests_in_order_and_selects_by_time() -> None:
+    log = RequestLog(3)
+    for at in range(5):
+        log.append(float(at), None if at == 3 else at / 10, at == 4)
+    kept = log.since()
+    assert (len(log), kept.at.tolist(), kept.failed.tolist()) == (3, [2.0, 3.0, 4.0], [False, False, True])
+    assert np.isnan(kept.seconds[1]) and log.since(3.0).at.tolist() == [3.0, 4.0]
