@@ -283,7 +283,7 @@ def _validate_rollback(path: str, rollback: RollbackSettings) -> None:
     if rollback.max_p99_ratio is not None:
         raise SettingsError(
             f"{path}.max_p99_ratio: replaced by max_latency_ratio, a margin on a rank test of latencies"
-            " (default 1.2; docs/rollouts.md)"
+            " (default 1.25; docs/rollouts.md)"
         )
     if rollback.window < 1 or not 1 <= rollback.min_samples <= rollback.window:
         raise SettingsError(f"{path}: need 1 <= min_samples <= window")

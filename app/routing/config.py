@@ -23,10 +23,10 @@ class RollbackSettings:
     window: int = 200  # the canary's last requests judged, against the others' requests over the same time span
     min_samples: int = 50  # a canary with fewer requests in its window is not judged
     max_error_rate_increase: float = 0.05  # failure rates closer than this are never a rollback
-    max_latency_ratio: float = 1.2  # latencies divided by this before the rank test: slower by less is no rollback
+    max_latency_ratio: float = 1.25  # latencies divided by this before the rank test: slower by less is no rollback
     confidence: float = 0.999  # of each test of a check (one-sided): 1 - its false-positive rate
-    consecutive: int = 3  # checks in a row that must find the canary worse before it is rolled back
-    check_every: int = 10  # canary requests between checks
+    consecutive: int = 2  # checks in a row that must find the canary worse before it is rolled back
+    check_every: int = 25  # canary requests between checks
     warmup_requests: int = 10  # each route's first requests after a (re)start are not judged for latency
     max_p99_ratio: float | None = None  # removed (replaced by max_latency_ratio): set, it is refused at start
 
