@@ -42,7 +42,7 @@ from tools.modelbuild.digits_data import load_split
 ROOT = Path(__file__).resolve().parent.parent
 DIGITS = (ROOT / "build" / "models" / "digits").resolve()
 TOKEN = "demo-admin-token"
-WINDOW, MIN_SAMPLES = 40, 10
+WINDOW, MIN_SAMPLES, CHECK_EVERY = 40, 10, 5  # small, for a demo: checks from its 10th canary request, every 5
 CONCURRENCY = 8
 RELOAD_TIMEOUT_S = 60.0
 
@@ -68,7 +68,7 @@ def tier_config(targets: list[dict[str, Any]]) -> str:
                 "routes": {
                     "key_header": "X-User-Id",
                     "targets": targets,
-                    "rollback": {"window": WINDOW, "min_samples": MIN_SAMPLES},
+                    "rollback": {"window": WINDOW, "min_samples": MIN_SAMPLES, "check_every": CHECK_EVERY},
                 },
             }
         },
