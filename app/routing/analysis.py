@@ -66,7 +66,8 @@ class RequestLog:
         i = self._next
         self._at[i], self._seconds[i], self._failed[i] = at, math.nan if seconds is None else seconds, failed
         self._next = i + 1 if i + 1 < self._capacity else 0
-        self._count = min(self._count + 1, self._capacity)
+        if self._count < self._capacity:
+            self._count += 1
 
     def since(self, start: float = -math.inf) -> Requests:
         """The requests answered at ``start`` or later, oldest first."""
