@@ -276,6 +276,8 @@ def _validate_routes(path: str, routes: RoutesSettings) -> None:
         raise SettingsError(f"{path}.routes.shadow.fraction: must be from 0 to 1")
     if shadow.fraction and (shadow.version is None) == (shadow.label is None):
         raise SettingsError(f"{path}.routes.shadow: give exactly one of version and label")
+    if routes.poll_s < 0:
+        raise SettingsError(f"{path}.routes.poll_s: must not be negative")
     _validate_rollback(f"{path}.routes.rollback", routes.rollback)
 
 

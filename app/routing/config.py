@@ -46,3 +46,4 @@ class RoutesSettings:
     targets: tuple[RouteTarget, ...] = ()  # none: the model's default version, as without routes
     rollback: RollbackSettings = field(default_factory=RollbackSettings)
     shadow: ShadowSettings = field(default_factory=ShadowSettings)
+    poll_s: float = 1.0  # each worker asks TF Serving this often whether the targets are AVAILABLE; 0: at start only

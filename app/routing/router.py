@@ -37,8 +37,14 @@ class _Side:
     window: RequestLog
     state: str = "serving"  # serving | rolled_back | promoted
     reason: str = ""
-    requests: int = 0  # recorded since the last reset
+    requests: int = 0  # recorded since the last reset, or since it stopped waiting
     worse_checks: int = 0  # checks in a row that found this canary worse
+    waiting: bool = False  # its version or label is not AVAILABLE on TF Serving (app/routing/poller.py)
+
+    @property
+    def share(self) -> int:
+        """Its weight in the split now: none while it waits."""
+        return 0 if self.waiting else self.weight
 
     def failure_rate(self) -> float:
         return float(self.window.since().failed.mean()) if len(self.window) else 0.0
@@ -56,25 +62,48 @@ class ModelRouter:
         self.reset()
 
     def reset(self) -> None:
-        """Back to the configured weights, windows emptied."""
+        """Back to the configured weights, windows emptied; a target that waits for TF Serving still waits."""
         window = self.routes.rollback.window
+        waiting = {side.target.name for side in getattr(self, "sides", ()) if side.waiting}
         self.sides = [
-            _Side(t, t.weight, RequestLog(window if t.canary else window * OTHERS_PER_WINDOW))
+            _Side(
+                t, t.weight, RequestLog(window if t.canary else window * OTHERS_PER_WINDOW), waiting=t.name in waiting
+            )
             for t in self.routes.targets
         ]
 
     def choose(self, key: str) -> RouteTarget | None:
-        """The target for ``key``; None when the model has no routes (or every weight is 0)."""
-        total = sum(side.weight for side in self.sides)
+        """The target for ``key``; None when the model has no routes (or every weight is 0).
+
+        When every target with a weight waits, they keep their weights: the backend's default version, which
+        may well be the canary, is no better an answer than a target that is not ready.
+        """
+        weights = [side.share for side in self.sides]
+        if not sum(weights):
+            weights = [side.weight for side in self.sides]
+        total = sum(weights)
         if not total:
             return None
         digest = hashlib.blake2b(f"{self.model}\0{key}".encode(), digest_size=8).digest()
         point = int.from_bytes(digest, "big") / 2**64 * total
-        for side in self.sides:
-            if point < side.weight:
+        for side, weight in zip(self.sides, weights, strict=True):
+            if point < weight:
                 return side.target
-            point -= side.weight
+            point -= weight
         return self.sides[-1].target
+
+    def set_available(self, name: str, available: bool) -> None:
+        """Whether TF Serving has target ``name`` AVAILABLE: it gets no traffic until it has.
+
+        Its first ``warmup_requests`` after it stops waiting are its warm-up, not judged for latency.
+        """
+        side = self._side(name)
+        if available and side.waiting:
+            side.waiting, side.requests = False, 0
+            log.info("%s route %s is AVAILABLE on TF Serving: it gets its share", self.model, name)
+        elif not available and not side.waiting:
+            side.waiting = True
+            log.warning("%s route %s is not AVAILABLE on TF Serving: no traffic until it is", self.model, name)
 
     def record(self, target: RouteTarget, images: int, failed: int, seconds: float) -> None:
         """One request answered by ``target``: ``failed`` of its ``images`` failed by the model or the backend."""
@@ -132,9 +161,9 @@ class ModelRouter:
                 "name": s.target.name,
                 "version": s.target.version,
                 "label": s.target.label,
-                "weight": s.weight,
+                "weight": s.share,
                 "canary": s.target.canary,
-                "state": s.state,
+                "state": "waiting" if s.waiting and s.state == "serving" else s.state,
                 "reason": s.reason,
                 "window": {"requests": len(s.window), "failure_rate": round(s.failure_rate(), 4)},
             }

@@ -22,6 +22,7 @@ from app.models import load_registry
 from app.observability.metrics import Metrics
 from app.observability.requests import RequestObserver
 from app.pipeline import Pipeline
+from app.routing.poller import TargetPoller
 from app.routing.router import ModelRouter
 from app.routing.shadow import Shadow
 from app.serving.cpus import CGROUP_ROOT, cpu_budget
@@ -60,6 +61,7 @@ class Services:
     state: ProcessState
     metrics: Metrics | None  # None with server.metrics: false
     tracer: RequestTracer | None = None  # None without tracing.otlp_endpoint
+    poller: TargetPoller | None = None  # which route targets TF Serving has AVAILABLE (app/routing/poller.py)
 
     async def render_metrics(self) -> tuple[bytes, str]:
         """The scrape: model states asked of the backend now, the in-flight gauge, then every metric."""
@@ -69,6 +71,8 @@ class Services:
         return self.metrics.render()
 
     async def close(self) -> None:
+        if self.poller is not None:
+            await self.poller.stop()
         await self.fetcher.close()
         await self.client.close()
         self.executor.shutdown(wait=False, cancel_futures=True)
@@ -113,7 +117,10 @@ async def build_services(
     )
     status = ModelStatus(models, client, pipeline.routers)
     state = keep.state if keep is not None else ProcessState()  # a reload keeps the process's state
-    return Services(settings, client, fetcher, executor, pipeline, status, state, metrics, tracer)
+    poller = TargetPoller(models, pipeline.routers, client)
+    await poller.poll()  # before the routes serve: a target that is not AVAILABLE gets nothing from the start
+    poller.start()
+    return Services(settings, client, fetcher, executor, pipeline, status, state, metrics, tracer, poller)
 
 
 def _metrics(settings: Settings, kept: Metrics | None) -> Metrics | None:

@@ -127,3 +127,23 @@ def test_promote_gives_one_route_everything() -> None:
     r = router(STABLE, CANARY)
     r.promote("canary")
     assert all(r.choose(f"user-{k}") == CANARY for k in range(200))
+
+
+def test_a_waiting_target_gets_no_keys_until_available_and_its_warm_up_starts_again() -> None:
+    r = router(STABLE, CANARY)
+    r.set_available("canary", False)
+    assert share(r, range(2000)) == 0 and r.describe()[1]["state"] == "waiting" and r.describe()[1]["weight"] == 0
+    r.reset()
+    assert share(r, range(2000)) == 0  # an admin's reset does not make the backend load it
+    r.record(CANARY, 1, 0, 0.01)
+    r.set_available("canary", True)
+    assert abs(share(r, range(20_000)) - 0.10) < 0.01 and r.describe()[1]["state"] == "serving"
+    assert r.sides[1].requests == 0  # its next warmup_requests are not judged for latency
+
+
+def test_when_every_target_waits_the_configured_weights_still_choose() -> None:
+    """Not the backend's default version, which may be the canary itself."""
+    r = router(STABLE, CANARY)
+    r.set_available("stable", False)
+    r.set_available("canary", False)
+    assert abs(share(r, range(20_000)) - 0.10) < 0.01
