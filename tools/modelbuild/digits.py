@@ -102,6 +102,14 @@ def held_out_accuracy(model: DigitsCNN, split: DigitsSplit) -> float:
     return float(np.mean(predicted == split.test_labels))
 
 
+def build_broken(path: Path) -> None:
+    """A version that loads and answers NaN for every image (its dense bias is NaN): the demo's broken canary."""
+    weights = initial_weights()
+    weights[-1] = np.full_like(weights[-1], np.nan)
+    model = DigitsCNN(weights)
+    savedmodel.save(path, model.weights, {"serving_default": (model.serve, images_spec(IMAGE_SHAPE, tf.float32))})
+
+
 def build(target: Path) -> dict[str, object]:
     """Write ``target/1/`` and ``target/2/`` (SavedModels) and ``target/labels.txt``."""
     tf.config.experimental.enable_op_determinism()
