@@ -9,7 +9,8 @@ Each route keeps its last requests: when answered (on ``clock``), latency, and w
 backend failed it. Every ``check_every`` requests of a canary, its last ``window`` requests are compared
 with the other routes' requests over the same time span (``app/routing/analysis.py``); a canary found
 worse by ``consecutive`` checks in a row is rolled back: its weight drops to 0 and stays there until an
-admin resets the routes.
+admin resets the routes. A target TF Serving does not have AVAILABLE waits, with no share of the keys,
+until it has (``set_available``, called by ``app/routing/poller.py``).
 """
 
 from __future__ import annotations
