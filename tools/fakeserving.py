@@ -139,7 +139,8 @@ class FakeModelStatus(model_service_pb2_grpc.ModelServiceServicer):  # type: ign
         _model_or_abort(self.models, request, context)
         response = get_model_status_pb2.GetModelStatusResponse()
         status = response.model_version_status.add()
-        status.version = VERSION
+        asked = request.model_spec.version.value if request.model_spec.HasField("version") else 0
+        status.version = asked or VERSION  # it answers Predict for any version, so any version asked is AVAILABLE
         status.state = get_model_status_pb2.ModelVersionStatus.State.AVAILABLE
         return response
 
