@@ -14,7 +14,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from app.backend.client import TFServingClient
+from app.backend.tfserving import TFServingClient
 from app.backend.types import ModelMetadata, ModelRef, SignatureInfo, TensorInfo
 from app.errors import ModelNotFound
 from app.settings import ModelSettings, Settings, SettingsError

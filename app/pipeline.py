@@ -18,10 +18,10 @@ from typing import Any
 import numpy as np
 
 from app.admission import Admission
-from app.backend.client import TFServingClient, backend_metadata
+from app.backend.tfserving import TFServingClient, backend_metadata
 from app.backend.types import PredictResult
 from app.batcher import MicroBatcher
-from app.fetch.client import UrlFetcher
+from app.fetch.fetcher import UrlFetcher
 from app.models import ModelRegistry, ServedModel
 from app.routing.router import MODEL_FAILURES, ModelRouter
 from app.routing.shadow import Shadow

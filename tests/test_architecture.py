@@ -87,9 +87,9 @@ def test_only_the_serving_package_and_main_assemble_the_process() -> None:
 
 
 def test_the_bulk_client_stays_apart_from_the_server() -> None:
-    """app/client talks to a tier over HTTP: the standard library, tqdm, and the tier's idea of an image."""
+    """app/bulk talks to a tier over HTTP: the standard library, tqdm, and the tier's idea of an image."""
     server = ("app", "handlers", "processing", "tools", "tests", "tornado", "grpc", "numpy", "cv2", "yaml")
-    assert offenders("app/client", server, allowed=("app.client", "processing.sniff")) == {}
+    assert offenders("app/bulk", server, allowed=("app.bulk", "processing.sniff")) == {}
 
 
 def test_no_product_module_is_long() -> None:
@@ -134,4 +134,4 @@ async def test_a_predict_reaches_the_grpc_stub_in_three_calls_of_our_code(
         tier.url("/v1/models/tiny:predict"), method="POST", body=body, headers={"Content-Type": "image/jpeg"}
     )
     assert response.code == 200
-    assert chains == [["pipeline.run", "client.predict", "rpc_errors.call_backend"]]
+    assert chains == [["pipeline.run", "tfserving.predict", "rpc_errors.call_backend"]]

@@ -15,9 +15,9 @@ from tornado.http1connection import HTTP1ConnectionParameters
 from tornado.netutil import Resolver, bind_sockets
 
 from app.admission import Admission
-from app.backend.client import TFServingClient
+from app.backend.tfserving import TFServingClient
 from app.batcher import MicroBatcher
-from app.fetch.client import UrlFetcher
+from app.fetch.fetcher import UrlFetcher
 from app.models import load_registry
 from app.observability.metrics import Metrics
 from app.observability.requests import RequestObserver

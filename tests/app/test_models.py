@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import tornado.ioloop
 
-from app.backend.client import TFServingClient
+from app.backend.tfserving import TFServingClient
 from app.backend.types import ModelMetadata, SignatureInfo, TensorInfo
 from app.errors import ModelNotFound
 from app.models import ModelRegistry, ServedModel, build_served_model, load_registry

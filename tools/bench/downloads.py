@@ -27,7 +27,7 @@ import aiohttp
 import pycurl
 from tornado.curl_httpclient import CurlAsyncHTTPClient
 
-from app.fetch.client import UrlFetcher
+from app.fetch.fetcher import UrlFetcher
 from app.settings import FetchSettings
 from tools.bench import procs
 from tools.bench.imagehost import start_image_host

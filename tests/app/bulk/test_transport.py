@@ -11,9 +11,9 @@ from typing import TypeVar
 import grpc
 import pytest
 
-from app.client.transport import Answer, RetryPolicy, TierClient, TierUnreachable
+from app.bulk.transport import Answer, RetryPolicy, TierClient, TierUnreachable
 from app.settings import load_settings
-from tests.app.client.support import free_port
+from tests.app.bulk.support import free_port
 from tests.conftest import Tier, TierFactory
 from tests.support.imageserver import FIXTURES
 from tools.fakeserving import FakeBackend, FakeModel, start_fake_backend

@@ -11,12 +11,12 @@ from functools import partial
 from pathlib import Path
 from typing import Any, TextIO
 
-from app.client.inputs import InputError, Inputs, read_inputs
-from app.client.output import OutputError, ResultWriter, open_output
-from app.client.predict import Job, Line, classify
-from app.client.progress import make_progress
-from app.client.run import Batch, Tally, batches, run_batches, summary
-from app.client.transport import RetryPolicy, TierClient, TierUnreachable
+from app.bulk.inputs import InputError, Inputs, read_inputs
+from app.bulk.output import OutputError, ResultWriter, open_output
+from app.bulk.predict import Job, Line, classify
+from app.bulk.progress import make_progress
+from app.bulk.run import Batch, Tally, batches, run_batches, summary
+from app.bulk.transport import RetryPolicy, TierClient, TierUnreachable
 
 EXIT_OK = 0
 EXIT_FAILED = 1  # the run ended, and some inputs have an error line

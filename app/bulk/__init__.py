@@ -2,5 +2,5 @@
 
 It talks to a tier over HTTP like any other client. It uses the standard library, tqdm (on a terminal only)
 and ``processing.sniff`` (so it calls an image what the tier calls one), never the tier's server modules:
-importing it does not import Tornado, gRPC, NumPy or OpenCV (tests/app/client/test_process.py).
+importing it does not import Tornado, gRPC, NumPy or OpenCV (tests/app/bulk/test_process.py).
 """

@@ -1,4 +1,4 @@
-"""The client as a process: ``python -m app.client`` and the ``imagegate`` console script, what it prints
+"""The client as a process: ``python -m app.bulk`` and the ``imagegate`` console script, what it prints
 to a terminal and to a log, Ctrl-C and --resume, and what importing it costs."""
 
 from __future__ import annotations
@@ -18,17 +18,17 @@ from pathlib import Path
 import pytest
 
 import app.console
-from tests.app.client.support import CLASSIFIED_FIXTURES, read_lines
+from tests.app.bulk.support import CLASSIFIED_FIXTURES, read_lines
 from tests.conftest import Tier
 from tests.support.imageserver import FIXTURES
 from tests.support.tier import ROOT
 
-CLIENT = (sys.executable, "-m", "app.client")
+CLIENT = (sys.executable, "-m", "app.bulk")
 PLAIN_LINE = re.compile(r"^imagegate classify: (\d+)/(\d+) \(\d+%\), \d+ failed, [\d.]+ images/s, ETA .+$")
 
 
 def test_importing_the_client_loads_none_of_the_server() -> None:
-    code = "import json, sys, app.client.cli, app.client.__main__, app.console; print(json.dumps(sorted(sys.modules)))"
+    code = "import json, sys, app.bulk.cli, app.bulk.__main__, app.console; print(json.dumps(sorted(sys.modules)))"
     loaded = json.loads(subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, check=True).stdout)
     heavy = ("tornado", "grpc", "cv2", "numpy", "yaml", "google", "tensorflow_serving", "tqdm", "handlers")
     server = ("app.settings", "app.pipeline", "app.serving", "app.backend", "app.fetch", "app.observability")
