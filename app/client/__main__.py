@@ -2,9 +2,10 @@
 
 import sys
 
+from app.bulk import PROG
 from app.bulk.cli import main
 
-NOTICE = "imagegate classify: python -m app.client is now python -m app.bulk (or imagegate classify)"
+NOTICE = f"{PROG}: python -m app.client is now python -m app.bulk (or {PROG})"
 
 if __name__ == "__main__":  # guarded: tests import every module of app/
     print(NOTICE, file=sys.stderr)
