@@ -16,7 +16,7 @@ from typing import Any
 from tornado.web import HTTPError, stream_request_body
 
 from handlers.base import BaseHandler
-from handlers.ports import ModelStatus, PredictPipeline, ProcessState, RequestLimits, TensorModel
+from handlers.ports import ModelCatalog, PredictPipeline, ProcessLifecycle, RequestLimits, TensorModel
 from processing.context import server_timing
 from processing.errors import InvalidRequest, PayloadTooLarge
 from processing.oip import (
@@ -42,7 +42,7 @@ class OipHandler(BaseHandler):
         return {"error": message}
 
 
-class NotFoundHandler(OipHandler):
+class OipNotFoundHandler(OipHandler):
     """Any other path under /v2/: 404 in the protocol's error form, which a v2 client reads."""
 
     route = "not_found"
@@ -77,7 +77,7 @@ class ServerReadyHandler(OipHandler):
 
     route = "v2_health"
 
-    def initialize(self, models: ModelStatus, process: ProcessState) -> None:
+    def initialize(self, models: ModelCatalog, process: ProcessLifecycle) -> None:
         self.models = models
         self.process = process
 
@@ -87,7 +87,7 @@ class ServerReadyHandler(OipHandler):
 
 
 class ModelHandler(OipHandler):
-    def initialize(self, models: ModelStatus, tensors: Mapping[str, TensorModel]) -> None:
+    def initialize(self, models: ModelCatalog, tensors: Mapping[str, TensorModel]) -> None:
         self.models = models
         self.tensors = tensors
 
@@ -97,7 +97,7 @@ class ModelHandler(OipHandler):
         return {int(s["version"]): s["state"] for s in status["model_version_status"]}
 
 
-class ModelMetadataHandler(ModelHandler):
+class OipModelMetadataHandler(ModelHandler):
     """GET /v2/models/{name}[/versions/{v}]"""
 
     route = "v2_model_metadata"

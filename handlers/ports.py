@@ -35,8 +35,8 @@ class PredictPipeline(Protocol):
     ) -> dict[str, Any]: ...
 
 
-class ProcessState(Protocol):
-    """The process's phase and its requests in flight (``app/serving/state.py``)."""
+class ProcessLifecycle(Protocol):
+    """The process's phase and its requests in flight (``app/serving/state.py``'s ``ProcessState``)."""
 
     @property
     def ready(self) -> bool: ...
@@ -62,7 +62,9 @@ class RouteAdmin(Protocol):
     def describe(self) -> list[dict[str, Any]]: ...
 
 
-class ModelStatus(Protocol):
+class ModelCatalog(Protocol):
+    """The configured models, and their status and metadata on TF Serving (``app/status.py``'s ``ModelStatus``)."""
+
     def describe(self) -> list[dict[str, Any]]: ...
 
     async def status(self, name: str, version: int | None) -> dict[str, Any]: ...

@@ -17,7 +17,7 @@ from tornado.web import RequestHandler
 from app.openapi.schemas import ITEM_ERROR_CODES, REQUEST_ERROR_CODES
 from app.serving.server import make_app
 from handlers.base import NotFoundHandler
-from handlers.oip import NotFoundHandler as V2NotFoundHandler
+from handlers.oip import OipNotFoundHandler
 from handlers.page import PageFileHandler
 from tests.conftest import Tier
 from tests.support.tier import ROOT
@@ -25,7 +25,7 @@ from tests.support.tier import ROOT
 METHODS = ("get", "post", "put", "delete", "patch", "head", "options")
 EXAMPLE_VALUES = {"model": "digits", "version": "1", "label": "stable", "route": "canary"}
 # Left out on purpose: the browser page's files (a page, not an API) and the v2 catch-all (not an operation).
-UNDOCUMENTED = {PageFileHandler, V2NotFoundHandler}
+UNDOCUMENTED = {PageFileHandler, OipNotFoundHandler}
 BACKEND = {"500", "502", "503", "504"}
 PREDICT = {"200", "400", "404", "413", "415", *BACKEND}
 LOOKUP = {"200", "400", "404", *BACKEND}
@@ -101,7 +101,7 @@ async def test_every_route_and_method_is_documented_and_nothing_else(make_tier: 
     documented: dict[int, set[str]] = {}
     for template, item in document["paths"].items():
         rule = target(app_rules, concrete(template))
-        assert rule.target not in (NotFoundHandler, V2NotFoundHandler, *UNDOCUMENTED), template
+        assert rule.target not in (NotFoundHandler, OipNotFoundHandler, *UNDOCUMENTED), template
         methods = {m for m in item if m in METHODS}
         assert methods <= implemented(rule.target), (template, methods)
         documented.setdefault(id(rule), set()).update(methods)
