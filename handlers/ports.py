@@ -6,12 +6,12 @@ Handlers receive objects satisfying these through ``initialize()``; they never i
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from processing.context import RequestContext
-from processing.sources import ImageSource
+from processing.kinds.base import OutputKind
+from processing.prediction import PredictCall, Prediction
 
 
 @dataclass(frozen=True)
@@ -24,15 +24,7 @@ class RequestLimits:
 
 
 class PredictPipeline(Protocol):
-    async def run(
-        self,
-        name: str,
-        sources: Sequence[ImageSource],
-        context: RequestContext,
-        version: int | None = None,
-        label: str | None = None,
-        top_k: int | None = None,
-    ) -> dict[str, Any]: ...
+    async def run(self, call: PredictCall, context: RequestContext) -> Prediction: ...
 
 
 class ProcessLifecycle(Protocol):
@@ -79,5 +71,5 @@ class TensorModel:
     """How the Open Inference Protocol presents a configured model (``handlers/oip.py``)."""
 
     name: str
-    kind: str  # "classification" (one output of class scores) or "raw" (the model's outputs as they are)
+    kind: OutputKind
     outputs: tuple[str, ...]

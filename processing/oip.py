@@ -11,13 +11,15 @@ from __future__ import annotations
 
 import json
 import struct
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
 
 from processing.errors import InvalidRequest, PayloadTooLarge
+from processing.kinds.base import Answer
+from processing.prediction import Prediction
 from processing.sources import MAX_TOP_K, ImageSource, decode_b64, json_integer, load_json
 
 INPUT_NAME = "image"
@@ -184,36 +186,36 @@ def _parse_output(item: Any, index: int) -> RequestedOutput:
     return RequestedOutput(name, parameters.get("binary_data") is True, k)
 
 
-def item_failures(answer: Mapping[str, Any]) -> str | None:
-    """What went wrong with the failed images of a pipeline answer, naming each; None when all succeeded."""
+def failed_items(prediction: Prediction) -> str | None:
+    """What went wrong with the failed images of a prediction, naming each; None when all succeeded."""
     failed = [
-        f"{INPUT_NAME}[{i}] ({item['source']}): {item['error']['code']}: {item['error']['message']}"
-        for i, item in enumerate(answer["predictions"])
-        if "error" in item
+        f"{INPUT_NAME}[{i}] ({source}): {error.code}: {error.message}" for i, source, error in prediction.failures()
     ]
     return "; ".join(failed) if failed else None
 
 
-def scores_tensor(name: str, predictions: Sequence[Mapping[str, Any]]) -> OutputTensor:
-    """Every class's score, from predictions that list all classes: FP32 [N, classes]."""
-    rows = np.zeros((len(predictions), len(predictions[0]["classes"])), dtype=np.float32)
-    for row, item in zip(rows, predictions, strict=True):
-        for cls in item["classes"]:
-            row[cls["class_id"]] = cls["score"]
-    return OutputTensor(name, "FP32", rows.shape, rows)
+def output_tensor(name: str, answers: Sequence[Answer], class_count: int | None = None) -> OutputTensor:
+    """One output over every image: FP32 [N, ...] rows, or with a class count BYTES [N, k] class strings."""
+    rows = [answer.tensor_row(name, class_count) for answer in answers]
+    numbers = [row for row in rows if isinstance(row, np.ndarray)]
+    if len(numbers) == len(rows):
+        values = np.stack(numbers).astype(np.float32)
+        return OutputTensor(name, "FP32", values.shape, values)
+    texts = [row for row in rows if isinstance(row, list)]
+    width = min(len(row) for row in texts)
+    return OutputTensor(name, "BYTES", (len(texts), width), [value for row in texts for value in row[:width]])
 
 
-def raw_tensor(name: str, predictions: Sequence[Mapping[str, Any]]) -> OutputTensor:
-    """One output of a model answered raw (``postprocess.kind: raw``), as FP32."""
-    rows = np.asarray([item["outputs"][name] for item in predictions], dtype=np.float32)
-    return OutputTensor(name, "FP32", rows.shape, rows)
-
-
-def classification_tensor(name: str, predictions: Sequence[Mapping[str, Any]], k: int) -> OutputTensor:
-    """The best ``k`` classes of each image as ``"<score>:<index>:<label>"``: BYTES [N, k]."""
-    rows = [[f"{c['score']:f}:{c['class_id']}:{c['label']}" for c in item["classes"][:k]] for item in predictions]
-    width = min(len(r) for r in rows)
-    return OutputTensor(name, "BYTES", (len(rows), width), [value for row in rows for value in row[:width]])
+def infer_response(prediction: Prediction, request: InferRequest, wanted: Sequence[str]) -> tuple[bytes, int | None]:
+    """The answer to an infer whose images all succeeded: the ``wanted`` outputs, in binary where asked."""
+    asked = {o.name: o for o in request.outputs}
+    answers = prediction.answers()
+    tensors = [output_tensor(n, answers, asked[n].classification if n in asked else None) for n in wanted]
+    binary = [asked[n].binary if n in asked else request.binary_output for n in wanted]
+    document: dict[str, Any] = {"model_name": prediction.model, "model_version": str(prediction.version)}
+    if request.id is not None:
+        document["id"] = request.id
+    return encode_infer_response(document, tensors, binary)
 
 
 def encode_infer_response(

@@ -34,7 +34,7 @@ def tier_version() -> str:
 
 
 def tensor_models(models: ModelRegistry) -> dict[str, TensorModel]:
-    return {name: TensorModel(name, m.postprocess.kind, m.output_names) for name, m in models.items()}
+    return {name: TensorModel(name, m.output_kind, m.output_names) for name, m in models.items()}
 
 
 def api_config(settings: Settings) -> ApiConfig:
