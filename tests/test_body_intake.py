@@ -32,7 +32,7 @@ def test_every_handler_that_streams_a_body_is_a_body_handler() -> None:
 def test_no_handler_reads_a_body_tornado_buffered() -> None:
     """``self.request.body`` would bypass the intake: a body route streams, through BodyHandler."""
     readers = []
-    for name, path in modules("handlers"):
+    for _, path in modules("handlers"):
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
             if isinstance(node, ast.Attribute) and node.attr in ("body", "body_arguments", "files"):
                 inner = node.value
