@@ -8,17 +8,27 @@ import json
 import re
 from typing import Any
 
+import jsonschema  # type: ignore[import-untyped]  # openapi-spec-validator's, which has no stubs
+import numpy as np
 import pytest
 from openapi_spec_validator import validate
 from tornado.httpclient import AsyncHTTPClient
 from tornado.routing import PathMatches, Rule
 from tornado.web import RequestHandler
 
+from app.openapi.document import ApiConfig, build_document
 from app.openapi.schemas import ITEM_ERROR_CODES, REQUEST_ERROR_CODES
 from app.serving.server import make_app
 from handlers.base import NotFoundHandler
 from handlers.oip import OipNotFoundHandler
 from handlers.page import PageFileHandler
+from processing.errors import ImageDecodeFailed, ItemError
+from processing.kinds.base import Answer
+from processing.kinds.classification import Classes, ScoredClass
+from processing.kinds.registry import OUTPUT_KINDS
+from processing.kinds.tensors import Tensors
+from processing.prediction import ItemResult
+from processing.v1 import item_document
 from tests.conftest import Tier
 from tests.support.tier import ROOT
 
@@ -125,6 +135,22 @@ async def test_each_operation_documents_the_statuses_it_can_answer(tier: Tier) -
     document = await served_document(tier)
     found = {op["operationId"]: set(op["responses"]) for item in document["paths"].values() for op in item.values()}
     assert found == STATUSES
+
+
+def test_every_output_kinds_answer_is_a_documented_item() -> None:
+    """Each kind's answer schema (processing/kinds) is in the document: its answer, as v1 renders it, validates."""
+    document = build_document(ApiConfig(("m",), 8, 1, 1, 1, metrics=False, admin=False, version="0"))
+    items = document["components"]["schemas"]["PredictAnswer"]["properties"]["predictions"]["items"]
+    answers: dict[str, Answer] = {
+        "classification": Classes((ScoredClass(1, "b", 0.5),), np.array([0.5, 0.5])),
+        "tensors": Tensors({"boxes": np.zeros((2, 4)), "count": np.array(2)}),
+    }
+    assert set(answers) == set(OUTPUT_KINDS), "a new output kind needs an example answer here"
+    failed: list[Answer | ItemError] = [ImageDecodeFailed("not an image")]
+    for answer in [*answers.values(), *failed]:
+        jsonschema.validate(item_document(ItemResult("source", answer)), items)
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate({"source": "s", "classes": [], "outputs": {}}, items)
 
 
 def table_codes(heading: str) -> set[str]:
