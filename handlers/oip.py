@@ -17,8 +17,7 @@ from handlers.base import BaseHandler
 from handlers.intake import BodyHandler
 from handlers.ports import ModelCatalog, PredictPipeline, ProcessLifecycle, RequestLimits, TensorModel
 from processing.context import server_timing
-from processing.errors import InvalidRequest
-from processing.oip import INPUT_NAME, InferRequest, failed_items, infer_response, parse_infer_request
+from processing.oip import INPUT_NAME, infer_response, parse_infer_request
 from processing.prediction import PredictCall
 
 EXTENSIONS = ("binary_tensor_data", "classification")
@@ -133,30 +132,18 @@ class InferHandler(OipHandler, BodyHandler):
             return
         header_length = self.request.headers.get("Inference-Header-Content-Length")
         request = parse_infer_request(self.body(), header_length, self.limits.max_images)
-        wanted = self._check_outputs(self.tensors.get(name), request)
-        class_count = max((o.classification for o in request.outputs if o.classification), default=None)
-        call = PredictCall(name, request.sources, int(version) if version else None, None, class_count)
+        model = self.tensors.get(name)  # None: the pipeline answers model_not_found
+        wanted = request.wanted(model.outputs, model.kind.classifies) if model is not None else []
+        call = PredictCall(name, request.sources, int(version) if version else None, None, request.class_count())
         prediction = await self.for_client(self.pipeline.run(call, self.context))
-        if prediction is None:
-            return  # the client went away
-        failures = failed_items(prediction)
-        if failures is not None:
-            raise InvalidRequest(f"the inference failed for {failures}")
-        body, header_length_out = infer_response(prediction, request, wanted)
+        if prediction is not None:  # else the client went away
+            self._write(*infer_response(prediction, request, wanted))
+
+    def _write(self, body: bytes, header_length: int | None) -> None:
         self.set_header("Server-Timing", server_timing(self.context))
-        if header_length_out is None:
+        if header_length is None:
             self.set_header("Content-Type", "application/json; charset=utf-8")
         else:
             self.set_header("Content-Type", "application/octet-stream")
-            self.set_header("Inference-Header-Content-Length", str(header_length_out))
+            self.set_header("Inference-Header-Content-Length", str(header_length))
         self.finish(body)
-
-    def _check_outputs(self, model: TensorModel | None, request: InferRequest) -> list[str]:
-        if model is None:
-            return []  # the pipeline answers model_not_found
-        unknown = [o.name for o in request.outputs if o.name not in model.outputs]
-        if unknown:
-            raise InvalidRequest(f"unknown output(s) {', '.join(unknown)}; the model has {', '.join(model.outputs)}")
-        if not model.kind.classifies and any(o.classification for o in request.outputs):
-            raise InvalidRequest("the classification extension needs a model that classifies")
-        return [o.name for o in request.outputs] or list(model.outputs)

@@ -1,5 +1,8 @@
 """The Open Inference Protocol v2 (KServe v2, Triton's HTTP API) on the wire: an infer request in, its answer out.
 
+The answer is a rendering of the pipeline's ``Prediction`` (``processing/prediction.py``): each output
+tensor stacks every image's row, as its model's output kind gives it (``Answer.tensor_row``).
+
 A model is presented with one ``BYTES`` input, ``image``, whose elements are encoded images (or URLs, or
 base64 text, as the ``image_source`` parameter says), and one output, the model's. The binary tensor data
 extension carries tensors after the JSON header (``Inference-Header-Content-Length``); a ``BYTES`` tensor is
@@ -42,6 +45,19 @@ class InferRequest:
     sources: tuple[ImageSource, ...]
     outputs: tuple[RequestedOutput, ...]  # empty: every output, in binary when ``binary_output``
     binary_output: bool = False
+
+    def class_count(self) -> int | None:
+        """The most classes an output asks for (the classification extension), if any does."""
+        return max((o.classification for o in self.outputs if o.classification), default=None)
+
+    def wanted(self, outputs: Sequence[str], classifies: bool) -> list[str]:
+        """The outputs to answer, of a model with ``outputs``; raises InvalidRequest for one it cannot answer."""
+        unknown = [o.name for o in self.outputs if o.name not in outputs]
+        if unknown:
+            raise InvalidRequest(f"unknown output(s) {', '.join(unknown)}; the model has {', '.join(outputs)}")
+        if not classifies and self.class_count():
+            raise InvalidRequest("the classification extension needs a model that classifies")
+        return [o.name for o in self.outputs] or list(outputs)
 
 
 @dataclass(frozen=True)
@@ -207,7 +223,14 @@ def output_tensor(name: str, answers: Sequence[Answer], class_count: int | None 
 
 
 def infer_response(prediction: Prediction, request: InferRequest, wanted: Sequence[str]) -> tuple[bytes, int | None]:
-    """The answer to an infer whose images all succeeded: the ``wanted`` outputs, in binary where asked."""
+    """The infer's answer: the ``wanted`` outputs, in binary where asked, and the JSON header's length if so.
+
+    A v2 output has a row per image and no place for a failed one: a failed image fails the infer
+    (InvalidRequest, naming each failed image).
+    """
+    failures = failed_items(prediction)
+    if failures is not None:
+        raise InvalidRequest(f"the inference failed for {failures}")
     asked = {o.name: o for o in request.outputs}
     answers = prediction.answers()
     tensors = [output_tensor(n, answers, asked[n].classification if n in asked else None) for n in wanted]
