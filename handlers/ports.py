@@ -17,7 +17,7 @@ from processing.prediction import PredictCall, Prediction
 @dataclass(frozen=True)
 class RequestLimits:
     max_json_bytes: int
-    max_upload_bytes: int  # per uploaded file or raw body
+    max_upload_bytes: int  # per uploaded file or image body
     max_body_bytes: int  # whole multipart body
     max_parts: int
     max_images: int

@@ -166,17 +166,17 @@ def versioned(base: str, tail: str, op_ids: tuple[str, str], summaries: tuple[st
 
 
 def predict_operation(op_id: str, config: ApiConfig, *params: str) -> Schema:
-    raw = {"schema": {"type": "string", "format": "binary", "minLength": 1}}
+    image_body = {"schema": {"type": "string", "format": "binary", "minLength": 1}}
     body = {
         "required": True,
         "description": f"JSON (at most {config.max_json_bytes} bytes), "
         f"multipart (at most {config.max_body_bytes} bytes, each file at most {config.max_upload_bytes}) "
-        f"or one raw image (at most {config.max_upload_bytes} bytes)",
+        f"or an image body, the image itself (at most {config.max_upload_bytes} bytes)",
         "content": {
             JSON: {"schema": ref("PredictJson")},
             "multipart/form-data": {"schema": ref("PredictMultipart")},
-            "image/*": raw,
-            "application/octet-stream": raw,
+            "image/*": image_body,
+            "application/octet-stream": image_body,
         },
     }
     responses = {
