@@ -24,7 +24,7 @@ from app.routing.routed import RoutedPredict
 from processing.context import RequestContext
 from processing.errors import ItemError, ItemInternalError
 from processing.image import DecodeLimits
-from processing.kinds.base import Answer
+from processing.kinds.base import ItemAnswer
 from processing.prediction import ItemResult, PredictCall, Prediction
 from processing.sources import ImageSource
 
@@ -139,7 +139,7 @@ def _prediction(
     context: RequestContext,
 ) -> Prediction:
     """One item per source, in order, with its answer (by the model's output kind) or its error."""
-    answers: list[Answer | ItemError | None] = list(failures)
+    answers: list[ItemAnswer | ItemError | None] = list(failures)
     if result is not None:
         rows = model.output_kind.postprocess(result.outputs, model.output_names, model.postprocess, call.top_k)
         good = [i for i, f in enumerate(failures) if f is None]

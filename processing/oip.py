@@ -1,7 +1,7 @@
 """The Open Inference Protocol v2 (KServe v2, Triton's HTTP API) on the wire: an infer request in, its answer out.
 
 The answer is a rendering of the pipeline's ``Prediction`` (``processing/prediction.py``): each output
-tensor stacks every image's row, as its model's output kind gives it (``Answer.tensor_row``).
+tensor stacks every image's row, as its model's output kind gives it (``ItemAnswer.tensor_row``).
 
 A model is presented with one ``BYTES`` input, ``image``, whose elements are encoded images (or URLs, or
 base64 text, as the ``image_source`` parameter says), and one output, the model's. The binary tensor data
@@ -21,7 +21,7 @@ from typing import Any, Literal
 import numpy as np
 
 from processing.errors import InvalidRequest, PayloadTooLarge
-from processing.kinds.base import Answer
+from processing.kinds.base import ItemAnswer
 from processing.prediction import Prediction
 from processing.sources import MAX_TOP_K, ImageSource, decode_b64, json_integer, load_json
 
@@ -210,7 +210,7 @@ def failed_items(prediction: Prediction) -> str | None:
     return "; ".join(failed) if failed else None
 
 
-def output_tensor(name: str, answers: Sequence[Answer], class_count: int | None = None) -> OutputTensor:
+def output_tensor(name: str, answers: Sequence[ItemAnswer], class_count: int | None = None) -> OutputTensor:
     """One output over every image: FP32 [N, ...] rows, or with a class count BYTES [N, k] class strings."""
     rows = [answer.tensor_row(name, class_count) for answer in answers]
     numbers = [row for row in rows if isinstance(row, np.ndarray)]

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from processing.errors import ItemError
-from processing.kinds.base import Answer
+from processing.kinds.base import ItemAnswer
 from processing.sources import ImageSource
 
 
@@ -28,7 +28,7 @@ class PredictCall:
 @dataclass(frozen=True)
 class ItemResult:
     source: str  # what the answer echoes: the URL, or the upload's name
-    answer: Answer | ItemError
+    answer: ItemAnswer | ItemError
 
 
 @dataclass(frozen=True)
@@ -43,7 +43,7 @@ class Prediction:
             (i, item.source, item.answer) for i, item in enumerate(self.items) if isinstance(item.answer, ItemError)
         ]
 
-    def answers(self) -> list[Answer]:
+    def answers(self) -> list[ItemAnswer]:
         """Every item's answer; only for a prediction none of whose items failed."""
         answers = [item.answer for item in self.items if not isinstance(item.answer, ItemError)]
         if len(answers) != len(self.items):

@@ -15,7 +15,7 @@ from processing.image import DecodeLimits, PreprocessSpec
 from processing.postprocess import PostprocessSpec
 
 
-class Answer(ABC):
+class ItemAnswer(ABC):
     """One image's answer, typed by its model's output kind; each protocol renders it its own way."""
 
     @abstractmethod
@@ -30,7 +30,7 @@ class Answer(ABC):
 # The model's output tensors (first axis: the batch's rows), the model's output names, its postprocess settings and
 # the request's top_k: one answer or error per row.
 Postprocess = Callable[
-    [Mapping[str, np.ndarray], Sequence[str], PostprocessSpec, int | None], Sequence[Answer | ItemError]
+    [Mapping[str, np.ndarray], Sequence[str], PostprocessSpec, int | None], Sequence[ItemAnswer | ItemError]
 ]
 
 

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from processing.errors import ItemError
-from processing.kinds.base import Answer, OutputKind, not_finite
+from processing.kinds.base import ItemAnswer, OutputKind, not_finite
 from processing.postprocess import PostprocessSpec
 
 
@@ -26,7 +26,7 @@ class ScoredClass:
 
 
 @dataclass(frozen=True, eq=False)
-class Classes(Answer):
+class Classes(ItemAnswer):
     """An image's best classes, best first, and every class's score (its row of the output, after any softmax)."""
 
     classes: tuple[ScoredClass, ...]
@@ -83,7 +83,7 @@ def classify_batch(output: np.ndarray, spec: PostprocessSpec, top_k: int | None 
 
 def postprocess(
     outputs: Mapping[str, np.ndarray], names: Sequence[str], spec: PostprocessSpec, top_k: int | None
-) -> Sequence[Answer | ItemError]:
+) -> Sequence[ItemAnswer | ItemError]:
     return classify_batch(outputs[names[0]], spec, top_k)
 
 

@@ -13,12 +13,12 @@ from typing import Any
 import numpy as np
 
 from processing.errors import ItemError
-from processing.kinds.base import Answer, OutputKind, finite, not_finite
+from processing.kinds.base import ItemAnswer, OutputKind, finite, not_finite
 from processing.postprocess import PostprocessSpec
 
 
 @dataclass(frozen=True, eq=False)
-class Tensors(Answer):
+class Tensors(ItemAnswer):
     """An image's row of each of the model's outputs."""
 
     outputs: Mapping[str, np.ndarray]
@@ -39,7 +39,7 @@ def tensors_batch(outputs: Mapping[str, np.ndarray]) -> list[Tensors | ItemError
 
 def postprocess(
     outputs: Mapping[str, np.ndarray], names: Sequence[str], spec: PostprocessSpec, top_k: int | None
-) -> Sequence[Answer | ItemError]:
+) -> Sequence[ItemAnswer | ItemError]:
     return tensors_batch(outputs)
 
 

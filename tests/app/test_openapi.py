@@ -23,7 +23,7 @@ from handlers.base import NotFoundHandler
 from handlers.oip import OipNotFoundHandler
 from handlers.page import PageFileHandler
 from processing.errors import ImageDecodeFailed, ItemError
-from processing.kinds.base import Answer
+from processing.kinds.base import ItemAnswer
 from processing.kinds.classification import Classes, ScoredClass
 from processing.kinds.registry import OUTPUT_KINDS
 from processing.kinds.tensors import Tensors
@@ -141,12 +141,12 @@ def test_every_output_kinds_answer_is_a_documented_item() -> None:
     """Each kind's answer schema (processing/kinds) is in the document: its answer, as v1 renders it, validates."""
     document = build_document(ApiConfig(("m",), 8, 1, 1, 1, metrics=False, admin=False, version="0"))
     items = document["components"]["schemas"]["PredictAnswer"]["properties"]["predictions"]["items"]
-    answers: dict[str, Answer] = {
+    answers: dict[str, ItemAnswer] = {
         "classification": Classes((ScoredClass(1, "b", 0.5),), np.array([0.5, 0.5])),
         "tensors": Tensors({"boxes": np.zeros((2, 4)), "count": np.array(2)}),
     }
     assert set(answers) == set(OUTPUT_KINDS), "a new output kind needs an example answer here"
-    failed: list[Answer | ItemError] = [ImageDecodeFailed("not an image")]
+    failed: list[ItemAnswer | ItemError] = [ImageDecodeFailed("not an image")]
     for answer in [*answers.values(), *failed]:
         jsonschema.validate(item_document(ItemResult("source", answer)), items)
     with pytest.raises(jsonschema.ValidationError):
