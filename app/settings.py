@@ -116,10 +116,14 @@ class InputSettings:
 
 @dataclass(frozen=True)
 class PostprocessSettings:
-    kind: Literal["classification", "raw"] = "classification"
+    kind: Literal["classification", "tensors", "raw"] = "classification"  # processing/kinds/registry.py
     softmax: bool = False
     top_k: int = 5
     labels: Path | None = None  # relative paths are relative to the config file
+
+    def __post_init__(self) -> None:
+        if self.kind == "raw":  # the former name of tensors, still accepted (docs/models.md)
+            object.__setattr__(self, "kind", "tensors")
 
 
 @dataclass(frozen=True)

@@ -117,10 +117,11 @@ def our_frames(stack: list[inspect.FrameInfo]) -> list[str]:
 
 
 @pytest.mark.gen_test
-async def test_a_predict_reaches_the_grpc_stub_in_three_calls_of_our_code(
+async def test_a_predict_reaches_the_grpc_stub_in_four_calls_of_our_code(
     tier: Tier, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Route to stub, batching off: the pipeline runs the request, the client encodes it, the boundary calls."""
+    """Route to stub, batching off: the pipeline runs the request, its predict step (app/routing/routed.py) picks
+    the version and sends the rows, the client encodes them, the boundary calls."""
     chains: list[list[str]] = []
     real_call = grpc.aio._channel.UnaryUnaryMultiCallable.__call__
 
@@ -134,4 +135,4 @@ async def test_a_predict_reaches_the_grpc_stub_in_three_calls_of_our_code(
         tier.url("/v1/models/tiny:predict"), method="POST", body=body, headers={"Content-Type": "image/jpeg"}
     )
     assert response.code == 200
-    assert chains == [["pipeline.run", "tfserving.predict", "rpc_errors.call_backend"]]
+    assert chains == [["pipeline.run", "routed.predict", "tfserving.predict", "rpc_errors.call_backend"]]
