@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from app.routing.config import RoutesSettings
 from app.typed_yaml import SettingsError as SettingsError  # re-exported: the error of loading settings
 from app.typed_yaml import build, read_file, set_path
 from processing.sources import MAX_TOP_K
@@ -127,6 +126,45 @@ class BatchingSettings:
     max_batch_size: int = 0  # 0 or 1: no micro-batching across requests
     max_wait_ms: float = 2.0
     max_in_flight: int = 2  # Predicts under way per model; meanwhile rows fill the next batch
+
+
+# The routes of a model (app/routing/, docs/rollouts.md).
+
+
+@dataclass(frozen=True)
+class RouteTarget:
+    """One side of a split: a TF Serving version or label, its weight, and whether it is a canary."""
+
+    name: str
+    version: int | None = None
+    label: str | None = None  # exactly one of version and label
+    weight: int = 0  # shares are weight / sum of weights
+    canary: bool = False  # watched against the others, and rolled back when worse
+
+
+@dataclass(frozen=True)
+class RollbackSettings:
+    window: int = 200  # the last requests of each side compared
+    min_samples: int = 50  # a canary with fewer requests in its window is not judged
+    max_error_rate_increase: float = 0.05  # canary item error rate minus stable's, as a fraction
+    max_p99_ratio: float = 3.0  # canary p99 latency over stable's
+
+
+@dataclass(frozen=True)
+class ShadowSettings:
+    """A share of the routed requests also sent to another version or label; its answers are only measured."""
+
+    version: int | None = None
+    label: str | None = None
+    fraction: float = 0.0  # 0: no shadow traffic
+
+
+@dataclass(frozen=True)
+class RoutesSettings:
+    key_header: str = "X-User-Id"  # sticky key; without it, the request id
+    targets: tuple[RouteTarget, ...] = ()  # none: the model's default version, as without routes
+    rollback: RollbackSettings = field(default_factory=RollbackSettings)
+    shadow: ShadowSettings = field(default_factory=ShadowSettings)
 
 
 @dataclass(frozen=True)
