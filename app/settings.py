@@ -47,7 +47,8 @@ class ServerSettings:
     drain_delay_s: float = 5.0  # after SIGTERM: /readyz says 503 but requests are still served, while endpoints update
     shutdown_timeout_s: float = 20.0  # then: no new connections; in-flight requests get this long to finish
     decode_threads: int = 0  # 0: the CPU quota rounded up, else one per core (app/serving/cpus.py)
-    malloc_mmap_threshold: int = 32 * MIB  # glibc: buffers below this reuse heap memory (app/allocator.py); 0: default
+    # glibc (app/serving/allocator.py): buffers below this reuse heap memory; 0: glibc's default
+    malloc_mmap_threshold: int = 32 * MIB
     malloc_trim_threshold: int = 64 * MIB  # glibc: free heap kept per arena before returning it; 0: default
 
 
@@ -290,12 +291,19 @@ def _validate_model(name: str, model: ModelSettings) -> None:
         raise SettingsError(f"{path}.input: a uint8 input takes raw pixels; remove scale/mean/std")
     if not 1 <= model.postprocess.top_k <= MAX_TOP_K:
         raise SettingsError(f"{path}.postprocess.top_k: must be from 1 to {MAX_TOP_K}")
-    if model.batching.max_batch_size < 0 or model.batching.max_wait_ms < 0 or model.batching.max_in_flight < 1:
-        raise SettingsError(f"{path}.batching: values must not be negative")
+    _validate_batching(path, model.batching)
     _validate_routes(path, model.routes)
     labels = model.postprocess.labels
     if labels is not None and not labels.is_file():
         raise SettingsError(f"{path}.postprocess.labels: file {labels} does not exist")
+
+
+def _validate_batching(path: str, batching: BatchingSettings) -> None:
+    for key in ("max_batch_size", "max_wait_ms"):
+        if getattr(batching, key) < 0:
+            raise SettingsError(f"{path}.batching.{key}: must not be negative")
+    if batching.max_in_flight < 1:
+        raise SettingsError(f"{path}.batching.max_in_flight: must be at least 1")
 
 
 def _validate_routes(path: str, routes: RoutesSettings) -> None:

@@ -59,6 +59,8 @@ def test_dev_config_loads_with_label_paths_relative_to_the_file() -> None:
         ("models:\n  m:\n    input:\n      dtype: uint8\n      scale: 0.5\n", {}, [], "models.m.input"),
         ("models:\n  m:\n    input:\n      mean: [1, 2]\n", {}, [], "models.m.input.mean"),
         ("models:\n  m:\n    postprocess:\n      softmax: maybe\n", {}, [], "models.m.postprocess.softmax"),
+        ("models:\n  m:\n    batching:\n      max_in_flight: 0\n", {}, [], "batching.max_in_flight: must be at least 1"),
+        ("models:\n  m:\n    batching:\n      max_wait_ms: -1\n", {}, [], "batching.max_wait_ms: must not be negative"),
         ("- a list\n", {}, [], "mapping"),
         ("server: [\n", {}, [], "YAML"),
         ("", {}, ["nonsense"], "section.key=value"),
