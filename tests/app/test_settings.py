@@ -78,17 +78,6 @@ def test_missing_file_is_a_settings_error(tmp_path: Path) -> None:
         load_settings(tmp_path / "absent.yaml", {})
 
 
-def test_annotated_example_config_is_valid(tmp_path: Path) -> None:
-    """deploy/config.example.yaml documents every key; it must load (its label paths point into a container)."""
-    example = DEV_CONFIG.parent / "config.example.yaml"
-    labels = tmp_path / "labels.txt"
-    labels.write_text("a\nb\n")
-    path = write(tmp_path, example.read_text().replace("/models/mobilenet_v2/labels.txt", str(labels)))
-    settings = load_settings(path, {})
-    assert settings.backend.address == "tfserving:8500"
-    assert settings.models["mobilenet_v2_float"].input.std == (0.229, 0.224, 0.225)
-
-
 def test_docker_config_is_valid(tmp_path: Path) -> None:
     config = (DEV_CONFIG.parent / "config.docker.yaml").read_text()
     for name in ("mobilenet_v2", "tiny", "digits"):
