@@ -11,14 +11,16 @@ from __future__ import annotations
 import ast
 import dataclasses
 import operator
+import re
 import typing
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
-from app.settings import Settings
+from app.settings import ModelSettings, Settings
 from tests.support.tier import ROOT
 
 PRODUCT = ("app", "handlers", "processing")
@@ -152,3 +154,58 @@ def test_the_settings_defaults_are_seen() -> None:
     assert defaults["window"] == [200] and defaults["key_header"] == ["X-User-Id"]
     assert defaults["max_upload_bytes"] == [20 << 20] and defaults["max_in_flight"] == [2]
     assert "labels" not in defaults and "metrics" not in defaults  # None and True mean nothing set
+
+
+# The prose may state a default, as "`server.drain_delay_s` (default 5)" or in a table row whose first
+# cells are settings and whose next is the default (docs/errors.md); it must state the settings' own.
+DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+STATED_INLINE = re.compile(r"`([a-z_]+(?:\.[a-z_]+)+)` \(default ([^)]+)\)")
+NOT_A_SETTING = object()
+STATED_IN_A_ROW = re.compile(r"^\| ((?:`[a-z_]+(?:\.[a-z_]+)+`(?:, )?)+) \| ([^|]+) \|", re.MULTILINE)
+
+
+def default_of(dotted: str) -> Any:
+    """The default of a setting named by its dotted key (``models.<name>.*`` as any model's); NOT_A_SETTING else."""
+    section: Any = Settings()
+    parts = dotted.split(".")
+    if parts[0] == "models" and len(parts) > 2:
+        section, parts = ModelSettings(), parts[2:]
+    for part in parts:
+        if not dataclasses.is_dataclass(section) or part not in {f.name for f in dataclasses.fields(section)}:
+            return NOT_A_SETTING  # such as the file models.config
+        section = getattr(section, part)
+    return section
+
+
+def stated_value(text: str) -> Any:
+    """``1,048,576 (1 MiB)`` is 1048576, ``none`` is (), backquoted items are a tuple of them."""
+    if text.strip() == "none":
+        return ()
+    if "`" in text:
+        return tuple(re.findall(r"`([^`]+)`", text))
+    return yaml.safe_load(text.split(" (")[0].replace(",", "").strip())
+
+
+def misstated_defaults(text: str) -> list[str]:
+    stated = [(m[1], m[2]) for m in STATED_INLINE.finditer(text)]
+    stated += [(key, m[2]) for m in STATED_IN_A_ROW.finditer(text) for key in re.findall(r"`([^`]+)`", m[1])]
+    settings = [(key, value) for key, value in stated if default_of(key) is not NOT_A_SETTING]
+    return [f"{key}: {value.strip()}" for key, value in settings if stated_value(value) != default_of(key)]
+
+
+def test_the_docs_state_the_settings_defaults() -> None:
+    found = {str(p.relative_to(ROOT)): misstated_defaults(p.read_text(encoding="utf-8")) for p in DOCS}
+    assert {path: wrong for path, wrong in found.items() if wrong} == {}
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "For `server.drain_delay_s` (default 10) the tier goes on accepting connections.",
+        "| `server.max_upload_bytes` | 10,485,760 (10 MiB) | each uploaded file | `payload_too_large` |",
+        "| `fetch.allow_cidrs`, `fetch.deny_cidrs` | `10.0.0.0/8` | see above | `source_forbidden` |",
+        "| `models.<name>.routes.rollback.window` | 100 | requests compared | |",
+    ],
+)
+def test_a_misstated_default_is_found(text: str) -> None:
+    assert misstated_defaults(text.replace("<name>", "m")) != []
