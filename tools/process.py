@@ -18,7 +18,7 @@ import threading
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, Self, TextIO
 
 ROOT = Path(__file__).resolve().parent.parent
 STOP_GRACE_S = 10.0
@@ -47,6 +47,48 @@ class Child:
         self._ended = False
         self._waited_for_end = False
         threading.Thread(target=self._read_output, name=f"{name}-output", daemon=True).start()
+
+    @classmethod
+    def start(
+        cls,
+        name: str,
+        command: Sequence[str | Path],
+        ready: str | re.Pattern[str] | None,
+        *,
+        count: int = 1,
+        timeout: float = 120.0,
+        cwd: Path = ROOT,
+        env: Mapping[str, str] | None = None,
+        echo: TextIO | None = None,
+        keep_lines: int | None = None,
+    ) -> Self:
+        """Start ``command`` (from ``cwd``, the repository unless given; ``env`` on top of this process's) and,
+        unless ``ready`` is None, wait for ``count`` lines matching it. NotReady if it exits or ``timeout`` passes
+        first (the child is killed then). ``echo`` gets every line as it comes; ``keep_lines`` bounds ``output``
+        for a child that logs every request."""
+        started = time.perf_counter()
+        argv = [str(part) for part in command]
+        proc = subprocess.Popen(
+            argv,
+            cwd=cwd,
+            env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            errors="replace",
+            process_group=0,
+        )
+        child = cls(name, argv, proc, echo, keep_lines)
+        if ready is None:
+            return child
+        try:
+            child.ready = child.wait_for(ready, timeout, count)
+        except BaseException:
+            child.kill()
+            raise
+        child.ready_s = time.perf_counter() - started
+        return child
 
     @property
     def pid(self) -> int:
@@ -138,45 +180,8 @@ class Child:
             self._changed.notify_all()
 
 
-def start_child(
-    name: str,
-    command: Sequence[str | Path],
-    ready: str | re.Pattern[str] | None,
-    *,
-    count: int = 1,
-    timeout: float = 120.0,
-    cwd: Path = ROOT,
-    env: Mapping[str, str] | None = None,
-    echo: TextIO | None = None,
-    keep_lines: int | None = None,
-) -> Child:
-    """Start ``command`` (from ``cwd``, the repository unless given; ``env`` on top of this process's) and, unless
-    ``ready`` is None, wait for ``count`` lines matching it. NotReady if it exits or ``timeout`` passes first (the
-    child is killed then). ``echo`` gets every line as it comes; ``keep_lines`` bounds ``output`` for a child that
-    logs every request."""
-    started = time.perf_counter()
-    argv = [str(part) for part in command]
-    proc = subprocess.Popen(
-        argv,
-        cwd=cwd,
-        env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        errors="replace",
-        process_group=0,
-    )
-    child = Child(name, argv, proc, echo, keep_lines)
-    if ready is None:
-        return child
-    try:
-        child.ready = child.wait_for(ready, timeout, count)
-    except BaseException:
-        child.kill()
-        raise
-    child.ready_s = time.perf_counter() - started
-    return child
+# What most callers use; a subclass that knows what its child announces starts with its own ``start``.
+start_child = Child.start
 
 
 def stop_process(proc: subprocess.Popen[Any], grace_s: float = STOP_GRACE_S) -> bool:

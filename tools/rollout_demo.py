@@ -175,7 +175,7 @@ class Demo:
         self.config.write_text(tier_config(targets))
         seen = len(self.tier.output)
         self.tier.proc.send_signal(signal.SIGHUP)
-        (said,) = self.tier.child.wait_for(r"configuration reloaded|reload refused.*", RELOAD_TIMEOUT_S, since=seen)
+        (said,) = self.tier.wait_for(r"configuration reloaded|reload refused.*", RELOAD_TIMEOUT_S, since=seen)
         if said.group(0) != "configuration reloaded":
             raise RuntimeError(said.string)
 

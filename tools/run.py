@@ -18,7 +18,7 @@ import tornado.web
 from app.serving.opencv import configure_opencv
 from app.settings import SettingsError, load_settings
 from tools.localserving.launcher import start_local_backend
-from tools.process import ROOT, NotReady
+from tools.process import ROOT, NotReady, stop_process
 
 DEMO_IMAGES = ROOT / "tests" / "fixtures" / "images"
 
@@ -70,7 +70,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         pass
     finally:
-        backend.child.stop()
+        stop_process(backend.proc)  # however it ends: an unclean exit of the backend is on the screen already
     return 0
 
 

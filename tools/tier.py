@@ -4,40 +4,22 @@ from another process or test its start and stop (in-process tests use ``app.serv
 from __future__ import annotations
 
 import re
-import subprocess
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
-from tools.process import ROOT, Child, start_child
+from tools.process import ROOT, Child
 
 DEV_CONFIG = ROOT / "deploy" / "config.dev.yaml"
 READY = re.compile(r"imagegate: ready on (http://\S+)")  # one line per worker
 
 
-@dataclass
-class TierProcess:
-    """A running ``python -m app``."""
-
-    child: Child
+class TierProcess(Child):
+    """A running ``python -m app``; its ``output`` has the status lines of stdout and the log of stderr."""
 
     @property
     def base_url(self) -> str:
-        return self.child.match.group(1)
-
-    @property
-    def proc(self) -> subprocess.Popen[str]:
-        return self.child.proc
-
-    @property
-    def output(self) -> list[str]:
-        """Every line it printed so far: the status lines on stdout and the log on stderr, as they came."""
-        return self.child.output
-
-    def stop(self) -> int:
-        """SIGTERM and wait (SIGKILL to its group after 10 s); its exit code."""
-        return self.child.stop()
+        return self.match.group(1)
 
 
 def start_tier(
@@ -58,5 +40,4 @@ def start_tier(
     # No drain delay unless asked for: stopping a tier would otherwise wait for endpoints that do not exist.
     for item in ["server.drain_delay_s=0", *overrides]:
         args += ["--set", item]
-    child = start_child("tier", [*args, *extra_args], READY, count=workers, timeout=ready_timeout, env=env)
-    return TierProcess(child)
+    return TierProcess.start("tier", [*args, *extra_args], READY, count=workers, timeout=ready_timeout, env=env)

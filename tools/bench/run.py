@@ -182,7 +182,7 @@ class Harness:
         model: str = "tiny",
     ) -> tuple[Child, str]:
         tier = start_tier(None, config=config, overrides=sets, workers=workers, extra_args=["--log-level", "WARNING"])
-        return tier.child, f"{tier.base_url}/v1/models/{model}:predict"
+        return tier, f"{tier.base_url}/v1/models/{model}:predict"
 
     def start_baseline(self, kind: str, signature: str = "serving_uint8") -> tuple[Child, str]:
         port = free_port()

@@ -11,10 +11,8 @@ from __future__ import annotations
 import os
 import re
 import signal
-import subprocess
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -22,47 +20,41 @@ import grpc
 
 from app.backend.protos import model_service_pb2_grpc
 from tools.localserving.transport import READY_PREFIX
-from tools.process import STOP_GRACE_S, Child, start_child
+from tools.process import STOP_GRACE_S, Child
 
 READY = re.compile(rf"^{re.escape(READY_PREFIX)}(\S+)")
 # A reload that adds models answers once they are loaded: seconds each, more on a busy machine.
 RELOAD_TIMEOUT_SECONDS = 120.0
 
 
-@dataclass
-class LocalBackend:
+class LocalBackend(Child):
     """A running ``python -m tools.localserving``."""
-
-    child: Child
 
     @property
     def address(self) -> str:
         """``127.0.0.1:<port>``, as announced."""
-        return self.child.match.group(1)
+        return self.match.group(1)
 
     @property
     def port(self) -> int:
         return int(self.address.rsplit(":", 1)[1])
 
     @property
-    def proc(self) -> subprocess.Popen[str]:
-        return self.child.proc
-
-    @property
     def ready_line(self) -> str:
-        return self.child.match.string.strip()
+        return self.match.string.strip()
 
-    def stop(self) -> None:
-        """SIGTERM, wait; raise unless it exited 0 within the grace period (it is killed after that)."""
-        code = self.child.stop(STOP_GRACE_S)
+    def stop(self, grace_s: float = STOP_GRACE_S) -> int:
+        """SIGTERM, wait; 0, or RuntimeError unless it exited 0 within ``grace_s`` (it is killed after that)."""
+        code = super().stop(grace_s)
         if code == -signal.SIGKILL:
-            raise RuntimeError(f"localserving ignored SIGTERM for {STOP_GRACE_S:g} s and was killed\n{self.logs()}")
+            raise RuntimeError(f"localserving ignored SIGTERM for {grace_s:g} s and was killed\n{self.logs()}")
         if code != 0:
             raise RuntimeError(f"localserving exited {code}\n{self.logs()}")
+        return code
 
     def logs(self, last_chars: int = 6000) -> str:
         """The end of what the server printed, for failure messages."""
-        return "".join(self.child.output)[-last_chars:]
+        return "".join(self.output)[-last_chars:]
 
 
 def start_local_backend(
@@ -87,7 +79,7 @@ def start_local_backend(
     # TensorFlow's INFO lines only bury the server's own log.
     env = {"TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "1")}
     command = [sys.executable, *args, *extra_args]
-    return LocalBackend(start_child("localserving", command, READY, timeout=ready_timeout, env=env, echo=echo))
+    return LocalBackend.start("localserving", command, READY, timeout=ready_timeout, env=env, echo=echo)
 
 
 def reload_config(address: str, config_text: str, timeout: float = RELOAD_TIMEOUT_SECONDS) -> Any:
