@@ -22,7 +22,7 @@ from typing import Any, Self, TextIO
 
 ROOT = Path(__file__).resolve().parent.parent
 STOP_GRACE_S = 10.0
-OUTPUT_END_WAIT_S = 5.0  # after it exits, for a grandchild that still holds the pipe (the tier's workers, briefly)
+OUTPUT_END_WAIT_S = 5.0  # between its exit and the end of its output (a grandchild may hold the pipe a moment)
 
 
 class NotReady(RuntimeError):
@@ -130,7 +130,8 @@ class Child:
             if not self._changed.wait_for(done, timeout):
                 raise NotReady(self._failure(f"printed no line matching {regex.pattern!r} within {timeout:g} s"))
         if len(found) < count:
-            raise NotReady(self._failure(f"exited with code {self.proc.wait()} before printing {regex.pattern!r}"))
+            code = self.proc.wait(OUTPUT_END_WAIT_S)  # its output ended: it is exiting, if not gone
+            raise NotReady(self._failure(f"exited with code {code} before printing {regex.pattern!r}"))
         return found
 
     def wait_listening(self, port: int, timeout: float = 15.0, host: str = "127.0.0.1") -> None:
