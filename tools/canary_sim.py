@@ -28,8 +28,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from app.routing.config import RollbackSettings, RoutesSettings, RouteTarget
 from app.routing.router import ModelRouter
+from app.settings import RollbackSettings, RoutesSettings, RouteTarget
 
 STABLE = RouteTarget("stable", label="stable", weight=80)
 CANARY = RouteTarget("canary", version=2, weight=20, canary=True)

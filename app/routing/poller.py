@@ -17,12 +17,12 @@ import contextlib
 import logging
 from collections.abc import Mapping
 
-from app.backend.client import TFServingClient
+from app.backend.tfserving import TFServingClient
 from app.backend.types import ModelRef
 from app.errors import ModelNotFound
 from app.models import ServedModel
-from app.routing.config import RouteTarget
 from app.routing.router import ModelRouter
+from app.settings import RouteTarget
 from processing.errors import GatewayError, InternalError
 
 log = logging.getLogger("imagegate")

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from app.routing.analysis import Check, RequestLog, Requests, compare
-from app.routing.config import RoutesSettings, RouteTarget
+from app.settings import RoutesSettings, RouteTarget
 
 log = logging.getLogger("imagegate")
 

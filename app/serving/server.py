@@ -15,14 +15,15 @@ from tornado.http1connection import HTTP1ConnectionParameters
 from tornado.netutil import Resolver, bind_sockets
 
 from app.admission import Admission
-from app.backend.client import TFServingClient
+from app.backend.tfserving import TFServingClient
 from app.batcher import MicroBatcher
-from app.fetch.client import UrlFetcher
+from app.fetch.fetcher import UrlFetcher
 from app.models import load_registry
 from app.observability.metrics import Metrics
 from app.observability.requests import RequestObserver
 from app.pipeline import Pipeline
 from app.routing.poller import TargetPoller
+from app.routing.routed import RoutedPredict
 from app.routing.router import ModelRouter
 from app.routing.shadow import Shadow
 from app.serving.cpus import CGROUP_ROOT, cpu_budget
@@ -102,22 +103,25 @@ async def build_services(
     threads = settings.server.decode_threads or cpu_budget(cgroup_root)
     executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="decode")
     fetcher = UrlFetcher.from_settings(settings.fetch, resolver)
+    predictor = RoutedPredict(
+        client=client,
+        batcher=MicroBatcher(client, metrics.observe_batch) if metrics is not None else MicroBatcher(client),
+        routers=make_routers(settings, metrics),
+        shadow=Shadow(client, metrics.observe_shadow) if metrics is not None else Shadow(client),
+        timeout_s=settings.backend.timeout_s,
+    )
     pipeline = Pipeline(
         models=models,
         fetcher=fetcher,
-        client=client,
-        batcher=MicroBatcher(client, metrics.observe_batch) if metrics is not None else MicroBatcher(client),
+        predictor=predictor,
         executor=executor,
         decode_limits=DecodeLimits(settings.decode.max_pixels, settings.decode.max_side),
-        backend_timeout_s=settings.backend.timeout_s,
         fetch_concurrency_per_request=settings.fetch.max_concurrent_per_request,
         admission=Admission(settings.server.max_in_flight_images, settings.server.retry_after_s),
-        routers=make_routers(settings, metrics),
-        shadow=Shadow(client, metrics.observe_shadow) if metrics is not None else Shadow(client),
     )
-    status = ModelStatus(models, client, pipeline.routers)
+    status = ModelStatus(models, client, predictor.routers)
     state = keep.state if keep is not None else ProcessState()  # a reload keeps the process's state
-    poller = TargetPoller(models, pipeline.routers, client)
+    poller = TargetPoller(models, predictor.routers, client)
     await poller.poll()  # before the routes serve: a target that is not AVAILABLE gets nothing from the start
     poller.start()
     return Services(settings, client, fetcher, executor, pipeline, status, state, metrics, tracer, poller)
@@ -236,5 +240,5 @@ def admin_routes(services: Services) -> list[Any]:
     token = services.settings.server.admin_token
     if not token:
         return []
-    admin = {"routers": services.pipeline.routers, "token": token}
+    admin = {"routers": services.pipeline.predictor.routers, "token": token}
     return [(rf"{MODEL}/routes(?:/([^/:]+))?:(promote|reset)".replace("/v1/", "/admin/", 1), RouteAdminHandler, admin)]

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import subprocess
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+
+from tools.process import Child
 
 SPIN = "import time\nend = time.monotonic() + {seconds}\nwhile time.monotonic() < end:\n    pass\n"
 
@@ -13,11 +14,11 @@ SPIN = "import time\nend = time.monotonic() + {seconds}\nwhile time.monotonic() 
 @contextmanager
 def cpu_hogs(count: int, seconds: float) -> Iterator[None]:
     """``count`` processes that each spin on a core for at most ``seconds``; stopped when the block ends."""
-    procs = [subprocess.Popen([sys.executable, "-c", SPIN.format(seconds=seconds)]) for _ in range(count)]
+    hogs = [
+        Child.start(f"cpu-hog-{i}", [sys.executable, "-c", SPIN.format(seconds=seconds)], None) for i in range(count)
+    ]
     try:
         yield
     finally:
-        for proc in procs:
-            proc.kill()
-        for proc in procs:
-            proc.wait()
+        for hog in hogs:
+            hog.kill()

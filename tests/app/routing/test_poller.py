@@ -87,7 +87,7 @@ async def test_a_canary_gets_its_share_once_available_and_keeps_it_while_the_bac
     finally:
         own.stop()
     await tier.services.poller.poll()  # the backend is gone: the last known states stay
-    router = tier.services.pipeline.routers["digits"]  # GET /v1/models/digits would ask the backend for its status
+    router = tier.services.pipeline.predictor.routers["digits"]  # not GET: that asks the backend
     assert [(side["name"], side["state"]) for side in router.describe()] == [
         ("stable", "serving"),
         ("canary", "serving"),
