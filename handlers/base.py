@@ -101,21 +101,20 @@ class TrackedHandler(RequestHandler):
         self._uncount()
 
     def on_connection_close(self) -> None:
-        abandoned = self._waiting_for_body()
-        super().on_connection_close()
+        # Tornado's own futures for a streamed body (its on_connection_close reads _body_future too).
+        prepared, body = self._prepared_future, getattr(self.request, "_body_future", None)
+        body_missing = body is not None and not body.done()
+        super().on_connection_close()  # fails the body's future
         self._client_left = True
         self._uncount()
-        if abandoned and not self._finished:
-            self.finish()  # Tornado will not call the method for a body that never came: log and count it (499)
+        if prepared is not None and body_missing:
+            # The body never came: Tornado calls neither the method nor finish, so the request would be neither
+            # logged nor counted. Finish it (499) once prepare has run (prepare may still answer it itself).
+            prepared.add_done_callback(lambda _: self._finish_abandoned())
 
-    def _waiting_for_body(self) -> bool:
-        """A streamed body is still arriving after ``prepare``: if the connection closes now, nothing answers.
-
-        Tornado's ``_execute`` then returns without ``finish``, so the request would be neither logged nor
-        counted. Reads Tornado's own futures (its ``on_connection_close`` reads ``_body_future`` too).
-        """
-        prepared, body = self._prepared_future, getattr(self.request, "_body_future", None)
-        return prepared is not None and prepared.done() and body is not None and not body.done()
+    def _finish_abandoned(self) -> None:
+        if not self._finished:
+            self.finish()
 
     def _uncount(self) -> None:
         if self._counted and self._process is not None:
