@@ -71,11 +71,21 @@ class TrackedHandler(RequestHandler):
     def set_default_headers(self) -> None:
         self.set_header("X-Request-Id", self.context.request_id)
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if implemented := cls.allowed_methods():
+            # Tornado refuses a method outside SUPPORTED_METHODS with 405 before prepare: a method the route
+            # lacks is 405 whatever prepare would check first (a bearer token, a Content-Type). A handler with
+            # no method at all (not found) keeps them all, so that prepare answers its 404.
+            cls.SUPPORTED_METHODS = implemented
+
     @classmethod
     def allowed_methods(cls) -> tuple[str, ...]:
         """The methods this handler implements, as ``Allow`` lists them: Tornado answers 405 to any other."""
         return tuple(
-            m for m in cls.SUPPORTED_METHODS if getattr(cls, m.lower()) is not getattr(RequestHandler, m.lower())
+            m
+            for m in RequestHandler.SUPPORTED_METHODS
+            if getattr(cls, m.lower()) is not getattr(RequestHandler, m.lower())
         )
 
     def finish(self, chunk: str | bytes | dict[str, Any] | None = None) -> Future[None]:
