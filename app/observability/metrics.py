@@ -109,12 +109,14 @@ class Metrics:
             registry=r,
             multiprocess_mode="livesum",
         )
+        # With workers, the value the last scrape wrote (in whichever worker) wins: a worker's older 1 must not
+        # hide the backend going away.
         self.model_available = Gauge(
             "imagegate_model_available",
             "1 when the backend reports the model version AVAILABLE",
             ["model", "version"],
             registry=r,
-            multiprocess_mode="max",
+            multiprocess_mode="mostrecent",
         )
         self.build_info = Gauge(
             "imagegate_build_info", "The tier's version", ["version"], registry=r, multiprocess_mode="max"
@@ -126,6 +128,7 @@ class Metrics:
             "upload": self.upload_seconds,
             "decode": self.decode_seconds,
         }
+        self._versions_seen: dict[str, set[int]] = {}
         self._requests: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
         self._children: dict[tuple[Any, ...], Any] = {}
 
@@ -197,9 +200,13 @@ class Metrics:
         self.backend_failures.labels(code).inc()
 
     def set_model_states(self, states: dict[str, dict[int, str]]) -> None:
+        """Each model's versions as the backend reports them; a version it no longer reports (or a backend that
+        does not answer, an empty mapping) is 0, so an alert on the gauge sees the backend go away."""
         for model, versions in states.items():
-            for number, state in versions.items():
-                self.model_available.labels(model, str(number)).set(1 if state == "AVAILABLE" else 0)
+            seen = self._versions_seen.setdefault(model, set())
+            seen.update(versions)
+            for number in seen:
+                self.model_available.labels(model, str(number)).set(1 if versions.get(number) == "AVAILABLE" else 0)
 
     def render(self) -> tuple[bytes, str]:
         """The scrape's body and Content-Type; with workers, every worker's values added up."""

@@ -165,7 +165,7 @@ def make_app(services: Services) -> tornado.web.Application:
         (rf"{MODEL}{VERSION}/metadata", ModelMetadataHandler, models),
         (rf"{MODEL}{VERSION}/?", ModelStatusHandler, models),
         (r"/healthz", LivenessHandler),
-        (r"/readyz", ReadinessHandler, {**models, "process": services.state}),
+        (r"/readyz", ReadinessHandler, {"process": services.state}),
         *([(r"/metrics", MetricsHandler, {"render": services.render_metrics})] if services.metrics else []),
         *admin_routes(services),
     ]
