@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from app.routing.config import RoutesSettings
 from app.typed_yaml import SettingsError as SettingsError  # re-exported: the error of loading settings
 from app.typed_yaml import build, read_file, set_path
 from processing.sources import MAX_TOP_K
@@ -48,7 +47,8 @@ class ServerSettings:
     drain_delay_s: float = 5.0  # after SIGTERM: /readyz says 503 but requests are still served, while endpoints update
     shutdown_timeout_s: float = 20.0  # then: no new connections; in-flight requests get this long to finish
     decode_threads: int = 0  # 0: the CPU quota rounded up, else one per core (app/serving/cpus.py)
-    malloc_mmap_threshold: int = 32 * MIB  # glibc: buffers below this reuse heap memory (app/allocator.py); 0: default
+    # glibc (app/serving/allocator.py): buffers below this reuse heap memory; 0: glibc's default
+    malloc_mmap_threshold: int = 32 * MIB
     malloc_trim_threshold: int = 64 * MIB  # glibc: free heap kept per arena before returning it; 0: default
 
 
@@ -131,6 +131,45 @@ class BatchingSettings:
     max_batch_size: int = 0  # 0 or 1: no micro-batching across requests
     max_wait_ms: float = 2.0
     max_in_flight: int = 2  # Predicts under way per model; meanwhile rows fill the next batch
+
+
+# The routes of a model (app/routing/, docs/rollouts.md).
+
+
+@dataclass(frozen=True)
+class RouteTarget:
+    """One side of a split: a TF Serving version or label, its weight, and whether it is a canary."""
+
+    name: str
+    version: int | None = None
+    label: str | None = None  # exactly one of version and label
+    weight: int = 0  # shares are weight / sum of weights
+    canary: bool = False  # watched against the others, and rolled back when worse
+
+
+@dataclass(frozen=True)
+class RollbackSettings:
+    window: int = 200  # the last requests of each side compared
+    min_samples: int = 50  # a canary with fewer requests in its window is not judged
+    max_error_rate_increase: float = 0.05  # canary item error rate minus stable's, as a fraction
+    max_p99_ratio: float = 3.0  # canary p99 latency over stable's
+
+
+@dataclass(frozen=True)
+class ShadowSettings:
+    """A share of the routed requests also sent to another version or label; its answers are only measured."""
+
+    version: int | None = None
+    label: str | None = None
+    fraction: float = 0.0  # 0: no shadow traffic
+
+
+@dataclass(frozen=True)
+class RoutesSettings:
+    key_header: str = "X-User-Id"  # sticky key; without it, the request id
+    targets: tuple[RouteTarget, ...] = ()  # none: the model's default version, as without routes
+    rollback: RollbackSettings = field(default_factory=RollbackSettings)
+    shadow: ShadowSettings = field(default_factory=ShadowSettings)
 
 
 @dataclass(frozen=True)
@@ -256,12 +295,19 @@ def _validate_model(name: str, model: ModelSettings) -> None:
         raise SettingsError(f"{path}.input: a uint8 input takes raw pixels; remove scale/mean/std")
     if not 1 <= model.postprocess.top_k <= MAX_TOP_K:
         raise SettingsError(f"{path}.postprocess.top_k: must be from 1 to {MAX_TOP_K}")
-    if model.batching.max_batch_size < 0 or model.batching.max_wait_ms < 0 or model.batching.max_in_flight < 1:
-        raise SettingsError(f"{path}.batching: values must not be negative")
+    _validate_batching(path, model.batching)
     _validate_routes(path, model.routes)
     labels = model.postprocess.labels
     if labels is not None and not labels.is_file():
         raise SettingsError(f"{path}.postprocess.labels: file {labels} does not exist")
+
+
+def _validate_batching(path: str, batching: BatchingSettings) -> None:
+    for key in ("max_batch_size", "max_wait_ms"):
+        if getattr(batching, key) < 0:
+            raise SettingsError(f"{path}.batching.{key}: must not be negative")
+    if batching.max_in_flight < 1:
+        raise SettingsError(f"{path}.batching.max_in_flight: must be at least 1")
 
 
 def _validate_routes(path: str, routes: RoutesSettings) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ast
 import inspect
+import re
 import subprocess
 import sys
 import zipfile
@@ -22,6 +23,7 @@ from tests.support.tier import ROOT
 
 PRODUCT = ("app", "handlers", "processing")
 MAX_MODULE_LINES = 350
+NGINX_SET_UP = re.compile(r"^\s*master_process off;", re.MULTILINE)  # a line of an nginx configuration
 
 
 def modules(package: str) -> Iterator[tuple[str, Path]]:
@@ -66,6 +68,33 @@ def test_handlers_never_import_the_application_or_tools() -> None:
 
 def test_the_product_never_imports_development_tools_or_tests() -> None:
     assert offenders("app", ("tools", "tests")) == {}
+
+
+def test_development_tools_never_import_the_tests() -> None:
+    """``make run``, the bench and the rollout demo start processes with ``tools/``; the tests reuse it."""
+    assert offenders("tools", ("tests",)) == {}
+
+
+def starts_processes(path: Path) -> bool:
+    """Whether ``path`` calls ``subprocess.Popen`` (or an imported ``Popen``) itself."""
+    calls = [node.func for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))) if isinstance(node, ast.Call)]
+    return "Popen" in {f.attr if isinstance(f, ast.Attribute) else getattr(f, "id", "") for f in calls}
+
+
+def test_one_toolkit_starts_the_processes_of_the_tools_and_the_tests() -> None:
+    """Start, wait for the ready line with a deadline, stop the group: written once (``tools.process``), as is the
+    nginx set-up (``tools.nginx``)."""
+    starters = [
+        name for package in ("tools", "tests/support") for name, path in modules(package) if starts_processes(path)
+    ]
+    assert starters == ["tools.process"]
+    nginx = [
+        name
+        for package in ("tools", "tests")
+        for name, path in modules(package)
+        if NGINX_SET_UP.search(path.read_text())
+    ]
+    assert nginx == ["tools.nginx"]
 
 
 @pytest.mark.parametrize(

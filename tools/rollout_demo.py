@@ -21,7 +21,6 @@ import json
 import signal
 import sys
 import tempfile
-import time
 import urllib.error
 import urllib.request
 from collections import Counter
@@ -35,11 +34,11 @@ from typing import Any
 import cv2
 import numpy as np
 
-from tests.support.backend import LocalBackend, reload_config, start_local_backend
-from tests.support.tier import TierProcess, start_tier
+from tools.localserving.launcher import LocalBackend, reload_config, start_local_backend
 from tools.modelbuild.digits_data import load_split
+from tools.process import ROOT
+from tools.tier import TierProcess, start_tier
 
-ROOT = Path(__file__).resolve().parent.parent
 DIGITS = (ROOT / "build" / "models" / "digits").resolve()
 TOKEN = "demo-admin-token"
 WINDOW, MIN_SAMPLES = 40, 10
@@ -176,15 +175,9 @@ class Demo:
         self.config.write_text(tier_config(targets))
         seen = len(self.tier.output)
         self.tier.proc.send_signal(signal.SIGHUP)
-        deadline = time.monotonic() + RELOAD_TIMEOUT_S
-        while time.monotonic() < deadline:
-            for line in self.tier.output[seen:]:
-                if "configuration reloaded" in line:
-                    return
-                if "reload refused" in line:
-                    raise RuntimeError(line)
-            time.sleep(0.05)
-        raise TimeoutError("the tier did not log its reload:\n" + "".join(self.tier.output[-20:]))
+        (said,) = self.tier.wait_for(r"configuration reloaded|reload refused.*", RELOAD_TIMEOUT_S, since=seen)
+        if said.group(0) != "configuration reloaded":
+            raise RuntimeError(said.string)
 
     def promote(self, route: str) -> None:
         request = urllib.request.Request(

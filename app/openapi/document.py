@@ -11,8 +11,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from app.openapi.schemas import Schema, answer_schemas, ref, request_schemas
-from processing.kinds.base import OutputKind
-from processing.kinds.registry import OUTPUT_KINDS
 
 JSON = "application/json"
 
@@ -41,30 +39,10 @@ def build_document(config: ApiConfig) -> dict[str, Any]:
         },
         "paths": {**v1_paths(config), **v2_paths(config)},
         "components": {
-            "schemas": {**request_schemas(config.max_images), **with_kind_answers(answer_schemas(list(config.models)))},
+            "schemas": {**request_schemas(config.max_images), **answer_schemas(list(config.models))},
             "parameters": _parameters(config),
             "headers": _headers(),
         },
-    }
-
-
-def with_kind_answers(schemas: dict[str, Schema]) -> dict[str, Schema]:
-    """``schemas`` with a predict answer's items made of each output kind's answer schema (processing/kinds)."""
-    items = schemas["PredictAnswer"]["properties"]["predictions"]["items"]
-    failed = [item for item in items["oneOf"] if "error" in item["required"]]  # the failed item, from schemas.py
-    items["oneOf"] = [*(kind_item(kind) for kind in OUTPUT_KINDS.values()), *failed]
-    return schemas
-
-
-def kind_item(kind: OutputKind) -> Schema:
-    """A predict answer's item for an image answered by a model of ``kind``."""
-    fields = kind.answer_schema
-    properties = {"source": {"type": "string"}, **fields["properties"]}
-    return {
-        "type": "object",
-        "properties": properties,
-        "required": ["source", *fields["required"]],
-        "additionalProperties": False,
     }
 
 

@@ -19,9 +19,9 @@ from app.backend.tfserving import TFServingClient, backend_metadata
 from app.backend.types import PredictResult
 from app.batcher import MicroBatcher
 from app.models import ServedModel
-from app.routing.config import RouteTarget
 from app.routing.router import MODEL_FAILURES, ModelRouter
 from app.routing.shadow import Shadow
+from app.settings import RouteTarget
 from processing.context import RequestContext
 from processing.errors import GatewayError
 from processing.prediction import PredictCall, Prediction

@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from app.routing.config import RoutesSettings, RouteTarget
+from app.settings import RoutesSettings, RouteTarget
 
 log = logging.getLogger("imagegate")
 

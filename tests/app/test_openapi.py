@@ -17,7 +17,7 @@ from tornado.routing import PathMatches, Rule
 from tornado.web import RequestHandler
 
 from app.openapi.document import ApiConfig, build_document
-from app.openapi.schemas import ITEM_ERROR_CODES, REQUEST_ERROR_CODES
+from app.openapi.schemas import item_error_codes, request_error_codes
 from app.serving.server import make_app
 from handlers.base import NotFoundHandler
 from handlers.oip import OipNotFoundHandler
@@ -140,7 +140,7 @@ async def test_each_operation_documents_the_statuses_it_can_answer(tier: Tier) -
 def test_every_output_kinds_answer_is_a_documented_item() -> None:
     """Each kind's answer schema (processing/kinds) is in the document: its answer, as v1 renders it, validates."""
     document = build_document(ApiConfig(("m",), 8, 1, 1, 1, metrics=False, admin=False, version="0"))
-    items = document["components"]["schemas"]["PredictAnswer"]["properties"]["predictions"]["items"]
+    items = {"$ref": "#/components/schemas/PredictAnswer/properties/predictions/items", **document}
     answers: dict[str, ItemAnswer] = {
         "classification": Classes((ScoredClass(1, "b", 0.5),), np.array([0.5, 0.5])),
         "tensors": Tensors({"boxes": np.zeros((2, 4)), "count": np.array(2)}),
@@ -160,8 +160,8 @@ def table_codes(heading: str) -> set[str]:
 
 
 def test_the_error_codes_are_those_of_docs_errors_md() -> None:
-    assert set(REQUEST_ERROR_CODES) == table_codes("Request errors")
-    assert set(ITEM_ERROR_CODES) == table_codes("Item errors")
+    assert set(request_error_codes()) == table_codes("Request errors")
+    assert set(item_error_codes()) == table_codes("Item errors")
 
 
 @pytest.mark.gen_test

@@ -32,7 +32,7 @@ from app.settings import FetchSettings
 from tools.bench import procs
 from tools.bench.imagehost import start_image_host
 from tools.bench.images import make_workload
-from tools.bench.procs import ROOT
+from tools.process import ROOT
 
 IN_FLIGHT = 16
 

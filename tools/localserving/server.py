@@ -20,11 +20,10 @@ from tools.localserving.reload import ConfigFilePoller, ConfigReloader
 from tools.localserving.servable import load_servable
 from tools.localserving.service import BatchingRunner, Runner, add_services, run_directly
 from tools.localserving.signals import StopSignal
-from tools.localserving.transport import HOST, server_options
+from tools.localserving.transport import HOST, READY_PREFIX, server_options
 
 log = logging.getLogger("localserving")
 
-READY_PREFIX = "localserving: ready on "
 STOP_GRACE_SECONDS = 5.0
 # What --enable_grpc_healthcheck_service reports: "" is the server as a whole (what a Kubernetes gRPC probe
 # asks for); TF Serving also marks its two services, by these unqualified names.

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from app.routing.config import RollbackSettings, RoutesSettings, RouteTarget
 from app.routing.router import ModelRouter
+from app.settings import RollbackSettings, RoutesSettings, RouteTarget
 
 STABLE = RouteTarget("stable", label="stable", weight=90)
 CANARY = RouteTarget("canary", version=2, weight=10, canary=True)
