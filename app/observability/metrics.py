@@ -118,6 +118,18 @@ class Metrics:
             registry=r,
             multiprocess_mode="mostrecent",
         )
+        self.lingering = Gauge(
+            "imagegate_lingering_connections",
+            "Connections answered before their body arrived, reading and dropping it before they close",
+            registry=r,
+            multiprocess_mode="livesum",
+        )
+        self.lingering_closes = Counter(
+            "imagegate_lingering_closes_total",
+            "Lingering closes by how they ended: client, time, idle, bytes, error, cap (closed at once), shutdown",
+            ["end"],
+            registry=r,
+        )
         self.build_info = Gauge(
             "imagegate_build_info", "The tier's version", ["version"], registry=r, multiprocess_mode="max"
         )
@@ -195,6 +207,13 @@ class Metrics:
 
     def count_rollback(self, model: str, route: str) -> None:
         self.rollbacks.labels(model, route).inc()
+
+    def lingering_now(self, count: int) -> None:
+        self.lingering.set(count)
+
+    def lingering_ended(self, end: str) -> None:
+        """A lingering close ended (``end``: one of app/serving/lingering.py's ENDS)."""
+        self._child(self.lingering_closes, end).inc()
 
     def count_backend_failure(self, code: str) -> None:
         self.backend_failures.labels(code).inc()
