@@ -46,8 +46,8 @@ class BodyHandler(BaseHandler):
 
     def __init__(self, application: Application, request: HTTPServerRequest, **kwargs: Any) -> None:
         super().__init__(application, request, **kwargs)
-        # The caps are the intake's, checked as the body streams in. Tornado's own limit would answer a
-        # Content-Length over it with a bare 400 after ours (or instead of a 405): lift it for this request.
+        # The caps are the intake's, checked as the body streams in. Tornado's own limit is for the routes that
+        # take no body (app/serving/server.py); over it, it would answer a bare 400 whatever this route's cap.
         if isinstance(request.connection, HTTP1Connection):
             request.connection.set_max_body_size(sys.maxsize)
 

@@ -27,7 +27,7 @@ import pytest
 
 from tests.conftest import Tier, TierFactory
 from tests.hostile.rawclient import Answer, chunked, send_through_answer
-from tests.hostile.tierclient import in_thread, port_of
+from tests.hostile.tierclient import in_thread, item_codes, port_of, post
 from tests.support.backend import LocalBackend
 from tests.support.nginx import nginx_in_front_of
 from tests.support.tier import TierProcess, start_tier
@@ -219,3 +219,12 @@ async def test_every_refusal_on_the_headers_is_read_by_a_client_that_keeps_sendi
     answer = await in_thread(send_through_answer, port, request_head(kind, port), body_pieces(kind), True)
     assert (answer.status, answer.reset) == (status, False), answer.raw[:300]
     await wait_until(lambda: closes(tier, "client") == 1, "the lingering close ended by the client")
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_a_body_routes_cap_holds_over_tornados_own_limit(make_tier: TierFactory) -> None:
+    """A raw image body under ``server.max_upload_bytes`` but over Tornado's limit for the routes that take no body
+    (``server.max_body_bytes`` + 1 MiB) is read and predicted on, not Tornado's bare 400: the intake's caps decide."""
+    tier = await make_tier(["server.max_body_bytes=1048576", "server.max_upload_bytes=4194304"])
+    status, answer = await post(tier, bytes(3 * MIB), "image/jpeg", "/v1/models/tiny:predict")
+    assert status == 200 and item_codes(answer) == ["image_decode_failed"]
