@@ -17,7 +17,6 @@ for a body that has not been read to its end. Every route, and Tornado's own ref
 from __future__ import annotations
 
 import asyncio
-import logging
 import socket
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -29,7 +28,6 @@ from tornado.iostream import IOStream
 
 from app.settings import ServerSettings
 
-log = logging.getLogger("imagegate")
 READ_SIZE = 256 * 1024
 # How a lingering connection ended: the client closed it, or a limit, an error, the cap or the shutdown did.
 ENDS = ("client", "time", "idle", "bytes", "error", "cap", "shutdown")
@@ -63,6 +61,7 @@ class Lingering:
         self.observer = observer
         self._open: set[_Drain] = set()
         self._stopped = False
+        self.capped = 0  # closed at once at the cap since the last take_capped(): summarised, not logged each
 
     @property
     def count(self) -> int:
@@ -95,9 +94,12 @@ class Lingering:
             self.observer.lingering_now(len(self._open))
         self._ended(end)
 
+    def take_capped(self) -> int:
+        capped, self.capped = self.capped, 0
+        return capped
+
     def _ended(self, end: str) -> None:
-        if end == "cap":
-            log.warning("lingering close: %d connections linger already; one closed at once", len(self._open))
+        self.capped += end == "cap"
         if self.observer is not None:
             self.observer.lingering_ended(end)
 

@@ -18,6 +18,7 @@ are the issue's 25 MiB (an image body and a chunked one); the JSON bodies are th
 from __future__ import annotations
 
 import dataclasses
+import logging
 import socket
 from collections import Counter
 from collections.abc import Iterator
@@ -25,6 +26,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
+from app.serving.lifecycle import report_period
 from tests.conftest import Tier, TierFactory
 from tests.hostile.rawclient import Answer, chunked, send_through_answer
 from tests.hostile.tierclient import in_thread, item_codes, port_of, post
@@ -180,7 +182,7 @@ async def test_a_client_that_sends_nothing_more_is_closed_after_the_idle_limit(m
 
 @pytest.mark.gen_test(timeout=60)
 async def test_connections_beyond_the_cap_are_closed_at_once_and_shutdown_cuts_the_rest(
-    make_tier: TierFactory,
+    make_tier: TierFactory, caplog: pytest.LogCaptureFixture
 ) -> None:
     tier = await make_tier(["server.max_upload_bytes=1048576", "server.lingering_max_connections=1"])
     port = port_of(tier)
@@ -189,6 +191,9 @@ async def test_connections_beyond_the_cap_are_closed_at_once_and_shutdown_cuts_t
         second = await in_thread(keep_sending, port, 64 * MIB)
         assert second.status == 413 and second.reset  # closed at once: what it sent after the answer was reset
         assert closes(tier, "cap") == 1 and lingering(tier) == 1
+        with caplog.at_level(logging.WARNING, logger="imagegate"):
+            report_period(tier.services.pipeline.admission, tier.services.client.failures, 10.0, tier.server.lingering)
+        assert "lingering close: 1 refused connections closed at once in the last 10 s (1 lingering)" in caplog.text
         await tier.server.close_all_connections()
         assert closes(tier, "shutdown") == 1 and lingering(tier) == 0
         with pytest.raises((BrokenPipeError, ConnectionResetError)):  # closed: what it sends now is reset
