@@ -2,6 +2,7 @@
 
     .venv/bin/python -m tools.soak                        # 3 minutes, 16 clients, nginx buffering request bodies
     .venv/bin/python -m tools.soak --buffering off --seconds 60
+    .venv/bin/python -m tools.soak --seconds 60 --set server.lingering_max_connections=0   # no lingering close
 
 It starts the local backend (``build/models``, ``make models``), a tier (``deploy/config.dev.yaml``: the default
 limits) and nginx in front of it (``tools.nginx.PROXY``: upstream keep-alive, ``proxy_next_upstream off``), runs the
@@ -163,11 +164,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--buffering", choices=("on", "off"), default="on", help="nginx's proxy_request_buffering")
     parser.add_argument("--upload-mib", type=int, default=25, help="oversized bodies (the default cap is 20 MiB)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a tier setting (repeatable)")
     args = parser.parse_args(argv)
     kinds = good_and_bad() + oversized(args.upload_mib * MIB)
     backend = start_local_backend(model_config_file=ROOT / "build" / "models" / "models.config")
     try:
-        tier = start_tier(backend.address)
+        tier = start_tier(backend.address, overrides=args.set)
         try:
             nginx = start_proxy(int(tier.base_url.rsplit(":", 1)[1]), request_buffering=args.buffering == "on")
             try:
@@ -195,6 +197,7 @@ def report(outcomes: list[Outcome], kinds: list[Kind], log: str, elapsed: float,
     print(
         f"soak: {len(outcomes)} requests in {elapsed:.0f} s, {args.clients} keep-alive clients through nginx "
         f"(proxy_request_buffering {args.buffering}), oversized bodies {args.upload_mib} MiB"
+        + "".join(f", --set {item}" for item in args.set)
     )
     print("statuses: " + ", ".join(f"{status} x {n}" for status, n in sorted(statuses.items())))
     for (name, status, code), n in sorted(Counter(outcomes).items()):

@@ -34,7 +34,7 @@ from tests.support.backend import LocalBackend
 from tests.support.nginx import nginx_in_front_of
 from tests.support.tier import TierProcess, start_tier
 from tests.support.waiting import wait_until
-from tools.soak import MIB, PIECE, Kind, client, error_code, oversized, upstream_errors
+from tools.soak import MIB, PIECE, Kind, client, error_code, good_and_bad, oversized, unexpected, upstream_errors
 
 UPLOAD_CAP = 2 * MIB
 SMALL = oversized(3 * MIB)  # json (2 MiB), upload, multipart, chunked
@@ -71,6 +71,19 @@ def test_behind_nginx_every_oversized_request_reads_the_tiers_413(refusing_tier:
     assert len(outcomes) == REQUESTS
     assert Counter(outcomes) == EXPECTED
     assert errors == Counter()
+
+
+def test_the_soaks_mix_gets_its_answers_behind_nginx(refusing_tier: TierProcess) -> None:
+    """``python -m tools.soak`` in miniature (two rounds of its kinds from 16 keep-alive clients), so that its
+    requests keep getting the answers it expects of them."""
+    kinds = good_and_bad() + SMALL
+    with nginx_in_front_of(int(refusing_tier.base_url.rsplit(":", 1)[1])) as (port, log):
+        with ThreadPoolExecutor(16) as pool:
+            runs = [pool.submit(client, port, kinds, offset=i, count=2 * len(kinds)) for i in range(16)]
+            outcomes = [outcome for run in runs for outcome in run.result()]
+        errors = upstream_errors(log.read_text())
+    assert len(outcomes) == 32 * len(kinds)
+    assert unexpected(outcomes, kinds) == Counter() and errors == Counter()
 
 
 def request_head(kind: Kind, port: int, length: int | None = None) -> bytes:
