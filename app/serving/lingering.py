@@ -61,6 +61,7 @@ class Lingering:
         self.observer = observer
         self._open: set[_Drain] = set()
         self._stopped = False
+        self._buffer = bytearray(READ_SIZE)  # every drain reads into it: what arrives is dropped (one thread)
         self.capped = 0  # closed at once at the cap since the last take_capped(): summarised, not logged each
 
     @property
@@ -76,9 +77,10 @@ class Lingering:
         try:
             sock.shutdown(socket.SHUT_WR)  # the answer, then the end of the stream: the client reads both
         except OSError:  # the client is gone already
+            self._ended("error")
             sock.close()
             return
-        self._open.add(_Drain(sock, self.limits, self._drained))
+        self._open.add(_Drain(sock, self.limits, self._buffer, self._drained))
         if self.observer is not None:
             self.observer.lingering_now(len(self._open))
 
@@ -107,14 +109,16 @@ class Lingering:
 class _Drain:
     """One socket read and dropped, from the event loop's readiness callbacks, until it ends."""
 
-    def __init__(self, sock: socket.socket, limits: LingerLimits, done: Callable[[_Drain, str], None]) -> None:
+    def __init__(
+        self, sock: socket.socket, limits: LingerLimits, buffer: bytearray, done: Callable[[_Drain, str], None]
+    ) -> None:
         self.sock = sock
         self.limits = limits
+        self.buffer = buffer
         self.done = done
         self.received = 0
         self.loop = asyncio.get_running_loop()
         self.last_read = self.loop.time()
-        self.buffer = bytearray(READ_SIZE)
         self.loop.add_reader(sock.fileno(), self._readable)
         self.deadline = self.loop.call_later(limits.time_s, self.end, "time")
         self.idle = self.loop.call_later(limits.idle_s, self._idle_check)

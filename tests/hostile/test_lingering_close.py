@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import socket
+import time
 from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -172,6 +173,24 @@ async def test_a_client_that_keeps_sending_is_cut_after_the_time_limit(make_tier
     assert answer.status == 413 and answer.reset
     assert answer.sent < 16 << 30
     assert closes(tier, "time") == 1
+
+
+def slowly(total_s: float, pause_s: float) -> Iterator[bytes]:
+    """A piece every ``pause_s`` (the client's own pace, not test synchronisation) for ``total_s``."""
+    for _ in range(round(total_s / pause_s)):
+        time.sleep(pause_s)
+        yield bytes(1024)
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_a_client_that_keeps_sending_slowly_is_not_cut_for_idleness(make_tier: TierFactory) -> None:
+    """Gaps of 0.25 s against an idle limit of 1 s, for 2.5 s: the idle limit counts from the last byte."""
+    tier = await make_tier(["server.max_upload_bytes=1048576", "server.lingering_timeout_s=1"])
+    port = port_of(tier)
+    answer = await in_thread(send_through_answer, port, request_head(UPLOAD, port, 2 * MIB), slowly(2.5, 0.25), True)
+    assert (answer.status, answer.reset) == (413, False)
+    await wait_until(lambda: closes(tier, "client") == 1, "the lingering close ended by the client")
+    assert closes(tier, "idle") == 0
 
 
 def refused_and_idle(port: int) -> socket.socket:
