@@ -34,6 +34,12 @@ class ServerSettings:
     max_images_per_request: int = 32
     idle_connection_timeout_s: float = 60.0
     body_timeout_s: float = 30.0
+    # A connection answered before its request's body arrived reads and drops the rest before it is closed (nginx's
+    # lingering close; app/serving/lingering.py): for at most this long, this long without a byte, and this many bytes.
+    lingering_time_s: float = 30.0
+    lingering_timeout_s: float = 5.0
+    lingering_max_bytes: int = 128 * MIB
+    lingering_max_connections: int = 256  # lingering at once; more are closed at once (0: none lingers)
     max_in_flight_images: int = 512  # backpressure bound across all requests
     retry_after_s: int = 1
     metrics: bool = True  # serve /metrics (Prometheus) and record them

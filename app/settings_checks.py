@@ -44,8 +44,9 @@ def validate(settings: Settings) -> None:
             "(OpenCV's own backstop limits)"
         )
     _positive(settings.backend, "backend", ("timeout_s",))
-    _positive(settings.server, "server", ("shutdown_timeout_s",))
-    for key in ("drain_delay_s", "config_poll_s"):
+    _positive(settings.server, "server", ("shutdown_timeout_s", "lingering_time_s", "lingering_timeout_s"))
+    _positive(settings.server, "server", ("lingering_max_bytes",))
+    for key in ("drain_delay_s", "config_poll_s", "lingering_max_connections"):
         if getattr(settings.server, key) < 0:
             raise SettingsError(f"server.{key}: must not be negative")
     if not 0 < settings.server.port < 65536 and settings.server.port != 0:

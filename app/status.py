@@ -1,4 +1,4 @@
-"""What the model endpoints and /readyz answer: the configured models, and their status and metadata on TF Serving."""
+"""What the model endpoints and /v2/health/ready answer: the models, their state and metadata on TF Serving."""
 
 from __future__ import annotations
 
@@ -51,9 +51,8 @@ class ModelStatus:
         names = list(self._models)
         answers = await asyncio.gather(*(self._versions(name) for name in names), return_exceptions=True)
         return {
-            name: {s.version: s.state for s in statuses}
+            name: {} if isinstance(statuses, BaseException) else {s.version: s.state for s in statuses}
             for name, statuses in zip(names, answers, strict=True)
-            if not isinstance(statuses, BaseException)
         }
 
     async def _versions(self, name: str) -> list[VersionStatus]:

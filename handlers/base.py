@@ -19,6 +19,7 @@ from processing.errors import GatewayError
 
 log = logging.getLogger("imagegate.http")
 access_log = logging.getLogger("tornado.access")
+CLIENT_CLOSED_REQUEST = 499  # nginx's status for a request whose client left before the answer
 
 ExcInfo = tuple[type[BaseException], BaseException, TracebackType | None]
 
@@ -44,6 +45,11 @@ class TrackedHandler(RequestHandler):
     process's drain knows when the last one is done; the process state comes in the application's
     settings (``process_state``). While the process drains, answers say ``Connection: close`` and the
     connection is closed once the answer is written, so clients take their next request elsewhere.
+
+    Every answer's last headers are decided here, in ``finish``: a request whose connection closed before its
+    answer is logged and counted as 499 (nginx's convention; nobody read the answer), and a 405 says which
+    methods the route has in ``Allow`` (RFC 9110 15.5.6), whoever raised it: Tornado, our handlers, or the
+    static files' handler.
     """
 
     route = "other"  # the route's fixed name in metrics
@@ -55,6 +61,7 @@ class TrackedHandler(RequestHandler):
             route=self.route,
             headers=request.headers,
         )
+        self._client_left = False
         self._process: ProcessLifecycle | None = application.settings.get("process_state")
         self._counted = self._process is not None
         if self._process is not None:
@@ -64,18 +71,60 @@ class TrackedHandler(RequestHandler):
     def set_default_headers(self) -> None:
         self.set_header("X-Request-Id", self.context.request_id)
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if implemented := cls.allowed_methods():
+            # Tornado refuses a method outside SUPPORTED_METHODS with 405 before prepare: a method the route
+            # lacks is 405 whatever prepare would check first (a bearer token, a Content-Type). A handler with
+            # no method at all (not found) keeps them all, so that prepare answers its 404.
+            cls.SUPPORTED_METHODS = implemented
+
+    @classmethod
+    def allowed_methods(cls) -> tuple[str, ...]:
+        """The methods this handler implements, as ``Allow`` lists them: Tornado answers 405 to any other."""
+        return tuple(
+            m
+            for m in RequestHandler.SUPPORTED_METHODS
+            if getattr(cls, m.lower()) is not getattr(RequestHandler, m.lower())
+        )
+
     def finish(self, chunk: str | bytes | dict[str, Any] | None = None) -> Future[None]:
-        if self._process is not None and self._process.draining and not self._headers_written:
+        if not self._headers_written:
+            self._last_headers()
+        return super().finish(chunk)
+
+    def _last_headers(self) -> None:
+        if self.client_left():
+            self.set_status(CLIENT_CLOSED_REQUEST)
+        if self.get_status() == 405:
+            self.set_header("Allow", ", ".join(self.allowed_methods()))
+        if self._process is not None and self._process.draining:
             self.set_header("Connection", "close")
             close_after_answer(self.request)
-        return super().finish(chunk)
+
+    def client_left(self) -> bool:
+        """The request's connection closed before its answer (seen by Tornado, or not yet reported to us)."""
+        connection = self.request.connection
+        return self._client_left or (isinstance(connection, HTTP1Connection) and connection.stream.closed())
 
     def on_finish(self) -> None:
         self._uncount()
 
     def on_connection_close(self) -> None:
-        super().on_connection_close()
+        # Tornado's own futures for a streamed body (its on_connection_close reads _body_future too).
+        prepared, body = self._prepared_future, getattr(self.request, "_body_future", None)
+        body_missing = body is not None and not body.done()
+        super().on_connection_close()  # fails the body's future
+        self._client_left = True
         self._uncount()
+        if prepared is not None and body_missing:
+            # The body never came: Tornado calls neither the method nor finish, so the request would be neither
+            # logged nor counted. Finish it (499) once prepare has run (prepare may still answer it itself).
+            prepared.add_done_callback(lambda _: self._finish_abandoned())
+
+    def _finish_abandoned(self) -> None:
+        if not self._finished:
+            self.finish()
 
     def _uncount(self) -> None:
         if self._counted and self._process is not None:
@@ -87,6 +136,7 @@ class BaseHandler(TrackedHandler):
     """Writes ``{"error": {"code", "message"}}`` for every error, ours or Tornado's."""
 
     shed = False  # answered 503 because the process is at capacity
+    probe = False  # a readiness probe: its "not ready" answer is a result, logged at INFO, not an error
     summarised = False  # answered with an error that is counted and summarised, not logged a line each
     body_complete = True  # the request body has been read (a streaming handler says so when it has)
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from handlers.base import BaseHandler
-from handlers.ports import ModelCatalog, ProcessLifecycle
+from handlers.ports import ProcessLifecycle
 
 
 class LivenessHandler(BaseHandler):
@@ -16,21 +16,21 @@ class LivenessHandler(BaseHandler):
 
 
 class ReadinessHandler(BaseHandler):
-    """GET /readyz: 200 when the process is serving and every configured model is AVAILABLE, else 503.
+    """GET /readyz: 200 while the process serves, 503 while it starts or drains; never asks the backend.
 
-    While the process drains it answers 503 at once, without asking the backend: the endpoint
-    controller takes the pod out of rotation while it still serves what it was sent.
+    The models' metadata was loaded once, before the process listened. Whether TF Serving answers now is
+    not this probe's question: every replica shares the backend, so a blip there would take every pod
+    out of its Service at once, and clients would get connection refused instead of the tier's 503 with
+    ``Retry-After``. The backend's state is in ``/v2/health/ready`` and ``imagegate_model_available``
+    (docs/operations.md).
     """
 
     route = "readyz"
+    probe = True
 
-    def initialize(self, models: ModelCatalog, process: ProcessLifecycle) -> None:
-        self.models = models
+    def initialize(self, process: ProcessLifecycle) -> None:
         self.process = process
 
-    async def get(self) -> None:
-        if not self.process.ready:
-            self.write_json({"ready": False, "state": self.process.phase_name}, status=503)
-            return
-        ready, details = await self.models.readiness()
-        self.write_json({"ready": ready, "models": details}, status=200 if ready else 503)
+    def get(self) -> None:
+        ready = self.process.ready
+        self.write_json({"ready": ready, "state": self.process.phase_name}, status=200 if ready else 503)

@@ -1,28 +1,33 @@
 """The body intake every route that takes a body goes through (v1 predict, v2 infer).
 
 The body streams in: its cap is enforced chunk by chunk, and a body over it is answered 413 as soon
-as it crosses the cap (Tornado then closes the connection instead of reading on). A request refused
-on its headers alone has a body of at most ``DRAIN_BYTES`` read and dropped before it is answered, so
-its connection stays usable for the next request; a bigger one is answered at once, with
-``Connection: close``. Chunked bodies count as big until they prove small. When the client goes away
-before its answer, the route's work (downloads, any Predict not yet sent) is cancelled.
+as it crosses the cap. A request refused on its headers alone has a body of at most ``DRAIN_BYTES``
+read and dropped before it is answered, so its connection stays usable for the next request; a bigger
+one is answered at once, with ``Connection: close``. Chunked bodies count as big until they prove
+small. An answer given while the body still arrives ends the connection: Tornado closes it instead of
+reading on, and the server's lingering close (``app/serving/lingering.py``) reads and drops the rest
+first, so that the client reads the answer instead of a reset. When the client goes away before its
+answer, the route's work (downloads, any Predict not yet sent) is cancelled.
 """
 
 from __future__ import annotations
 
 import asyncio
+import sys
 import time
 from collections.abc import Awaitable
 from typing import Any, TypeVar
 
-from tornado.web import stream_request_body
+from tornado.http1connection import HTTP1Connection
+from tornado.httputil import HTTPServerRequest
+from tornado.web import Application, stream_request_body
 
 from handlers.base import BaseHandler
 from processing.errors import GatewayError, PayloadTooLarge
 
 T = TypeVar("T")
 # A request refused on its headers has its body read and dropped up to this size, so its connection
-# stays usable for the next request; a bigger body is not read: the answer says Connection: close.
+# stays usable for the next request; a bigger body is answered at once, with Connection: close.
 DRAIN_BYTES = 1 << 20
 
 
@@ -38,6 +43,13 @@ class BodyHandler(BaseHandler):
     _refusal: GatewayError | None = None  # to answer once the body has been read and dropped
     _client_gone = False
     _work: asyncio.Future[Any] | None = None
+
+    def __init__(self, application: Application, request: HTTPServerRequest, **kwargs: Any) -> None:
+        super().__init__(application, request, **kwargs)
+        # The caps are the intake's, checked as the body streams in. Tornado's own limit is for the routes that
+        # take no body (app/serving/server.py); over it, it would answer a bare 400 whatever this route's cap.
+        if isinstance(request.connection, HTTP1Connection):
+            request.connection.set_max_body_size(sys.maxsize)
 
     def open_body(self) -> int:
         """Check the request's headers and get ready for its body; the body's cap in bytes. Raises GatewayError."""
@@ -93,7 +105,7 @@ class BodyHandler(BaseHandler):
             self._answer_now(exc)
 
     def _answer_now(self, exc: GatewayError) -> None:
-        """Answer while the body is still arriving; Tornado then closes the connection instead of reading on."""
+        """Answer while the body is still arriving; the connection then lingers and closes."""
         self.discard()
         self._rejected = True
         self.log_exception(type(exc), exc, None)

@@ -64,6 +64,7 @@ class ServerReadyHandler(OipHandler):
     """GET /v2/health/ready: 200 when serving and every model is AVAILABLE; else 400, as Triton answers."""
 
     route = "v2_health"
+    probe = True
 
     def initialize(self, models: ModelCatalog, process: ProcessLifecycle) -> None:
         self.models = models

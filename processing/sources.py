@@ -62,6 +62,8 @@ def _parse_object(document: dict[str, Any], max_items: int) -> PredictRequest:
     instances = document.get("instances")
     if not isinstance(instances, list):
         raise InvalidRequest("'instances' must be a list")
+    if "top_k" in document and document["top_k"] is None:  # null is no integer; only an absent top_k is absent
+        raise InvalidRequest(f"'top_k' must be an integer from 1 to {MAX_TOP_K}")
     return PredictRequest(_parse_instances(instances, max_items), parse_top_k(document.get("top_k")))
 
 

@@ -10,7 +10,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-import tornado.httpserver
 import tornado.ioloop
 from tornado.netutil import Resolver
 
@@ -19,6 +18,7 @@ from app.serving.opencv import configure_opencv
 # The test process starts here: configure OpenCV as ``python -m app`` does, before anything imports it.
 configure_opencv(os.environ)
 
+from app.serving.lingering import LingeringHTTPServer  # noqa: E402
 from app.serving.server import Services, build_services, start_http  # noqa: E402
 from app.settings import Settings, load_settings  # noqa: E402
 from tests.support.backend import LocalBackend, start_local_backend  # noqa: E402
@@ -66,7 +66,7 @@ def dev_settings(backend_address: str, overrides: Sequence[str] = ()) -> Setting
 class Tier:
     base_url: str
     services: Services
-    server: tornado.httpserver.HTTPServer
+    server: LingeringHTTPServer
 
     def url(self, path: str) -> str:
         return self.base_url + path

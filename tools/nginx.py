@@ -1,7 +1,8 @@
 """nginx for development: one foreground process, its configuration generated into a temporary directory.
 
-The bench serves its images with it (``tools/bench/imagehost.py``); the tests put it in front of the tier as a
-proxy that keeps upstream connections alive, as production proxies do (``tests/support/nginx.py``).
+The bench serves its images with it (``tools/bench/imagehost.py``); the tests and the soak (``tools/soak.py``) put
+it in front of the tier as a proxy that keeps upstream connections alive, as production proxies do
+(``start_proxy``; ``tests/support/nginx.py``).
 """
 
 from __future__ import annotations
@@ -32,6 +33,28 @@ http {{
     uwsgi_temp_path {dir}/uwsgi;
     scgi_temp_path {dir}/scgi;
 {http}}}
+"""
+
+
+# In front of the tier as production runs it: upstream connections kept alive, and a failed request never sent to
+# the upstream again (proxy_next_upstream off), so that a connection the tier resets is a 502 someone sees.
+PROXY = """\
+    access_log {dir}/access.log;
+    client_max_body_size 64m;
+    upstream tier {{
+        server 127.0.0.1:{upstream};
+        keepalive 16;
+    }}
+    server {{
+        listen 127.0.0.1:{port};
+        location / {{
+            proxy_pass http://tier;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_next_upstream off;
+            proxy_request_buffering {buffering};
+        }}
+    }}
 """
 
 
@@ -102,6 +125,13 @@ def start_nginx(
         directory.cleanup()
         raise
     return nginx
+
+
+def start_proxy(upstream_port: int, *, request_buffering: bool = True) -> Nginx:
+    """nginx proxying to the tier on 127.0.0.1:``upstream_port``; with ``request_buffering`` off it streams request
+    bodies to the tier as they arrive, instead of reading each whole first (nginx's default)."""
+    values = {"upstream": upstream_port, "buffering": "on" if request_buffering else "off"}
+    return start_nginx(PROXY, values)
 
 
 def _nginx_binary() -> str | None:

@@ -17,6 +17,7 @@ from tornado.web import RequestHandler
 access_log = logging.getLogger("tornado.access")
 LogFormat = Literal["text", "json"]
 # Fields an access line carries besides its message (LogRecord attributes set through ``extra``).
+PROBE_REFUSALS = frozenset({400, 503})  # "not ready" from /v2/health/ready and /readyz
 ACCESS_FIELDS = ("request_id", "method", "path", "model", "version", "status", "duration_ms", "item_errors")
 
 
@@ -52,11 +53,15 @@ def access_level(handler: RequestHandler) -> int:
 
     Tornado logs every 5xx at ERROR. Requests shed at capacity are logged at DEBUG, other 5xx the
     tier chose on purpose (backend unavailable, timed out) at WARNING; both are counted, and the
-    server logs one summary line a period.
+    server logs one summary line a period. A readiness probe's "not ready" (``/readyz`` 503 while
+    starting or draining, ``/v2/health/ready`` 400) is a result, at INFO: ERROR is for what an operator
+    must act on.
     """
     status = handler.get_status()
     if getattr(handler, "shed", False):
         return logging.DEBUG
+    if getattr(handler, "probe", False) and status in PROBE_REFUSALS:
+        return logging.INFO
     if getattr(handler, "summarised", False):
         return logging.WARNING
     if status < 400:

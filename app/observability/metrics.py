@@ -109,12 +109,26 @@ class Metrics:
             registry=r,
             multiprocess_mode="livesum",
         )
+        # With workers, the value the last scrape wrote (in whichever worker) wins: a worker's older 1 must not
+        # hide the backend going away.
         self.model_available = Gauge(
             "imagegate_model_available",
             "1 when the backend reports the model version AVAILABLE",
             ["model", "version"],
             registry=r,
-            multiprocess_mode="max",
+            multiprocess_mode="mostrecent",
+        )
+        self.lingering = Gauge(
+            "imagegate_lingering_connections",
+            "Connections answered before their body arrived, reading and dropping it before they close",
+            registry=r,
+            multiprocess_mode="livesum",
+        )
+        self.lingering_closes = Counter(
+            "imagegate_lingering_closes_total",
+            "Lingering closes by how they ended: client, time, idle, bytes, error, cap (closed at once), shutdown",
+            ["end"],
+            registry=r,
         )
         self.build_info = Gauge(
             "imagegate_build_info", "The tier's version", ["version"], registry=r, multiprocess_mode="max"
@@ -126,6 +140,7 @@ class Metrics:
             "upload": self.upload_seconds,
             "decode": self.decode_seconds,
         }
+        self._versions_seen: dict[str, set[int]] = {}
         self._requests: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
         self._children: dict[tuple[Any, ...], Any] = {}
 
@@ -193,13 +208,24 @@ class Metrics:
     def count_rollback(self, model: str, route: str) -> None:
         self.rollbacks.labels(model, route).inc()
 
+    def lingering_now(self, count: int) -> None:
+        self.lingering.set(count)
+
+    def lingering_ended(self, end: str) -> None:
+        """A lingering close ended (``end``: one of app/serving/lingering.py's ENDS)."""
+        self._child(self.lingering_closes, end).inc()
+
     def count_backend_failure(self, code: str) -> None:
         self.backend_failures.labels(code).inc()
 
     def set_model_states(self, states: dict[str, dict[int, str]]) -> None:
+        """Each model's versions as the backend reports them; a version it no longer reports (or a backend that
+        does not answer, an empty mapping) is 0, so an alert on the gauge sees the backend go away."""
         for model, versions in states.items():
-            for number, state in versions.items():
-                self.model_available.labels(model, str(number)).set(1 if state == "AVAILABLE" else 0)
+            seen = self._versions_seen.setdefault(model, set())
+            seen.update(versions)
+            for number in seen:
+                self.model_available.labels(model, str(number)).set(1 if versions.get(number) == "AVAILABLE" else 0)
 
     def render(self) -> tuple[bytes, str]:
         """The scrape's body and Content-Type; with workers, every worker's values added up."""

@@ -196,7 +196,7 @@ def v1_paths(config: ApiConfig) -> dict[str, Schema]:
         "/readyz": {
             "get": operation(
                 "readyz",
-                "ready: serving, and every model AVAILABLE",
+                "ready: the process serves (the backend's state: /v2/health/ready)",
                 {
                     "200": answer("ready", ref("Readiness")),
                     "503": answer("not ready", ref("Readiness")),

@@ -85,9 +85,9 @@ def request_schemas(max_images: int) -> dict[str, Schema]:
         ),
         "PredictJson": {"oneOf": [ref("UrlList"), ref("Instances")]},
         "PredictMultipart": {
-            **obj({"image": files, "data": files, "top_k": TOP_K}),
+            **obj({"image": files, "data": files, "top_k": TOP_K}, closed=False),
             "anyOf": [{"required": ["image"]}, {"required": ["data"]}],
-            "description": "image files in fields named image or data (images and file are accepted too)",
+            "description": "image files in fields named image or data (or images, file); other fields are ignored",
         },
         "V2InferRequest": v2_infer_request(max_images),
     }

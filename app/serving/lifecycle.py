@@ -15,6 +15,7 @@ from tornado.ioloop import PeriodicCallback
 
 from app.admission import Admission
 from app.backend.rpc_errors import BackendFailures
+from app.serving.lingering import Lingering
 from app.serving.reload import Reloader
 from app.serving.server import build_services, start_http
 from app.serving.state import ProcessState, wait_for_event
@@ -31,10 +32,16 @@ def say(line: str) -> None:
     sys.stdout.flush()
 
 
-def report_period(admission: Admission, failures: BackendFailures, period_s: float = REPORT_PERIOD_S) -> None:
-    """A line each for the requests refused at capacity and the backend's failures since the last call.
+def report_period(
+    admission: Admission,
+    failures: BackendFailures,
+    period_s: float = REPORT_PERIOD_S,
+    lingering: Lingering | None = None,
+) -> None:
+    """A line each for the requests refused at capacity, the backend's failures and the refused connections closed
+    at once (``server.lingering_max_connections`` lingering already) since the last call.
 
-    Neither gets a log line per request: in an overload or an outage that would be hundreds a second.
+    None gets a log line per request: in an overload or an outage that would be hundreds a second.
     """
     refused = admission.take_refused()
     if refused:
@@ -43,6 +50,13 @@ def report_period(admission: Admission, failures: BackendFailures, period_s: flo
     if counts:
         summary = ", ".join(f"{count} {code}" for code, count in sorted(counts.items()))
         log.warning("backend failures in the last %.0f s: %s", period_s, summary)
+    if lingering is not None and (capped := lingering.take_capped()):
+        log.warning(
+            "lingering close: %d refused connections closed at once in the last %.0f s (%d lingering)",
+            capped,
+            period_s,
+            lingering.count,
+        )
 
 
 class Signals:
@@ -91,7 +105,7 @@ async def serve(
 
     def report() -> None:
         current = reloader.services
-        report_period(current.pipeline.admission, current.client.failures)
+        report_period(current.pipeline.admission, current.client.failures, lingering=server.lingering)
 
     reporter = PeriodicCallback(report, REPORT_PERIOD_S * 1000)
     reporter.start()

@@ -18,10 +18,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from tornado.httpserver import HTTPServer
 from tornado.ioloop import PeriodicCallback
 
-from app.serving.server import Services, build_services, connection_params, make_app
+from app.serving.lingering import LingeringHTTPServer
+from app.serving.server import Services, build_services, configure_server, make_app
 from app.settings import Settings, SettingsError
 
 log = logging.getLogger("imagegate")
@@ -35,7 +35,7 @@ def _check_restart_keys(old: Settings, new: Settings) -> None:
 
 
 class Reloader:
-    def __init__(self, server: HTTPServer, services: Services, load: Callable[[], Settings]) -> None:
+    def __init__(self, server: LingeringHTTPServer, services: Services, load: Callable[[], Settings]) -> None:
         self.server = server
         self.services = services  # the ones new requests go to
         self._load = load
@@ -58,7 +58,7 @@ class Reloader:
                 log.exception("reload failed, still serving the previous configuration")
                 return False
             self.server.request_callback = make_app(new)
-            self.server.conn_params = connection_params(settings)
+            configure_server(self.server, new)
             self.services = new
             retire = asyncio.ensure_future(self._close_later(old, settings.server.shutdown_timeout_s))
             self._retired.add(retire)

@@ -28,6 +28,7 @@ from app.routing.router import ModelRouter
 from app.routing.shadow import Shadow
 from app.serving.cpus import CGROUP_ROOT, cpu_budget
 from app.serving.interfaces import interface_routes
+from app.serving.lingering import Lingering, LingeringHTTPServer, LingerLimits
 from app.serving.state import ProcessState
 from app.settings import Settings, SettingsError
 from app.status import ModelStatus
@@ -172,7 +173,7 @@ def make_app(services: Services) -> tornado.web.Application:
         (rf"{MODEL}{VERSION}/metadata", ModelMetadataHandler, models),
         (rf"{MODEL}{VERSION}/?", ModelStatusHandler, models),
         (r"/healthz", LivenessHandler),
-        (r"/readyz", ReadinessHandler, {**models, "process": services.state}),
+        (r"/readyz", ReadinessHandler, {"process": services.state}),
         *([(r"/metrics", MetricsHandler, {"render": services.render_metrics})] if services.metrics else []),
         *admin_routes(services),
     ]
@@ -203,10 +204,11 @@ def make_app(services: Services) -> tornado.web.Application:
 
 def listen(
     app: tornado.web.Application, settings: Settings, sockets: list[socket.socket] | None = None
-) -> tuple[tornado.httpserver.HTTPServer, int]:
+) -> tuple[LingeringHTTPServer, int]:
     """Serve on ``sockets`` (pre-forked workers share them) or the configured address; returns the real port."""
     s = settings.server
-    server = tornado.httpserver.HTTPServer(app, xheaders=False)
+    server = LingeringHTTPServer(app, xheaders=False)
+    server.lingering = Lingering(LingerLimits.of(s))
     server.conn_params = connection_params(settings)
     sockets = sockets or bind_sockets(s.port, s.host)
     server.add_sockets(sockets)
@@ -214,7 +216,12 @@ def listen(
 
 
 def connection_params(settings: Settings) -> HTTP1ConnectionParameters:
-    """How the HTTP server reads each new connection (set again on a reload)."""
+    """How the HTTP server reads each new connection (set again on a reload).
+
+    ``max_body_size`` bounds what Tornado reads into memory for a route that takes no body; over it, Tornado
+    answers a bare 400 and the connection lingers (``app/serving/lingering.py``). The routes that take a body lift
+    it for their request and refuse with their own 413 (``handlers/intake.py``).
+    """
     s = settings.server
     return HTTP1ConnectionParameters(
         decompress=False,
@@ -226,11 +233,17 @@ def connection_params(settings: Settings) -> HTTP1ConnectionParameters:
     )
 
 
-def start_http(
-    services: Services, sockets: list[socket.socket] | None = None
-) -> tuple[tornado.httpserver.HTTPServer, int]:
+def configure_server(server: LingeringHTTPServer, services: Services) -> None:
+    """Point the server's connection handling at ``services``' settings and metrics (at start and on a reload)."""
+    server.conn_params = connection_params(services.settings)
+    server.lingering.limits = LingerLimits.of(services.settings.server)
+    server.lingering.observer = services.metrics
+
+
+def start_http(services: Services, sockets: list[socket.socket] | None = None) -> tuple[LingeringHTTPServer, int]:
     """The routes served on ``sockets`` or the configured address; the process is ready from here."""
     server, port = listen(make_app(services), services.settings, sockets)
+    configure_server(server, services)
     services.state.serving()
     return server, port
 

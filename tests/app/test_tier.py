@@ -8,12 +8,15 @@ import json
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 import uuid
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 from tornado.httpclient import AsyncHTTPClient, HTTPResponse
 
 from app.serving.server import build_services
@@ -24,6 +27,7 @@ from tests.support.backend import LocalBackend, start_local_backend
 from tests.support.imageserver import FIXTURES, ImageServer
 from tests.support.specs import decode_limits
 from tests.support.tier import ROOT
+from tests.support.waiting import wait_for
 
 PREDICT = "/v1/models/mobilenet_v2:predict"
 CAT_CLASSES = {"tabby cat", "tiger cat", "Egyptian Mau"}  # ids 281, 282, 285
@@ -218,9 +222,8 @@ async def test_model_listing_status_and_metadata(tier: Tier) -> None:
 @pytest.mark.gen_test(timeout=30)
 async def test_health_and_readiness(tier: Tier) -> None:
     assert (await get_json(tier, "/healthz")) == (200, {"status": "ok"})
-    code, ready = await get_json(tier, "/readyz")
-    assert code == 200 and ready["ready"] is True
-    assert ready["models"] == {"mobilenet_v2": "AVAILABLE", "tiny": "AVAILABLE", "digits": "AVAILABLE"}
+    assert (await get_json(tier, "/readyz")) == (200, {"ready": True, "state": "ready"})
+    assert (await get_json(tier, "/v2/health/ready")) == (200, {"ready": True})
 
 
 @pytest.mark.gen_test(timeout=30)
@@ -276,29 +279,49 @@ async def test_scores_equal_the_savedmodel_called_directly(tier: Tier, models_di
 
 
 @pytest.mark.gen_test(timeout=60)
-async def test_backend_down_is_503_fast_and_readyz_follows(make_tier: TierFactory, models_dir: Path) -> None:
+async def test_backend_down_is_503_fast_and_readyz_stays_ready(make_tier: TierFactory, models_dir: Path) -> None:
+    """A backend every replica shares must not take the tier out of its Service: /readyz follows the process;
+    /v2/health/ready and imagegate_model_available follow the backend (docs/operations.md)."""
     own = start_local_backend(model_config_file=models_dir / "models.config")
     try:
-        tier = await make_tier(settings=dev_settings(own.address))
-        assert (await get_json(tier, "/readyz"))[0] == 200
+        tier = await make_tier(settings=dev_settings(own.address, ["server.retry_after_s=3"]))
+        assert await model_available(tier, "tiny") == 1.0  # a scrape while the backend answers, as Prometheus does
         own.stop()
         started = time.monotonic()
         response = await post(tier.url("/v1/models/tiny:predict"), photo("coffee.jpg"), "image/jpeg")
         elapsed = time.monotonic() - started
         assert response.code == 503, response.body
         assert json.loads(response.body)["error"]["code"] == "backend_unavailable"
+        assert response.headers["Retry-After"] == "3"
         assert elapsed < 1.0
-        code, ready = await get_json(tier, "/readyz")
-        assert code == 503 and ready["ready"] is False
-        assert ready["models"]["tiny"] == "backend_unavailable"
+        assert (await get_json(tier, "/readyz")) == (200, {"ready": True, "state": "ready"})
+        assert (await get_json(tier, "/v2/health/ready")) == (400, {"ready": False})
+        assert await model_available(tier, "tiny") == 0.0
         own = start_local_backend(model_config_file=models_dir / "models.config", port=own.port)
-        # A probe polls; so does this, with a deadline (the channel reconnects after its backoff, at most 1 s).
-        deadline = time.monotonic() + 10
-        while (code := (await get_json(tier, "/readyz"))[0]) != 200 and time.monotonic() < deadline:  # noqa: ASYNC110
-            await asyncio.sleep(0.1)
-        assert code == 200
+        # The channel reconnects after its backoff (at most 1 s); a probe polls, and so does this.
+        ready = tier.url("/v2/health/ready")
+        await asyncio.to_thread(wait_for, lambda: status_of(ready) == 200, "/v2/health/ready to answer 200")
+        assert await model_available(tier, "tiny") == 1.0
     finally:
         own.stop()
+
+
+async def model_available(tier: Tier, model: str) -> float:
+    """``imagegate_model_available`` of the model's version 1, from a scrape."""
+    body = (await AsyncHTTPClient().fetch(tier.url("/metrics"))).body.decode()
+    for family in text_string_to_metric_families(body):
+        for sample in family.samples:
+            if sample.name == "imagegate_model_available" and sample.labels == {"model": model, "version": "1"}:
+                return float(sample.value)
+    raise AssertionError(f"no imagegate_model_available for {model} version 1 in the scrape")
+
+
+def status_of(url: str) -> int:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as answer:
+            return int(answer.status)
+    except urllib.error.HTTPError as refused:
+        return refused.code
 
 
 @pytest.mark.gen_test(timeout=30)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import select
 import socket
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 
@@ -18,6 +18,7 @@ class Answer:
     sent: int  # body bytes sent before the answer came (or the connection broke)
     raw: bytes  # everything the server sent, until it closed
     elapsed_s: float
+    reset: bool = False  # the connection was reset (send_through_answer)
 
     @property
     def status(self) -> int:
@@ -63,6 +64,47 @@ def trickle(port: int, pieces: Sequence[bytes], delay_s: float, timeout_s: float
         except (BrokenPipeError, ConnectionResetError):
             pass
         return Answer(sent, _read_all(sock), time.monotonic() - started)
+
+
+def send_through_answer(
+    port: int, head: bytes, body: Iterable[bytes | memoryview], answer_first: bool, timeout_s: float = 30.0
+) -> Answer:
+    """Send ``head`` and all of ``body`` whatever the server answers meanwhile, then read until it closes: a client
+    that keeps sending after the answer. With ``answer_first``, the whole answer is read before any of the body is
+    sent (for a request refused on its headers); else it is read as it comes. A reset ends it (``reset``)."""
+    started = time.monotonic()
+    sent, received, ended = 0, b"", False
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout_s) as sock:
+        try:
+            sock.sendall(head)
+            if answer_first:
+                received, ended = _read_answer(sock)
+            for piece in body:
+                while not ended and _readable(sock):
+                    data = sock.recv(65536)
+                    received, ended = received + data, not data
+                sock.sendall(piece)
+                sent += len(piece)
+            while not ended:
+                data = sock.recv(65536)
+                received, ended = received + data, not data
+        except (BrokenPipeError, ConnectionResetError):
+            return Answer(sent, received, time.monotonic() - started, reset=True)
+    return Answer(sent, received, time.monotonic() - started)
+
+
+def _read_answer(sock: socket.socket) -> tuple[bytes, bool]:
+    """One answer (by its Content-Length, else until the server's end of stream); it and whether the stream ended."""
+    received = b""
+    while True:
+        head, found, body = received.partition(b"\r\n\r\n")
+        lengths = [line.split(b":")[1] for line in head.split(b"\r\n") if line.lower().startswith(b"content-length:")]
+        if found and lengths and len(body) >= int(lengths[0]):
+            return received, False
+        data = sock.recv(65536)
+        if not data:
+            return received, True
+        received += data
 
 
 def _readable(sock: socket.socket) -> bool:

@@ -2,7 +2,8 @@
 
 A request refused on its headers (415, 413 on a declared length, 400 for a multipart body
 without a boundary) either has its small body read and dropped, keeping the connection, or is
-answered with ``Connection: close`` before the tier hangs up. Checked with a raw keep-alive
+answered with ``Connection: close`` before the tier closes it (reading and dropping the rest first:
+``test_lingering_close.py``). Checked with a raw keep-alive
 client, and behind a real nginx that keeps upstream connections alive (where a silent close
 turns the next valid request into a 502).
 """

@@ -73,6 +73,12 @@ def test_an_integral_top_k_written_as_a_float_is_an_integer() -> None:
     assert request.top_k == 766 and type(request.top_k) is int
 
 
+def test_a_null_top_k_is_refused() -> None:
+    """docs/errors.md: a top_k that is not an integer from 1 to 1000 is invalid; null is none. Found by schemathesis."""
+    with pytest.raises(InvalidRequest, match="top_k"):
+        parse_json_request(b'{"instances": ["a"], "top_k": null}', 8)
+
+
 def test_top_k_from_a_query_string() -> None:
     assert parse_top_k("7") == 7
     assert parse_top_k(None) is None

@@ -6,31 +6,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from tools.nginx import start_nginx
-
-PROXY = """\
-    access_log {dir}/access.log;
-    client_max_body_size 64m;
-    upstream tier {{
-        server 127.0.0.1:{upstream};
-        keepalive 4;
-    }}
-    server {{
-        listen 127.0.0.1:{port};
-        location / {{
-            proxy_pass http://tier;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-            proxy_next_upstream off;
-        }}
-    }}
-"""
+from tools.nginx import start_proxy
 
 
 @contextmanager
-def nginx_in_front_of(upstream_port: int) -> Iterator[tuple[int, Path]]:
-    """nginx proxying to 127.0.0.1:``upstream_port``; yields its port and its error log."""
-    nginx = start_nginx(PROXY, {"upstream": upstream_port})
+def nginx_in_front_of(upstream_port: int, *, request_buffering: bool = True) -> Iterator[tuple[int, Path]]:
+    """nginx proxying to 127.0.0.1:``upstream_port`` (``tools.nginx.PROXY``); yields its port and its error log."""
+    nginx = start_proxy(upstream_port, request_buffering=request_buffering)
     try:
         yield nginx.port, nginx.error_log
     finally:
