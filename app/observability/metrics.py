@@ -76,6 +76,12 @@ class Metrics:
         self.rollbacks = Counter(
             "imagegate_rollbacks_total", "Canary routes rolled back automatically", ["model", "route"], registry=r
         )
+        self.canary_fallbacks = Counter(
+            "imagegate_canary_fallbacks_total",
+            "Requests a canary route failed, answered again by a route that is no canary",
+            ["model", "route", "code"],
+            registry=r,
+        )
         self.shadow_requests = Counter(
             "imagegate_shadow_requests_total",
             "Shadow Predicts by outcome (answers dropped)",
@@ -192,6 +198,9 @@ class Metrics:
 
     def count_rollback(self, model: str, route: str) -> None:
         self.rollbacks.labels(model, route).inc()
+
+    def count_canary_fallback(self, model: str, route: str, code: str) -> None:
+        self._child(self.canary_fallbacks, model, route, code).inc()
 
     def count_backend_failure(self, code: str) -> None:
         self.backend_failures.labels(code).inc()
