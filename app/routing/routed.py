@@ -68,8 +68,8 @@ class RoutedPredict:
     ) -> Answered:
         """``batch``'s answers from the version or label the call or the model's routes choose; raises GatewayError.
 
-        ``context`` gets the route's name, the version that answered, and the answering Predict's batch wait,
-        Predict and postprocess times.
+        ``context`` gets the route and the version that answered, and the answering Predict's batch wait, Predict
+        and postprocess times.
         """
         router = self.routers.get(model.name) if call.version is None and call.label is None else None  # path wins
         target = router.choose(context.headers.get(router.routes.key_header) or context.request_id) if router else None
@@ -101,7 +101,7 @@ class RoutedPredict:
             context.record("batch_wait", waiting, result.sent_at)
             context.record("predict", result.sent_at, result.answered_at)
             context.record("postprocess", postprocessing, time.perf_counter())
-            context.version = result.version
+            context.target, context.version = (attempt.name if attempt is not None else None), result.version
             if router is not None:
                 self.shadow.maybe_send(model, router.routes.shadow, batch, self.timeout_s, backend_metadata([context]))
             return Answered(result.version, rows)
