@@ -2,8 +2,9 @@
 
 The event loop only waits: downloads are non-blocking, and the model's input kind turns the images that
 arrived into its batch in a bounded thread pool. The predict step (``app/routing/routed.py``) chooses the
-version, sends the rows (through the micro-batcher for a model that batches) and tells the model's routes
-how it went; the model's output kind turns the outputs into typed answers. Item failures are data in the result.
+version, sends the rows (through the micro-batcher for a model that batches), turns the outputs into typed
+answers by the model's output kind, answers a canary's failure from a stable route, and tells the model's
+routes how it went. Item failures are data in the result.
 """
 
 from __future__ import annotations
@@ -17,10 +18,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from app.admission import Admission
-from app.backend.types import PredictResult
 from app.fetch.fetcher import UrlFetcher
 from app.models import ModelRegistry, ServedModel
-from app.routing.routed import RoutedPredict
+from app.routing.routed import Answered, RoutedPredict
 from processing.context import RequestContext
 from processing.errors import ItemError, ItemInternalError
 from processing.image import DecodeLimits
@@ -51,11 +51,8 @@ class Pipeline:
         self.admission.acquire(len(call.sources))
         try:
             batch, failures = await self._load_all(model, call.sources, context)
-            routed = await self.predictor.predict(model, call, batch, context)
-            with context.timed("postprocess"):
-                prediction = _prediction(model, call, failures, routed.result, context)
-            routed.record(prediction)
-            return prediction
+            answered = await self.predictor.predict(model, call, batch, context)
+            return _prediction(model.name, call, failures, answered, context)
         finally:
             self.admission.release(len(call.sources))
 
@@ -132,22 +129,16 @@ def _item_error(exc: Exception) -> ItemError:
 
 
 def _prediction(
-    model: ServedModel,
-    call: PredictCall,
-    failures: Sequence[ItemError | None],
-    result: PredictResult | None,
-    context: RequestContext,
+    model: str, call: PredictCall, failures: Sequence[ItemError | None], answered: Answered, context: RequestContext
 ) -> Prediction:
-    """One item per source, in order, with its answer (by the model's output kind) or its error."""
+    """One item per source, in order: the answer of its row, or its error."""
     answers: list[ItemAnswer | ItemError | None] = list(failures)
-    if result is not None:
-        rows = model.output_kind.postprocess(result.outputs, model.output_names, model.postprocess, call.top_k)
-        good = [i for i, f in enumerate(failures) if f is None]
-        for i, row in zip(good, rows, strict=True):
-            answers[i] = row
+    good = [i for i, f in enumerate(failures) if f is None]
+    for i, row in zip(good, answered.rows, strict=True):
+        answers[i] = row
     items = []
     for source, answer in zip(call.sources, answers, strict=True):
         assert answer is not None  # a row for every image that reached the backend
         context.outcomes[answer.code if isinstance(answer, ItemError) else "ok"] += 1
         items.append(ItemResult(source.name, answer))
-    return Prediction(model.name, result.version if result is not None else None, tuple(items))
+    return Prediction(model, answered.version, tuple(items))

@@ -182,6 +182,9 @@ class RoutesSettings:
     rollback: RollbackSettings = field(default_factory=RollbackSettings)
     shadow: ShadowSettings = field(default_factory=ShadowSettings)
     poll_s: float = 1.0  # each worker asks TF Serving this often whether the targets are AVAILABLE; 0: at start only
+    # A canary's Predict gets this share of backend.timeout_s; when the canary fails it (a backend error, its share
+    # of the time spent, a model failure such as NaN outputs), a route that is no canary answers within the rest.
+    canary_timeout_share: float = 0.5
 
 
 @dataclass(frozen=True)

@@ -130,6 +130,8 @@ def _validate_routes(path: str, routes: RoutesSettings) -> None:
         raise SettingsError(f"{path}.routes.shadow: give exactly one of version and label")
     if routes.poll_s < 0:
         raise SettingsError(f"{path}.routes.poll_s: must not be negative")
+    if not 0 < routes.canary_timeout_share < 1:
+        raise SettingsError(f"{path}.routes.canary_timeout_share: must be between 0 and 1, such as 0.5")
     _validate_rollback(f"{path}.routes.rollback", routes.rollback)
 
 

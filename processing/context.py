@@ -51,7 +51,7 @@ class RequestContext:
     traceparent: str | None = None
     route: str = "other"  # a fixed name per route, for labels
     headers: Mapping[str, str] = field(default_factory=dict)  # the request's, e.g. for a sticky routing key
-    target: str | None = None  # the model route that chose the version (app/routing), if any
+    target: str | None = None  # the model route that answered (app/routing), if any: stable for a canary's failure
     model: str | None = None  # set only once the name is known to be a configured model
     version: int | None = None  # the version that answered
     intervals: list[Interval] = field(default_factory=list)

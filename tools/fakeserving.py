@@ -65,6 +65,7 @@ class PredictLog:
     metadata: list[dict[str, str]] = field(default_factory=list)  # each Predict's gRPC metadata
     arrived: threading.Event = field(default_factory=threading.Event)  # set at the first Predict
     delay_s: float = 0.0  # set by tests to make Predict slow
+    slow_version: int | None = None  # set by tests: only this version's Predict takes delay_s (None: every one)
     fail_with: grpc.StatusCode | None = None  # set by tests to make Predict fail
     nan_for: int | None = None  # set by tests: rows whose first input value is this answer NaN logits
     nan_version: int | None = None  # set by tests: this version answers NaN logits (a broken model)
@@ -85,7 +86,8 @@ class FakePrediction:
         self.log.batch_sizes.append(rows)
         self.log.metadata.append({key: str(value) for key, value in context.invocation_metadata()})
         self.log.arrived.set()
-        if self.log.delay_s:
+        slow = self.log.slow_version in (None, request.model_spec.version.value)
+        if self.log.delay_s and slow:
             time.sleep(self.log.delay_s)
         if self.log.fail_with is not None:
             context.abort(self.log.fail_with, "failure injected by the test")

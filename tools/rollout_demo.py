@@ -14,13 +14,15 @@ was wrong, and which requests failed:
 5. A broken v3 arrives (a digits version whose outputs are NaN, built into the demo's directory): the
    backend is reloaded with it, the canary gets its share once the tier's poller sees it AVAILABLE, and
    digits are fed with a small rollback window until ``GET /v1/models/digits`` shows the canary rolled
-   back, then once more to show nothing fails after.
+   back, then once more to show nothing fails after. No client sees the canary's NaN answers: stable
+   answers those requests again (app/routing/routed.py), and they still roll the canary back.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -184,6 +186,13 @@ class Demo:
             routes: list[dict[str, Any]] = json.loads(response.read())["routes"]
         return routes
 
+    def fallbacks(self) -> int:
+        """Requests the canary failed and stable answered again (``imagegate_canary_fallbacks_total``), so far."""
+        with urllib.request.urlopen(self.url("/metrics"), timeout=10) as response:
+            scrape = response.read().decode()
+        counted = re.findall(r'^imagegate_canary_fallbacks_total\{[^}]*route="canary"[^}]*\} (\S+)$', scrape, re.M)
+        return int(sum(float(count) for count in counted))
+
     def reload_tier(self, targets: list[dict[str, Any]]) -> None:
         """Rewrite the tier's file and SIGHUP it; returns once it logged the reload (raises if it refused)."""
         assert self.tier is not None
@@ -291,7 +300,8 @@ class Demo:
         self.feed(after)
         five.note = (
             f"canary {self.canary()['state']} ({self.canary()['reason']}) after {len(five.outcomes)} requests;"
-            f" {before} failed before it, {len(after.failures())} of {len(after.outcomes)} after"
+            f" {self.fallbacks()} it failed were answered by stable; {before} failed for a client before it,"
+            f" {len(after.failures())} of {len(after.outcomes)} after"
         )
         show(five)
         show(after)

@@ -76,6 +76,12 @@ class Metrics:
         self.rollbacks = Counter(
             "imagegate_rollbacks_total", "Canary routes rolled back automatically", ["model", "route"], registry=r
         )
+        self.canary_fallbacks = Counter(
+            "imagegate_canary_fallbacks_total",
+            "Requests a canary route failed, answered again by a route that is no canary",
+            ["model", "route", "code"],
+            registry=r,
+        )
         self.shadow_requests = Counter(
             "imagegate_shadow_requests_total",
             "Shadow Predicts by outcome (answers dropped)",
@@ -214,6 +220,9 @@ class Metrics:
     def lingering_ended(self, end: str) -> None:
         """A lingering close ended (``end``: one of app/serving/lingering.py's ENDS)."""
         self._child(self.lingering_closes, end).inc()
+
+    def count_canary_fallback(self, model: str, route: str, code: str) -> None:
+        self._child(self.canary_fallbacks, model, route, code).inc()
 
     def count_backend_failure(self, code: str) -> None:
         self.backend_failures.labels(code).inc()

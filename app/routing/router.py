@@ -10,7 +10,8 @@ backend failed it. Every ``check_every`` requests of a canary, its last ``window
 with the other routes' requests over the same time span (``app/routing/analysis.py``); a canary found
 worse by ``consecutive`` checks in a row is rolled back: its weight drops to 0 and stays there until an
 admin resets the routes. A target TF Serving does not have AVAILABLE waits, with no share of the keys,
-until it has (``set_available``, called by ``app/routing/poller.py``).
+until it has (``set_available``, called by ``app/routing/poller.py``). A request a canary fails is answered
+again by the heaviest route that is no canary (``fallback_for``; the retry itself is ``routed.py``'s).
 """
 
 from __future__ import annotations
@@ -92,6 +93,17 @@ class ModelRouter:
                 return side.target
             point -= weight
         return self.sides[-1].target
+
+    def fallback_for(self, target: RouteTarget) -> RouteTarget | None:
+        """Which route answers again a request that ``target`` failed: None unless it is a canary still serving.
+
+        The heaviest route that is no canary and has a weight, preferring one that does not wait for TF Serving
+        (a tie goes to the first configured).
+        """
+        if not target.canary or self._side(target.name).state != "serving":
+            return None
+        stable = [side for side in self.sides if not side.target.canary and side.weight]
+        return max(stable, key=lambda side: (not side.waiting, side.weight)).target if stable else None
 
     def set_available(self, name: str, available: bool) -> None:
         """Whether TF Serving has target ``name`` AVAILABLE: it gets no traffic until it has.

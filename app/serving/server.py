@@ -111,6 +111,8 @@ async def build_services(
         shadow=Shadow(client, metrics.observe_shadow) if metrics is not None else Shadow(client),
         timeout_s=settings.backend.timeout_s,
     )
+    if metrics is not None:
+        predictor.on_fallback = metrics.count_canary_fallback
     pipeline = Pipeline(
         models=models,
         fetcher=fetcher,

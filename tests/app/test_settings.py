@@ -67,6 +67,7 @@ def test_dev_config_loads_with_label_paths_relative_to_the_file() -> None:
         ("", {}, ["models.m.routes.rollback.max_p99_ratio=3"], "rollback.max_p99_ratio: replaced by max_latency"),
         ("", {}, ["models.m.routes.rollback.confidence=99.9"], "models.m.routes.rollback.confidence"),
         ("", {}, ["models.m.routes.poll_s=-1"], "models.m.routes.poll_s"),
+        ("", {}, ["models.m.routes.canary_timeout_share=1"], "models.m.routes.canary_timeout_share"),
         ("", {}, ["models.m.routes.rollback.max_latency_ratio=0.8"], "models.m.routes.rollback.max_latency_ratio"),
     ],
 )

@@ -28,10 +28,11 @@ SCRAPE = ROOT / "deploy" / "prometheus" / "scrape.yaml"
 JSON = {"Content-Type": "application/json"}
 HISTOGRAM_SERIES = ("_bucket", "_sum", "_count")
 # Queried by the dashboard, declared by the tier, but without a sample until a backend call fails, a
-# canary is rolled back, a route sends shadow traffic, or a refused connection lingers (none of which the
-# scraped tier does).
+# canary fails or is rolled back, a route sends shadow traffic, or a refused connection lingers (none of
+# which the scraped tier does).
 NO_SAMPLE_WITHOUT_A_FAILURE = {
     "imagegate_backend_failures_total",
+    "imagegate_canary_fallbacks_total",
     "imagegate_lingering_closes_total",
     "imagegate_rollbacks_total",
     "imagegate_shadow_requests_total",

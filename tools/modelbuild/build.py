@@ -50,10 +50,10 @@ def _digit_names() -> list[str]:
     return [str(digit) for digit in range(10)]
 
 
-RECIPES = (
-    Recipe("mobilenet_v2", 1, _build_mobilenet_v2, imagenet_labels),
-    Recipe("tiny", 1, _build_tiny, colour_names),
-    Recipe("digits", 1, _build_digits, _digit_names),
+RECIPES = (  # version 2: each SavedModel version ships TF Serving warm-up records (modelbuild/warmup.py)
+    Recipe("mobilenet_v2", 2, _build_mobilenet_v2, imagenet_labels),
+    Recipe("tiny", 2, _build_tiny, colour_names),
+    Recipe("digits", 2, _build_digits, _digit_names),
 )
 
 

@@ -16,6 +16,7 @@ import tensorflow as tf
 from tools.modelbuild import savedmodel
 from tools.modelbuild.digits_data import DigitsSplit, load_split
 from tools.modelbuild.savedmodel import images_spec
+from tools.modelbuild.warmup import write_warmup_requests
 
 # Version -> full-batch training steps.
 TRAINING_STEPS = {1: 3, 2: 300}
@@ -111,7 +112,7 @@ def build_broken(path: Path) -> None:
 
 
 def build(target: Path) -> dict[str, object]:
-    """Write ``target/1/`` and ``target/2/`` (SavedModels); ``labels.txt`` comes from the recipe."""
+    """Write ``target/1/`` and ``target/2/`` (SavedModels, with warm-up records); ``labels.txt``: the recipe's."""
     tf.config.experimental.enable_op_determinism()
     split = load_split()
     model = DigitsCNN(initial_weights())
@@ -125,4 +126,6 @@ def build(target: Path) -> dict[str, object]:
         accuracy[str(version)] = held_out_accuracy(model, split)
         signatures = {"serving_default": (model.serve, images_spec(IMAGE_SHAPE, tf.float32))}
         savedmodel.save(target / str(version), model.weights, signatures)
+        held_out_digit = {"images": split.test_images[:1]}  # a real input, as the tier sends it
+        write_warmup_requests(target / str(version), "digits", [("serving_default", held_out_digit)])
     return {"held_out_accuracy": accuracy, "training_steps": {str(v): s for v, s in TRAINING_STEPS.items()}}

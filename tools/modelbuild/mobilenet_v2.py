@@ -18,9 +18,10 @@ import tensorflow as tf
 
 from tools.modelbuild import savedmodel
 from tools.modelbuild.package_data import mobilenet_v2_weights_path
-from tools.modelbuild.preprocess import CROP_SIZE, IMAGENET_MEAN, IMAGENET_STD
+from tools.modelbuild.preprocess import CROP_SIZE, IMAGENET_MEAN, IMAGENET_STD, normalize
 from tools.modelbuild.savedmodel import images_spec
 from tools.modelbuild.torch_checkpoint import load_state_dict
+from tools.modelbuild.warmup import photo_requests, write_warmup_requests
 
 BN_EPSILON = 1e-5
 NUM_CLASSES = 1000
@@ -176,7 +177,7 @@ class MobileNetV2:
 
 
 def build(target: Path) -> dict[str, object]:
-    """Write ``target/1/`` (SavedModel); ``labels.txt`` comes from the recipe."""
+    """Write ``target/1/`` (SavedModel with warm-up records); ``labels.txt`` comes from the recipe."""
     weights = mobilenet_v2_weights_path()
     model = MobileNetV2(load_state_dict(weights))
     signatures = {
@@ -184,4 +185,5 @@ def build(target: Path) -> dict[str, object]:
         "serving_uint8": (model.serve_uint8, images_spec(IMAGE_SHAPE, tf.uint8)),
     }
     savedmodel.save(target / "1", model.variables, signatures)
+    write_warmup_requests(target / "1", "mobilenet_v2", photo_requests(normalize))
     return {"weights": weights.name, "classes": NUM_CLASSES}

@@ -15,6 +15,7 @@ from tools.modelbuild import savedmodel
 from tools.modelbuild.preprocess import CROP_SIZE
 from tools.modelbuild.savedmodel import images_spec
 from tools.modelbuild.tiny_classes import COLOUR_PROTOTYPES
+from tools.modelbuild.warmup import photo_requests, write_warmup_requests
 
 IMAGE_SHAPE = (None, CROP_SIZE, CROP_SIZE, 3)
 
@@ -38,11 +39,12 @@ class MeanColourClassifier:
 
 
 def build(target: Path) -> dict[str, object]:
-    """Write ``target/1/`` (SavedModel); ``labels.txt`` comes from the recipe."""
+    """Write ``target/1/`` (SavedModel with warm-up records); ``labels.txt`` comes from the recipe."""
     model = MeanColourClassifier()
     signatures = {
         "serving_default": (model.serve_float, images_spec(IMAGE_SHAPE, tf.float32)),
         "serving_uint8": (model.serve_uint8, images_spec(IMAGE_SHAPE, tf.uint8)),
     }
     savedmodel.save(target / "1", [], signatures)
+    write_warmup_requests(target / "1", "tiny", photo_requests(lambda crop: crop.astype("float32") / 255.0))
     return {"classes": len(COLOUR_PROTOTYPES)}

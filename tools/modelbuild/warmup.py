@@ -8,14 +8,19 @@ input) is warmed with a real input.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import skimage.data
 import tensorflow as tf
 from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_log_pb2
 
+from tools.modelbuild.preprocess import to_uint8_input
+
 WARMUP_FILE = Path("assets.extra") / "tf_serving_warmup_requests"
+Requests = list[tuple[str, Mapping[str, Any]]]  # (signature name, inputs) of each record
 
 
 def write_warmup_requests(
@@ -33,3 +38,10 @@ def write_warmup_requests(
                 request.inputs[name].CopyFrom(tf.make_tensor_proto(value))
             log = prediction_log_pb2.PredictionLog(predict_log=prediction_log_pb2.PredictLog(request=request))
             writer.write(log.SerializeToString())
+
+
+def photo_requests(to_float: Callable[[np.ndarray[Any, Any]], np.ndarray[Any, Any]]) -> Requests:
+    """A real photo (scikit-image's coffee) as the tier sends it to an ImageNet-sized model: a 224x224 crop, on
+    ``serving_uint8`` as it is and on ``serving_default`` as ``to_float`` makes it (the signature's own scaling)."""
+    crop = to_uint8_input(skimage.data.coffee())[np.newaxis]
+    return [("serving_default", {"images": to_float(crop)}), ("serving_uint8", {"images": crop})]

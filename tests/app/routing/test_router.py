@@ -147,3 +147,20 @@ def test_when_every_target_waits_the_configured_weights_still_choose() -> None:
     r.set_available("stable", False)
     r.set_available("canary", False)
     assert abs(share(r, range(20_000)) - 0.10) < 0.01
+
+
+def test_a_canarys_failure_is_answered_by_the_heaviest_route_that_is_no_canary_and_serves() -> None:
+    small, big = RouteTarget("small", version=1, weight=20), RouteTarget("big", label="stable", weight=70)
+    r = router(small, big, CANARY)
+    assert r.fallback_for(CANARY) == big
+    assert r.fallback_for(big) is None  # only a canary's failure is answered again
+    r.set_available("big", False)
+    assert r.fallback_for(CANARY) == small  # not one that waits for TF Serving, while another serves
+    r.set_available("small", False)
+    assert r.fallback_for(CANARY) == big  # all wait: the heaviest still
+    r.promote("canary")
+    assert r.fallback_for(CANARY) is None  # the canary is the stable now
+
+
+def test_a_canary_alone_has_no_route_to_fall_back_to() -> None:
+    assert router(CANARY).fallback_for(CANARY) is None

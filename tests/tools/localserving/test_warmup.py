@@ -3,6 +3,7 @@ version is AVAILABLE, a failing one fails the version's load, and ``--enable_mod
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -60,3 +61,16 @@ def test_without_warm_up_a_version_is_warmed_with_zeros(base: Path) -> None:
         assert "(warmed with zeros)" in backend.logs()
     finally:
         backend.stop()
+
+
+@pytest.mark.parametrize(
+    ("model", "version", "records"), [("mobilenet_v2", 1, 2), ("tiny", 1, 2), ("digits", 1, 1), ("digits", 2, 1)]
+)
+def test_the_demo_models_ship_records_and_load_warmed_by_them(
+    demo_backend: LocalBackend, model: str, version: int, records: int
+) -> None:
+    """tools/modelbuild writes a record per signature (a real input: a held-out digit, a photo's crop)."""
+    loaded = re.search(
+        rf"loaded {model} version {version} from \S+ in \S+ s \(warmed with (.*)\)", "".join(demo_backend.output)
+    )
+    assert loaded is not None and loaded.group(1) == f"{records} warm-up records"
