@@ -65,6 +65,7 @@ class ServedModel:
             "input": {"name": self.input_name, "dtype": spec.dtype, "shape": [-1, *spec.shape]},
             "output": {"kind": self.postprocess.kind, "names": list(self.output_names)},
             "top_k": self.postprocess.top_k,
+            "threshold": self.postprocess.threshold,
         }
 
 
@@ -212,4 +213,6 @@ def _postprocess_spec(model: ModelSettings) -> PostprocessSpec:
     labels: tuple[str, ...] = ()
     if post.labels is not None:
         labels = parse_labels(post.labels.read_text(encoding="utf-8"))
-    return PostprocessSpec(kind=post.kind, softmax=post.softmax, top_k=post.top_k, labels=labels)
+    return PostprocessSpec(
+        kind=post.kind, activation=post.activation, top_k=post.class_cap(), labels=labels, threshold=post.threshold
+    )

@@ -16,9 +16,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from app.model_settings import InputSettings as InputSettings  # re-exported: part of ModelSettings
+from app.model_settings import PostprocessSettings as PostprocessSettings
+from app.model_settings import validate_input, validate_postprocess
 from app.typed_yaml import SettingsError as SettingsError  # re-exported: the error of loading settings
 from app.typed_yaml import build, read_file, set_path
-from processing.sources import MAX_TOP_K
 
 ENV_PREFIX = "IMAGEGATE_"
 MIB = 1 << 20
@@ -96,34 +98,6 @@ class TracingSettings:
     otlp_endpoint: str = ""  # OTLP/HTTP traces URL (e.g. http://collector:4318/v1/traces); empty: no tracing
     service_name: str = "imagegate"  # the spans' service.name
     sample_ratio: float = 1.0  # of traces that start here; an incoming traceparent's sampled flag decides its own
-
-
-@dataclass(frozen=True)
-class InputSettings:
-    name: str | None = None  # discovered from metadata when left out
-    dtype: Literal["float32", "uint8"] | None = None
-    height: int | None = None
-    width: int | None = None
-    resize: Literal["stretch", "crop", "letterbox"] = "stretch"
-    resize_shorter: int | None = None
-    color: Literal["rgb", "bgr", "gray"] = "rgb"
-    scale: float = 1.0
-    mean: tuple[float, ...] = (0.0,)
-    std: tuple[float, ...] = (1.0,)
-    layout: Literal["nhwc", "nchw"] = "nhwc"
-    pad_value: int = 0
-
-
-@dataclass(frozen=True)
-class PostprocessSettings:
-    kind: Literal["classification", "tensors", "raw"] = "classification"  # processing/kinds/registry.py
-    softmax: bool = False
-    top_k: int = 5
-    labels: Path | None = None  # relative paths are relative to the config file
-
-    def __post_init__(self) -> None:
-        if self.kind == "raw":  # the former name of tensors, still accepted (docs/models.md)
-            object.__setattr__(self, "kind", "tensors")
 
 
 @dataclass(frozen=True)
@@ -279,27 +253,10 @@ def _positive(section: Any, prefix: str, keys: Iterable[str]) -> None:
 
 def _validate_model(name: str, model: ModelSettings) -> None:
     path = f"models.{name}"
-    inp = model.input
-    for key in ("height", "width", "resize_shorter"):
-        value = getattr(inp, key)
-        if value is not None and not 0 < value <= 8192:
-            raise SettingsError(f"{path}.input.{key}: must be from 1 to 8192")
-    channels = 1 if inp.color == "gray" else 3
-    for key in ("mean", "std"):
-        if len(getattr(inp, key)) not in (1, channels):
-            raise SettingsError(f"{path}.input.{key}: needs 1 or {channels} values")
-    if any(s == 0 for s in inp.std):
-        raise SettingsError(f"{path}.input.std: must not be zero")
-    uses_normalisation = inp.scale != 1.0 or any(inp.mean) or any(s != 1.0 for s in inp.std)
-    if inp.dtype == "uint8" and uses_normalisation:
-        raise SettingsError(f"{path}.input: a uint8 input takes raw pixels; remove scale/mean/std")
-    if not 1 <= model.postprocess.top_k <= MAX_TOP_K:
-        raise SettingsError(f"{path}.postprocess.top_k: must be from 1 to {MAX_TOP_K}")
+    validate_input(path, model.input)
+    validate_postprocess(path, model.postprocess)
     _validate_batching(path, model.batching)
     _validate_routes(path, model.routes)
-    labels = model.postprocess.labels
-    if labels is not None and not labels.is_file():
-        raise SettingsError(f"{path}.postprocess.labels: file {labels} does not exist")
 
 
 def _validate_batching(path: str, batching: BatchingSettings) -> None:

@@ -168,7 +168,7 @@ class Harness:
         return path
 
     def tiny(self, signature: str = "serving_uint8") -> dict[str, dict[str, Any]]:
-        post: dict[str, Any] = {"softmax": True, "top_k": 3}
+        post: dict[str, Any] = {"activation": "softmax", "top_k": 3}
         labels = MODELS / "tiny" / "labels.txt"
         if labels.is_file():
             post["labels"] = str(labels)
