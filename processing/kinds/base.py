@@ -13,14 +13,15 @@ from processing.batch import InputBatch
 from processing.errors import ItemError, ModelOutputInvalid
 from processing.image import DecodeLimits, PreprocessSpec
 from processing.postprocess import PostprocessSpec
+from processing.sources import VectorEncoding
 
 
 class ItemAnswer(ABC):
     """One image's answer, typed by its model's output kind; each protocol renders it its own way."""
 
     @abstractmethod
-    def to_json(self) -> dict[str, Any]:
-        """The fields this image's item has in a v1 predict answer, beside ``source``."""
+    def to_json(self, encoding: VectorEncoding) -> dict[str, Any]:
+        """The fields this image's item has in a v1 predict answer, beside ``source``; vectors as ``encoding`` says."""
 
     @abstractmethod
     def tensor_row(self, output: str, class_count: int | None) -> np.ndarray | list[str]:

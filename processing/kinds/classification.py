@@ -20,6 +20,7 @@ import numpy as np
 from processing.errors import ItemError
 from processing.kinds.base import ItemAnswer, OutputKind, not_finite
 from processing.postprocess import Activation, PostprocessSpec
+from processing.sources import VectorEncoding
 
 
 @dataclass(frozen=True)
@@ -37,13 +38,15 @@ class Classes(ItemAnswer):
     scores: np.ndarray
     labels: tuple[str, ...] = ()
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self, encoding: VectorEncoding) -> dict[str, Any]:
         return {"classes": [{"class_id": c.class_id, "label": c.label, "score": c.score} for c in self.classes]}
 
     def tensor_row(self, output: str, class_count: int | None) -> np.ndarray | list[str]:
         if class_count:
-            ids, values = ranked(self.scores[None, :], class_count)
-            best = _scored(ids[0].tolist(), values[0].tolist(), self.labels)
+            best = self.classes[:class_count]
+            if len(best) < min(class_count, len(self.scores)):  # a multi-label answer: fewer above the threshold
+                ids, values = ranked(self.scores[None, :], class_count)
+                best = _scored(ids[0].tolist(), values[0].tolist(), self.labels)
             return [f"{c.score:f}:{c.class_id}:{c.label}" for c in best]
         return self.scores.astype(np.float32)
 

@@ -148,7 +148,7 @@ def test_every_output_kinds_answer_is_a_documented_item() -> None:
     assert set(answers) == set(OUTPUT_KINDS), "a new output kind needs an example answer here"
     failed: list[ItemAnswer | ItemError] = [ImageDecodeFailed("not an image")]
     for answer in [*answers.values(), *failed]:
-        jsonschema.validate(item_document(ItemResult("source", answer)), items)
+        jsonschema.validate(item_document(ItemResult("source", answer), "list"), items)
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate({"source": "s", "classes": [], "outputs": {}}, items)
 

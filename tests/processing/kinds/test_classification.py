@@ -35,7 +35,7 @@ def classes(row: list[float], k: int, labels: tuple[str, ...]) -> list[dict[str,
     """The classes ``classify_batch`` answers for one row, without softmax."""
     (answer,) = classify_batch(np.array([row]), postprocess_spec(activation="none", top_k=k, labels=labels))
     assert isinstance(answer, Classes)
-    found: list[dict[str, Any]] = answer.to_json()["classes"]
+    found: list[dict[str, Any]] = answer.to_json("list")["classes"]
     return found
 
 
@@ -91,7 +91,7 @@ def test_a_batch_gives_each_row_what_the_row_alone_gives(classes: int, use_softm
             for row in output
         ]
         answers = classify_batch(output, spec)
-        assert [a.to_json() if isinstance(a, Classes) else a.code for a in answers] == expected
+        assert [a.to_json("list") if isinstance(a, Classes) else a.code for a in answers] == expected
 
 
 def test_sigmoid_is_the_logistic_function_without_overflow() -> None:

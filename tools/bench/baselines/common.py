@@ -60,7 +60,9 @@ def answer(args: argparse.Namespace, spec: PostprocessSpec, urls: list[str], res
         {
             "source": url,
             **(
-                item.to_json() if isinstance(item, Classes) else {"error": {"code": item.code, "message": item.message}}
+                item.to_json("list")
+                if isinstance(item, Classes)
+                else {"error": {"code": item.code, "message": item.message}}
             ),
         }
         for url, item in zip(urls, classify_batch(logits, spec), strict=True)
