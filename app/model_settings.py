@@ -35,12 +35,13 @@ class InputSettings:
 
 @dataclass(frozen=True)
 class PostprocessSettings:
-    kind: Literal["classification", "tensors", "raw"] = "classification"  # processing/kinds/registry.py
+    kind: Literal["classification", "embedding", "tensors", "raw"] = "classification"  # processing/kinds/registry.py
     activation: Literal["none", "softmax", "sigmoid"] = "none"  # softmax or sigmoid when the model outputs logits
     softmax: bool | None = None  # the former key: true is activation softmax (docs/models.md)
     threshold: float | None = None  # classification: every class scoring above it (multi-label)
     top_k: int | None = None  # classes per image; none: SINGLE_LABEL_TOP_K, or with a threshold no cap
     labels: Path | None = None  # relative paths are relative to the config file
+    normalize: bool = False  # embedding: scale each vector to unit L2 norm
 
     def __post_init__(self) -> None:
         if self.kind == "raw":  # the former name of tensors, still accepted (docs/models.md)

@@ -214,5 +214,10 @@ def _postprocess_spec(model: ModelSettings) -> PostprocessSpec:
     if post.labels is not None:
         labels = parse_labels(post.labels.read_text(encoding="utf-8"))
     return PostprocessSpec(
-        kind=post.kind, activation=post.activation, top_k=post.class_cap(), labels=labels, threshold=post.threshold
+        kind=post.kind,
+        activation=post.activation,
+        top_k=post.class_cap(),
+        labels=labels,
+        threshold=post.threshold,
+        normalize=post.normalize,
     )

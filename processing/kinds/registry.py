@@ -5,10 +5,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from processing.batch import decode_batch
-from processing.kinds import classification, tensors
+from processing.kinds import classification, embedding, tensors
 from processing.kinds.base import InputKind, OutputKind
 
-OUTPUT_KINDS: Mapping[str, OutputKind] = {kind.name: kind for kind in (classification.KIND, tensors.KIND)}
+OUTPUT_KINDS: Mapping[str, OutputKind] = {
+    kind.name: kind for kind in (classification.KIND, embedding.KIND, tensors.KIND)
+}
 
 # Images decoded and preprocessed into a tensor of pixels. (Next: encoded bytes, for a model that decodes in-graph.)
 DECODED = InputKind("decoded", decode_batch)

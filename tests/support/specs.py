@@ -45,6 +45,7 @@ def postprocess_spec(**changes: Any) -> PostprocessSpec:
         "top_k": d.class_cap(),
         "labels": (),
         "threshold": d.threshold,
+        "normalize": d.normalize,
     }
     return PostprocessSpec(**{**values, **changes})
 
