@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import base64
 import json
 
 import cv2
 import numpy as np
 import pytest
 
-from tests.app.test_tier import get_json, post
-from tests.conftest import TierFactory
+from tests.app.test_tier import get_json, multipart, photo, post
+from tests.conftest import Tier, TierFactory
+from tests.support.imageserver import FIXTURES
 
 # tiny (docs/models.md): logits[k] = -distance from the image's mean colour to corner k of the RGB cube.
 # A solid red image: red 0; yellow, magenta, black 1; green, blue, white sqrt 2; cyan sqrt 3.
@@ -55,3 +57,38 @@ async def test_a_configured_top_k_caps_a_multi_label_answer(make_tier: TierFacto
     response = await post(tier.url("/v1/models/tiny_tags:predict"), solid_png((255, 0, 0)), "image/png")
     (item,) = json.loads(response.body)["predictions"]
     assert item["classes"][0]["class_id"] == 0 and len(item["classes"]) == 3
+
+
+def half_size_jpeg(name: str) -> bytes:
+    pixels = cv2.imread(str(FIXTURES / name))
+    assert pixels is not None
+    smaller = cv2.resize(pixels, (pixels.shape[1] // 2, pixels.shape[0] // 2), interpolation=cv2.INTER_AREA)
+    ok, encoded = cv2.imencode(".jpg", smaller, [cv2.IMWRITE_JPEG_QUALITY, 85])
+    assert ok
+    return encoded.tobytes()
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_a_photo_is_closer_to_its_half_size_re_encode_than_to_another_photo(tier: Tier) -> None:
+    """mobilenet_v2_embed (make run's embedding model): unit vectors, base64 float32 on request."""
+    files = [("image", "coffee.jpg", photo("coffee.jpg")), ("image", "half.jpg", half_size_jpeg("coffee.jpg"))]
+    files.append(("image", "chelsea.jpg", photo("chelsea.jpg")))
+    body, content_type = multipart(files, {"encoding": "base64"})
+    response = await post(tier.url("/v1/models/mobilenet_v2_embed:predict"), body, content_type)
+    assert response.code == 200, response.body
+    items = json.loads(response.body)["predictions"]
+    assert all(item["encoding"] == "base64" and item["dimension"] == 1280 for item in items)
+    coffee, half, cat = (np.frombuffer(base64.b64decode(item["embedding"]), dtype="<f4") for item in items)
+    np.testing.assert_allclose([np.linalg.norm(v) for v in (coffee, half, cat)], 1.0, rtol=1e-5)
+    assert float(coffee @ half) > float(coffee @ cat) + 0.2, (coffee @ half, coffee @ cat)
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_an_embedding_as_a_json_list_is_the_base64_one(tier: Tier) -> None:
+    path = "/v1/models/mobilenet_v2_embed:predict"
+    as_list = json.loads((await post(tier.url(path), photo("rocket.jpg"), "image/jpeg")).body)["predictions"][0]
+    packed = json.loads((await post(tier.url(path + "?encoding=base64"), photo("rocket.jpg"), "image/jpeg")).body)
+    vector = np.frombuffer(base64.b64decode(packed["predictions"][0]["embedding"]), dtype="<f4")
+    assert (
+        as_list["dimension"] == 1280 and np.asarray(as_list["embedding"], dtype=np.float32).tolist() == vector.tolist()
+    )

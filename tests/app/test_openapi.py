@@ -99,7 +99,12 @@ async def test_the_document_validates_as_openapi_3_1(tier: Tier) -> None:
     document = await served_document(tier)
     validate(document)
     assert document["openapi"].startswith("3.1")
-    assert document["components"]["parameters"]["model"]["schema"]["enum"] == ["mobilenet_v2", "tiny", "digits"]
+    assert document["components"]["parameters"]["model"]["schema"]["enum"] == [
+        "mobilenet_v2",
+        "tiny",
+        "digits",
+        "mobilenet_v2_embed",
+    ]
 
 
 @pytest.mark.parametrize("overrides", [[], ["server.admin_token=t0ken"]], ids=["plain", "with-admin"])
