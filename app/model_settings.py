@@ -20,6 +20,8 @@ SINGLE_LABEL_TOP_K = 5
 @dataclass(frozen=True)
 class InputSettings:
     name: str | None = None  # discovered from metadata when left out
+    encoding: Literal["pixels", "bytes"] | None = None  # bytes: sent as they arrived; none: bytes for a string input
+    orientation_name: str | None = None  # bytes: the int32 [N] input of EXIF orientations; none: one named orientation
     dtype: Literal["float32", "uint8"] | None = None
     height: int | None = None
     width: int | None = None

@@ -68,7 +68,7 @@ class RoutedPredict:
             return Routed(None)  # no image arrived: nothing to send, nothing answered
         ref, meta = model.ref(version, label), backend_metadata([context])
         waiting = time.perf_counter()
-        inputs = {model.input_name: batch}
+        inputs = model.predict_inputs(batch)
         sending = (
             self.batcher.submit(model, ref, batch, self.timeout_s, context)
             if model.batched

@@ -12,6 +12,7 @@ import numpy as np
 from processing.batch import InputBatch
 from processing.errors import ItemError, ModelOutputInvalid
 from processing.image import DecodeLimits, PreprocessSpec
+from processing.kinds.encoded import EncodedSpec
 from processing.postprocess import PostprocessSpec
 from processing.sources import VectorEncoding
 
@@ -46,8 +47,10 @@ class OutputKind:
     classifies: bool  # answers classes: v2's classification extension applies
 
 
-# Every arrived image's bytes, the model's preprocessing and the decode limits: the rows of the batch the backend gets.
-ToBatch = Callable[[Sequence[bytes], PreprocessSpec, DecodeLimits], InputBatch]
+# What a model's input kind is told about the model: its preprocessing (decoded), or its inputs (encoded).
+InputSpec = PreprocessSpec | EncodedSpec
+# Every arrived image's bytes, the model's input spec and the decode limits: the rows of the batch the backend gets.
+ToBatch = Callable[[Sequence[bytes], InputSpec, DecodeLimits], InputBatch]
 
 
 @dataclass(frozen=True)
