@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+from typing import Any
 
 import cv2
 import numpy as np
@@ -11,6 +12,7 @@ import pytest
 
 from tests.app.test_tier import get_json, multipart, photo, post
 from tests.conftest import Tier, TierFactory
+from tests.support.exif import with_exif_orientation
 from tests.support.imageserver import FIXTURES
 
 # tiny (docs/models.md): logits[k] = -distance from the image's mean colour to corner k of the RGB cube.
@@ -92,3 +94,52 @@ async def test_an_embedding_as_a_json_list_is_the_base64_one(tier: Tier) -> None
     assert (
         as_list["dimension"] == 1280 and np.asarray(as_list["embedding"], dtype=np.float32).tolist() == vector.tolist()
     )
+
+
+def rotated_photo(name: str) -> tuple[bytes, bytes]:
+    """The photo stored turned a quarter left, tagged orientation 6 (turn right to view), and without the tag."""
+    pixels = cv2.imread(str(FIXTURES / name))
+    assert pixels is not None
+    ok, stored = cv2.imencode(
+        ".jpg", cv2.rotate(pixels, cv2.ROTATE_90_COUNTERCLOCKWISE), [cv2.IMWRITE_JPEG_QUALITY, 95]
+    )
+    assert ok
+    return with_exif_orientation(stored.tobytes(), 6), stored.tobytes()
+
+
+def scores(item: dict[str, Any]) -> dict[int, float]:
+    return {c["class_id"]: c["score"] for c in item["classes"]}
+
+
+def best(answer: dict[int, float]) -> int:
+    return max(answer, key=lambda class_id: answer[class_id])
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_the_bytes_model_answers_as_the_decoded_one_and_turns_a_rotated_jpeg_upright(tier: Tier) -> None:
+    """mobilenet_v2_bytes decodes in the graph; the tier sends each photo's bytes and its EXIF orientation."""
+    tagged, untagged = rotated_photo("chelsea.jpg")
+    files = [("image", "chelsea.jpg", photo("chelsea.jpg")), ("image", "tagged.jpg", tagged)]
+    files.append(("image", "untagged.jpg", untagged))
+    body, content_type = multipart(files, {"top_k": "1000"})
+    response = await post(tier.url("/v1/models/mobilenet_v2_bytes:predict"), body, content_type)
+    assert response.code == 200, response.body
+    upright, turned, sideways = (scores(item) for item in json.loads(response.body)["predictions"])
+    decoded = await post(tier.url("/v1/models/mobilenet_v2:predict?top_k=1000"), photo("chelsea.jpg"), "image/jpeg")
+    by_tier = scores(json.loads(decoded.body)["predictions"][0])
+    assert best(upright) == best(by_tier) == 285  # Egyptian Mau
+    assert max(abs(upright[k] - by_tier[k]) for k in upright) < 0.05  # the tier's reduced decode and bilinear crop
+    assert best(turned) == 285 and max(abs(upright[k] - turned[k]) for k in upright) < 0.05
+    assert max(abs(upright[k] - sideways[k]) for k in upright) > 0.1  # without the tag it sees a cat on its side
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_the_bytes_model_refuses_what_the_decoded_one_refuses_before_sending(make_tier: TierFactory) -> None:
+    tier = await make_tier(["decode.max_pixels=100000"])
+    files = [("image", "big.jpg", photo("chelsea.jpg")), ("image", "text.jpg", b"not an image")]
+    files.append(("image", "small.jpg", half_size_jpeg("coffee.jpg")))
+    body, content_type = multipart(files)
+    response = await post(tier.url("/v1/models/mobilenet_v2_bytes:predict"), body, content_type)
+    big, text, small = json.loads(response.body)["predictions"]
+    assert (big["error"]["code"], text["error"]["code"]) == ("image_too_large", "image_decode_failed")
+    assert small["classes"][0]["label"] == "espresso"

@@ -103,6 +103,7 @@ async def test_the_document_validates_as_openapi_3_1(tier: Tier) -> None:
         "mobilenet_v2",
         "tiny",
         "digits",
+        "mobilenet_v2_bytes",
         "mobilenet_v2_embed",
     ]
 

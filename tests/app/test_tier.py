@@ -190,7 +190,7 @@ async def test_model_listing_status_and_metadata(tier: Tier) -> None:
     code, listing = await get_json(tier, "/v1/models")
     assert code == 200
     by_name = {m["name"]: m for m in listing["models"]}
-    assert set(by_name) == {"mobilenet_v2", "tiny", "digits", "mobilenet_v2_embed"}
+    assert set(by_name) == {"mobilenet_v2", "tiny", "digits", "mobilenet_v2_bytes", "mobilenet_v2_embed"}
     assert by_name["mobilenet_v2"]["input"] == {
         "name": "images",
         "dtype": "uint8",
@@ -220,7 +220,9 @@ async def test_health_and_readiness(tier: Tier) -> None:
     assert (await get_json(tier, "/healthz")) == (200, {"status": "ok"})
     code, ready = await get_json(tier, "/readyz")
     assert code == 200 and ready["ready"] is True
-    assert ready["models"] == dict.fromkeys(("mobilenet_v2", "tiny", "digits", "mobilenet_v2_embed"), "AVAILABLE")
+    assert ready["models"] == dict.fromkeys(
+        ("mobilenet_v2", "tiny", "digits", "mobilenet_v2_bytes", "mobilenet_v2_embed"), "AVAILABLE"
+    )
 
 
 @pytest.mark.gen_test(timeout=30)

@@ -51,7 +51,7 @@ def _digit_names() -> list[str]:
 
 
 RECIPES = (
-    Recipe("mobilenet_v2", 2, _build_mobilenet_v2, imagenet_labels),  # 2: embed, embed_uint8
+    Recipe("mobilenet_v2", 3, _build_mobilenet_v2, imagenet_labels),  # 2: embed, embed_uint8; 3: serving_bytes
     Recipe("tiny", 1, _build_tiny, colour_names),
     Recipe("digits", 1, _build_digits, _digit_names),
 )

@@ -67,3 +67,55 @@ async def test_embed_takes_the_float_input_serving_default_takes(
     as_float = await predict(client, backend, "embed", normalize(crop)[None])
     as_uint8 = await predict(client, backend, "embed_uint8", crop[None])
     np.testing.assert_allclose(as_float["embedding"], as_uint8["embedding"], atol=1e-5)
+
+
+def strings(values: list[bytes]) -> np.ndarray:
+    array = np.empty(len(values), dtype=object)
+    array[:] = values
+    return array
+
+
+async def from_bytes(
+    client: TFServingClient, backend: LocalBackend, images: list[bytes], orientation: list[int]
+) -> np.ndarray:
+    ref = ModelRef("mobilenet_v2", signature="serving_bytes")
+    inputs = {"images": strings(images), "orientation": np.array(orientation, dtype=np.int32)}
+    result = await client.predict(backend.address, ref, inputs, (), timeout=60)
+    return result.outputs["probabilities"]
+
+
+@pytest.mark.gen_test(timeout=120)
+async def test_serving_bytes_agrees_with_serving_uint8_fed_the_reference_preprocessing(
+    client: TFServingClient, backend: LocalBackend
+) -> None:
+    """Decoded, resized and cropped in the graph against preprocess.py's full decode and area resize."""
+    reference = await predict(
+        client, backend, "serving_uint8", np.stack([to_uint8_input(read_rgb(FIXTURES / p)) for p in PHOTOS])
+    )
+    in_graph = await from_bytes(client, backend, [(FIXTURES / p).read_bytes() for p in PHOTOS], [1] * len(PHOTOS))
+    assert in_graph.argmax(axis=1).tolist() == reference["probabilities"].argmax(axis=1).tolist()
+    largest = float(np.abs(in_graph - reference["probabilities"]).max())
+    assert largest <= 0.03, largest
+
+
+@pytest.mark.gen_test(timeout=120)
+async def test_serving_bytes_turns_a_photo_upright_by_its_orientation(
+    client: TFServingClient, backend: LocalBackend
+) -> None:
+    """chelsea stored turned a quarter left and tagged orientation 6 (turn right to view): as the upright photo."""
+    import cv2
+
+    from tests.support.exif import with_exif_orientation
+
+    pixels = cv2.imread(str(FIXTURES / "chelsea.jpg"))
+    ok, stored = cv2.imencode(
+        ".jpg", cv2.rotate(pixels, cv2.ROTATE_90_COUNTERCLOCKWISE), [cv2.IMWRITE_JPEG_QUALITY, 95]
+    )
+    assert ok
+    ok, plain = cv2.imencode(".jpg", pixels, [cv2.IMWRITE_JPEG_QUALITY, 95])
+    upright, turned, sideways = await from_bytes(
+        client, backend, [plain.tobytes(), with_exif_orientation(stored.tobytes(), 6), stored.tobytes()], [1, 6, 1]
+    )
+    assert np.abs(upright - turned).max() < 0.05
+    assert turned.argmax() == upright.argmax()
+    assert np.abs(upright - sideways).max() > 4 * np.abs(upright - turned).max()  # the orientation is what mattered
