@@ -59,6 +59,7 @@ class InputKind:
 
     name: str
     to_batch: ToBatch
+    in_thread_pool: bool  # its work is worth a hand-off to the thread pool (decoding); else it is cheaper than one
 
 
 def not_finite() -> ModelOutputInvalid:

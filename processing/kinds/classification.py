@@ -77,9 +77,10 @@ def activate(scores: np.ndarray, activation: Activation) -> np.ndarray:
 def ranked(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """The ``k`` best class ids of each row and their scores, best first (ties in class order)."""
     k = max(1, min(k, scores.shape[1]))
+    rows = np.arange(len(scores))[:, None]  # indexing by (rows, columns): take_along_axis's work, in C alone
     best = np.argpartition(-scores, k - 1, axis=1)[:, :k]
-    best = np.take_along_axis(best, np.argsort(-np.take_along_axis(scores, best, axis=1), axis=1, kind="stable"), 1)
-    return best, np.take_along_axis(scores, best, axis=1)
+    best = best[rows, np.argsort(-scores[rows, best], axis=1, kind="stable")]
+    return best, scores[rows, best]
 
 
 def classify_batch(output: np.ndarray, spec: PostprocessSpec, top_k: int | None = None) -> list[Classes | ItemError]:
