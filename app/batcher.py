@@ -215,7 +215,7 @@ class MicroBatcher:
         metadata = backend_metadata([part.call.context for part in batch.parts])
         try:
             result = await self._client.predict(
-                model.address, batch.ref, {model.input_name: inputs}, model.output_names, timeout, metadata
+                model.address, batch.ref, model.predict_inputs(inputs), model.output_names, timeout, metadata
             )
             _check_rows(result.outputs, batch.rows)
         except BaseException as exc:

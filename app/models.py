@@ -14,14 +14,18 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from app.backend.tfserving import TFServingClient
 from app.backend.types import ModelMetadata, ModelRef, SignatureInfo, TensorInfo
 from app.errors import ModelNotFound
+from app.model_inputs import encoded_inputs, refuse_bytes_as_pixels, takes_bytes
 from app.settings import ModelSettings, Settings, SettingsError
 from processing.errors import GatewayError
 from processing.image import PreprocessSpec
-from processing.kinds.base import InputKind, OutputKind
-from processing.kinds.registry import DECODED, OUTPUT_KINDS
+from processing.kinds.base import InputKind, InputSpec, OutputKind
+from processing.kinds.encoded import IMAGE_FIELD, ORIENTATION_FIELD, EncodedSpec
+from processing.kinds.registry import DECODED, ENCODED, OUTPUT_KINDS
 from processing.postprocess import PostprocessSpec, parse_labels
 
 METADATA_RETRY_S = 0.2
@@ -37,12 +41,13 @@ class ServedModel:
     signature: str
     input_name: str
     output_names: tuple[str, ...]
-    preprocess: PreprocessSpec
+    preprocess: InputSpec  # what the input kind is told: the preprocessing (decoded), or the inputs (encoded)
     postprocess: PostprocessSpec
     max_batch_size: int
     max_wait_ms: float
     max_in_flight: int  # batched Predicts under way at once
     input_kind: InputKind = DECODED  # how the images that arrived become the batch (processing/kinds)
+    orientation_input: str | None = None  # encoded: the input of each image's EXIF orientation, if the model has one
 
     @property
     def output_kind(self) -> OutputKind:
@@ -57,14 +62,30 @@ class ServedModel:
     def ref(self, version: int | None = None, label: str | None = None) -> ModelRef:
         return ModelRef(self.served_name, version, label, self.signature)
 
+    def predict_inputs(self, rows: np.ndarray) -> dict[str, np.ndarray]:
+        """A batch's rows as the Predict's inputs: the one array, or an encoded batch's fields (processing/kinds)."""
+        if rows.dtype.names is None:
+            return {self.input_name: rows}
+        inputs = {self.input_name: rows[IMAGE_FIELD]}
+        if self.orientation_input is not None:
+            inputs[self.orientation_input] = rows[ORIENTATION_FIELD]
+        return inputs
+
     def describe(self) -> dict[str, Any]:
         spec = self.preprocess
+        described: dict[str, Any]
+        if isinstance(spec, EncodedSpec):
+            described = {"name": self.input_name, "dtype": "string", "shape": [-1], "encoding": "bytes"}
+            described["orientation"] = self.orientation_input
+        else:
+            described = {"name": self.input_name, "dtype": spec.dtype, "shape": [-1, *spec.shape]}
         return {
             "name": self.name,
             "signature": self.signature,
-            "input": {"name": self.input_name, "dtype": spec.dtype, "shape": [-1, *spec.shape]},
+            "input": described,
             "output": {"kind": self.postprocess.kind, "names": list(self.output_names)},
             "top_k": self.postprocess.top_k,
+            "threshold": self.postprocess.threshold,
         }
 
 
@@ -124,20 +145,32 @@ def build_served_model(name: str, settings: Settings, meta: ModelMetadata) -> Se
     if signature is None:
         known = ", ".join(sorted(meta.signatures)) or "none"
         raise SettingsError(f"{path}.signature: {model.signature!r} is not in the model (it has: {known})")
-    input_info = _pick(signature.inputs, model.input.name, f"{path}.input.name")
+    input_name, spec, input_kind, orientation = _inputs(model, signature, path)
     return ServedModel(
         name=name,
         served_name=model.served_name or name,
         address=settings.backend_address(name),
         signature=model.signature,
-        input_name=input_info.name,
+        input_name=input_name,
         output_names=_output_names(model, signature, path),
-        preprocess=_preprocess_spec(model, input_info, path),
+        preprocess=spec,
         postprocess=_postprocess_spec(model),
         max_batch_size=model.batching.max_batch_size,
         max_wait_ms=model.batching.max_wait_ms,
         max_in_flight=model.batching.max_in_flight,
+        input_kind=input_kind,
+        orientation_input=orientation,
     )
+
+
+def _inputs(model: ModelSettings, signature: SignatureInfo, path: str) -> tuple[str, InputSpec, InputKind, str | None]:
+    """The image input's name, the input kind and what it is told, and the orientation input's name if any."""
+    if takes_bytes(model.input, signature):
+        encoded = encoded_inputs(model.input, signature, path)
+        return encoded.image.name, encoded.spec, ENCODED, encoded.orientation
+    info = _pick(signature.inputs, model.input.name, f"{path}.input.name")
+    refuse_bytes_as_pixels(model.input, info, path)
+    return info.name, _preprocess_spec(model, info, path), DECODED, None
 
 
 def _pick(infos: Mapping[str, TensorInfo], wanted: str | None, key: str) -> TensorInfo:
@@ -212,4 +245,11 @@ def _postprocess_spec(model: ModelSettings) -> PostprocessSpec:
     labels: tuple[str, ...] = ()
     if post.labels is not None:
         labels = parse_labels(post.labels.read_text(encoding="utf-8"))
-    return PostprocessSpec(kind=post.kind, softmax=post.softmax, top_k=post.top_k, labels=labels)
+    return PostprocessSpec(
+        kind=post.kind,
+        activation=post.activation,
+        top_k=post.class_cap(),
+        labels=labels,
+        threshold=post.threshold,
+        normalize=post.normalize,
+    )

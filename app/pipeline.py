@@ -63,10 +63,10 @@ class Pipeline:
         arrived = await self._download_all(sources, context)
         datas = [data for data in arrived if isinstance(data, bytes)]
         to_batch = model.input_kind.to_batch  # the model's input kind: how the bytes become its batch
-        if datas:
+        if datas and model.input_kind.in_thread_pool:
             loop = asyncio.get_running_loop()
             decoded = await loop.run_in_executor(self.executor, to_batch, datas, model.preprocess, self.decode_limits)
-        else:  # nothing arrived: an empty batch, without a hand-off
+        else:  # nothing arrived, or nothing worth a hand-off to do: here, without one
             decoded = to_batch(datas, model.preprocess, self.decode_limits)
         failures: list[ItemError | None] = []
         decoded_items = iter(zip(decoded.failures, decoded.times, strict=True))

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
+from app.model_settings import InputSettings as InputSettings  # re-exported: part of ModelSettings
+from app.model_settings import PostprocessSettings as PostprocessSettings
 from app.settings_checks import validate
 from app.typed_yaml import SettingsError as SettingsError  # re-exported: the error of loading settings
 from app.typed_yaml import build, read_file, set_path
@@ -97,34 +99,6 @@ class TracingSettings:
     otlp_endpoint: str = ""  # OTLP/HTTP traces URL (e.g. http://collector:4318/v1/traces); empty: no tracing
     service_name: str = "imagegate"  # the spans' service.name
     sample_ratio: float = 1.0  # of traces that start here; an incoming traceparent's sampled flag decides its own
-
-
-@dataclass(frozen=True)
-class InputSettings:
-    name: str | None = None  # discovered from metadata when left out
-    dtype: Literal["float32", "uint8"] | None = None
-    height: int | None = None
-    width: int | None = None
-    resize: Literal["stretch", "crop", "letterbox"] = "stretch"
-    resize_shorter: int | None = None
-    color: Literal["rgb", "bgr", "gray"] = "rgb"
-    scale: float = 1.0
-    mean: tuple[float, ...] = (0.0,)
-    std: tuple[float, ...] = (1.0,)
-    layout: Literal["nhwc", "nchw"] = "nhwc"
-    pad_value: int = 0
-
-
-@dataclass(frozen=True)
-class PostprocessSettings:
-    kind: Literal["classification", "tensors", "raw"] = "classification"  # processing/kinds/registry.py
-    softmax: bool = False
-    top_k: int = 5
-    labels: Path | None = None  # relative paths are relative to the config file
-
-    def __post_init__(self) -> None:
-        if self.kind == "raw":  # the former name of tensors, still accepted (docs/models.md)
-            object.__setattr__(self, "kind", "tensors")
 
 
 @dataclass(frozen=True)

@@ -10,8 +10,8 @@ import urllib.parse
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
+from app.model_settings import validate_input, validate_postprocess
 from app.typed_yaml import SettingsError
-from processing.sources import MAX_TOP_K
 
 if TYPE_CHECKING:
     from app.settings import (
@@ -81,27 +81,10 @@ def _positive(section: Any, prefix: str, keys: Iterable[str]) -> None:
 
 def _validate_model(name: str, model: ModelSettings) -> None:
     path = f"models.{name}"
-    inp = model.input
-    for key in ("height", "width", "resize_shorter"):
-        value = getattr(inp, key)
-        if value is not None and not 0 < value <= 8192:
-            raise SettingsError(f"{path}.input.{key}: must be from 1 to 8192")
-    channels = 1 if inp.color == "gray" else 3
-    for key in ("mean", "std"):
-        if len(getattr(inp, key)) not in (1, channels):
-            raise SettingsError(f"{path}.input.{key}: needs 1 or {channels} values")
-    if any(s == 0 for s in inp.std):
-        raise SettingsError(f"{path}.input.std: must not be zero")
-    uses_normalisation = inp.scale != 1.0 or any(inp.mean) or any(s != 1.0 for s in inp.std)
-    if inp.dtype == "uint8" and uses_normalisation:
-        raise SettingsError(f"{path}.input: a uint8 input takes raw pixels; remove scale/mean/std")
-    if not 1 <= model.postprocess.top_k <= MAX_TOP_K:
-        raise SettingsError(f"{path}.postprocess.top_k: must be from 1 to {MAX_TOP_K}")
+    validate_input(path, model.input)
+    validate_postprocess(path, model.postprocess)
     _validate_batching(path, model.batching)
     _validate_routes(path, model.routes)
-    labels = model.postprocess.labels
-    if labels is not None and not labels.is_file():
-        raise SettingsError(f"{path}.postprocess.labels: file {labels} does not exist")
 
 
 def _validate_batching(path: str, batching: BatchingSettings) -> None:

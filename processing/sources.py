@@ -2,8 +2,8 @@
 
 Accepted forms:
 - a bare JSON list of image URLs: ``["http://host/a.jpg", "http://host/b.jpg"]``;
-- an object: ``{"instances": [{"url": "..."}, {"b64": "..."}, "http://..."], "top_k": 3}``
-  (``b64`` as in TF Serving's REST convention).
+- an object: ``{"instances": [{"url": "..."}, {"b64": "..."}, "http://..."], "top_k": 3, "encoding": "base64"}``
+  (``b64`` as in TF Serving's REST convention; ``encoding``: how the answer writes vectors, ``VectorEncoding``).
 """
 
 from __future__ import annotations
@@ -13,13 +13,16 @@ import binascii
 import json
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
 from processing.errors import ImageDecodeFailed, InvalidRequest, PayloadTooLarge
 
 MAX_TOP_K = 1000
+# How an answer writes a vector of numbers (an embedding): a JSON list, or base64 of little-endian float32.
+VectorEncoding = Literal["list", "base64"]
+VECTOR_ENCODINGS: tuple[VectorEncoding, ...] = ("list", "base64")
 MAX_JSON_DEPTH = 32  # our forms need 3 levels; far below where a parser could run out of stack
 _JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"')
 _NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
@@ -43,6 +46,7 @@ class ImageSource:
 class PredictRequest:
     sources: tuple[ImageSource, ...]
     top_k: int | None = None
+    encoding: VectorEncoding | None = None
 
 
 def parse_json_request(body: bytes, max_items: int) -> PredictRequest:
@@ -56,7 +60,7 @@ def parse_json_request(body: bytes, max_items: int) -> PredictRequest:
 
 
 def _parse_object(document: dict[str, Any], max_items: int) -> PredictRequest:
-    unknown = sorted(set(document) - {"instances", "top_k"})
+    unknown = sorted(set(document) - {"instances", "top_k", "encoding"})
     if unknown:
         raise InvalidRequest(f"unknown field(s): {', '.join(unknown)}")
     instances = document.get("instances")
@@ -64,7 +68,8 @@ def _parse_object(document: dict[str, Any], max_items: int) -> PredictRequest:
         raise InvalidRequest("'instances' must be a list")
     if "top_k" in document and document["top_k"] is None:  # null is no integer; only an absent top_k is absent
         raise InvalidRequest(f"'top_k' must be an integer from 1 to {MAX_TOP_K}")
-    return PredictRequest(_parse_instances(instances, max_items), parse_top_k(document.get("top_k")))
+    sources = _parse_instances(instances, max_items)
+    return PredictRequest(sources, parse_top_k(document.get("top_k")), parse_encoding(document.get("encoding")))
 
 
 def load_json(data: bytes, max_depth: int, nested_what: str, invalid_what: str) -> Any:
@@ -97,6 +102,16 @@ def parse_top_k(value: Any) -> int | None:
     if k is None or not 1 <= k <= MAX_TOP_K:
         raise InvalidRequest(f"'top_k' must be an integer from 1 to {MAX_TOP_K}")
     return k
+
+
+def parse_encoding(value: Any) -> VectorEncoding | None:
+    """``encoding`` from JSON, a form field or a query argument: ``list`` or ``base64``, or absent."""
+    if value is None:
+        return None
+    for encoding in VECTOR_ENCODINGS:
+        if value == encoding:
+            return encoding
+    raise InvalidRequest(f"'encoding' must be one of {', '.join(VECTOR_ENCODINGS)}")
 
 
 def json_integer(value: Any) -> int | None:

@@ -12,18 +12,19 @@ from typing import Any
 from processing.context import RequestContext
 from processing.errors import ItemError
 from processing.prediction import ItemResult, Prediction
+from processing.sources import VectorEncoding
 
 
-def predict_document(prediction: Prediction, context: RequestContext) -> dict[str, Any]:
-    """The answer document; ``timing_ms`` is the time since the request's context started."""
+def predict_document(prediction: Prediction, context: RequestContext, encoding: VectorEncoding) -> dict[str, Any]:
+    """The answer document, vectors as ``encoding`` says; ``timing_ms``: the time since the context started."""
     return {
         "model": {"name": prediction.model, "version": prediction.version},
-        "predictions": [item_document(item) for item in prediction.items],
+        "predictions": [item_document(item, encoding) for item in prediction.items],
         "timing_ms": round((time.perf_counter() - context.started) * 1000, 2),
     }
 
 
-def item_document(item: ItemResult) -> dict[str, Any]:
+def item_document(item: ItemResult, encoding: VectorEncoding) -> dict[str, Any]:
     if isinstance(item.answer, ItemError):
         return {"source": item.source, "error": {"code": item.answer.code, "message": item.answer.message}}
-    return {"source": item.source, **item.answer.to_json()}
+    return {"source": item.source, **item.answer.to_json(encoding)}

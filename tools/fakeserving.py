@@ -2,8 +2,9 @@
 
 It answers Predict at once with logits of the right shape, and GetModelMetadata and
 GetModelStatus well enough for the tier to start. Row ``i`` of the answer carries the
-first input value of row ``i`` in column 0, so tests can check that every caller got
-its own rows back. No TensorFlow: the protos come from ``app.backend.protos``.
+first input value of row ``i`` in column 0 (an encoded image's length, for ``serving_bytes``,
+whose inputs are ``images``, DT_STRING [-1], and ``orientation``, int32 [-1]), so tests can
+check that every caller got its own rows back. No TensorFlow: the protos come from ``app.backend.protos``.
 
 It is gRPC's synchronous server on a thread pool: for a 4-image request it costs a
 third of the CPU of a grpc.aio server (0.6 ms against 1.8 ms a call), which would
@@ -45,6 +46,8 @@ from tools.process import Child, start_child
 INPUT_NAME = "images"
 IMAGE_SHAPE = (224, 224, 3)
 SIGNATURES = {"serving_default": types_pb2.DT_FLOAT, "serving_uint8": types_pb2.DT_UINT8}
+ENCODED_SIGNATURE = "serving_bytes"  # encoded images, decoded by the model: nothing to decode here either
+ORIENTATION_INPUT = "orientation"
 VERSION = 1
 
 
@@ -129,7 +132,9 @@ class FakePrediction:
 
 
 def _first_values(tensor: Any, rows: int) -> np.ndarray:
-    """The first value of every row, read in place from ``tensor_content``."""
+    """The first value of every row, read in place from ``tensor_content``; an encoded image's length."""
+    if tensor.dtype == types_pb2.DT_STRING:
+        return np.array([len(value) for value in tensor.string_val], dtype=np.float32)
     if not tensor.tensor_content:
         return from_tensor_proto(tensor).reshape(rows, -1)[:, 0]
     dtype = np.dtype(dtype_name(tensor.dtype))
@@ -165,6 +170,11 @@ def _signature_map(model: FakeModel) -> Any:
         sig.method_name = "tensorflow/serving/predict"
         _tensor_info(sig.inputs[INPUT_NAME], f"{key}_{INPUT_NAME}:0", dtype, (-1, *IMAGE_SHAPE))
         _tensor_info(sig.outputs[model.output], "PartitionedCall:0", types_pb2.DT_FLOAT, (-1, model.classes))
+    sig = sig_map.signature_def[ENCODED_SIGNATURE]
+    sig.method_name = "tensorflow/serving/predict"
+    _tensor_info(sig.inputs[INPUT_NAME], f"{ENCODED_SIGNATURE}_{INPUT_NAME}:0", types_pb2.DT_STRING, (-1,))
+    _tensor_info(sig.inputs[ORIENTATION_INPUT], f"{ENCODED_SIGNATURE}_orientation:0", types_pb2.DT_INT32, (-1,))
+    _tensor_info(sig.outputs[model.output], "PartitionedCall:0", types_pb2.DT_FLOAT, (-1, model.classes))
     return sig_map
 
 

@@ -30,6 +30,11 @@ ANNOUNCE = """
   curl -X POST http://{{host}}:{{port}}/v1/models/mobilenet_v2:predict -H 'Content-Type: application/json' \\
        -d '["http://127.0.0.1:{images}/coffee.jpg", "http://127.0.0.1:{images}/chelsea.jpg"]'
 
+  The same photo's bytes, decoded in the model's graph, and its 1280-d embedding:
+
+  curl -F image=@tests/fixtures/images/coffee.jpg http://{{host}}:{{port}}/v1/models/mobilenet_v2_bytes:predict
+  curl -F image=@tests/fixtures/images/coffee.jpg http://{{host}}:{{port}}/v1/models/mobilenet_v2_embed:predict
+
   Ctrl-C stops the tier and the local backend.
 """
 

@@ -47,6 +47,7 @@ class Options:
     batch: int = 8  # images per request, at most the tier's max_images_per_request
     output: Path | None = None  # None: stdout
     top_k: int | None = None  # None: the model's
+    encoding: str | None = None  # how embeddings are written: list or base64; None: the tier's (lists)
     resume: bool = False
     limit: int | None = None
     retries: int = 10  # of a transient failure: no connection, 503 or 504
@@ -65,6 +66,11 @@ def parse_args(argv: Sequence[str]) -> Options:
     parser.add_argument("--batch", type=_at_least(1), help="images per request (default %(default)s)")
     parser.add_argument("-o", "--output", type=Path, help="results, one JSON line per input (default: stdout)")
     parser.add_argument("--top-k", type=_at_least(1), help="classes per image (default: the model's)")
+    parser.add_argument(
+        "--encoding",
+        choices=("list", "base64"),
+        help="an embedding model's vectors as JSON lists or base64 of little-endian float32 (default: lists)",
+    )
     parser.add_argument("--resume", action="store_true", help="skip the inputs already in --output, append the rest")
     parser.add_argument("--limit", type=_at_least(0), help="stop after this many inputs")
     parser.add_argument("--retries", type=_at_least(0), help="retries of a transient failure (default %(default)s)")
@@ -154,7 +160,8 @@ def _check_then_run(client: TierClient, inputs: Inputs, args: Options, stdout: T
         info = tier_info(client)
     except TierUnreachable as exc:
         raise Stop(EXIT_UNREACHABLE, str(exc)) from exc
-    job = Job(choose_model(args.model, info.models, client.base_url), args.top_k, info.max_upload_bytes)
+    model = choose_model(args.model, info.models, client.base_url)
+    job = Job(model, args.top_k, info.max_upload_bytes, args.encoding)
     try:
         out, already = open_output(args.output, args.resume) if args.output else (stdout, set())
     except OutputError as exc:

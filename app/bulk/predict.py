@@ -17,7 +17,9 @@ from urllib.parse import quote
 from app.bulk.inputs import Input
 from app.bulk.transport import Answer, TierClient
 
-Line = dict[str, Any]  # one line of the output: source, model, version, then classes or error
+Line = dict[
+    str, Any
+]  # one line of the output: source, model, version, then the answer (classes, embedding...) or error
 
 
 @dataclass(frozen=True)
@@ -27,6 +29,7 @@ class Job:
     model: str
     top_k: int | None
     max_upload_bytes: int | None  # the tier's limit from GET /v1/models; a bigger file is not sent
+    encoding: str | None = None  # how the tier writes embeddings: list or base64; None: the tier's choice
 
     @property
     def path(self) -> str:
@@ -36,7 +39,7 @@ class Job:
 def classify(client: TierClient, job: Job, batch: Sequence[Input]) -> list[Line]:
     """One line per input of ``batch`` (all URLs or all files); raises TierUnreachable, Stopped."""
     if batch[0].is_url:
-        return _lines(job, batch, client.post(job.path, *url_body([i.source for i in batch], job.top_k)))
+        return _lines(job, batch, client.post(job.path, *url_body([i.source for i in batch], job.top_k, job.encoding)))
     files: list[tuple[Input, bytes]] = []
     lines: list[Line] = []
     for item in batch:
@@ -45,7 +48,7 @@ def classify(client: TierClient, job: Job, batch: Sequence[Input]) -> list[Line]
         except _LocalError as exc:
             lines.append(error_line(job.model, None, item.source, exc.code, exc.message))
     for group in _by_size(files, job.max_upload_bytes):
-        answer = client.post(job.path, *upload_body(group, job.top_k))
+        answer = client.post(job.path, *upload_body(group, job.top_k, job.encoding))
         if answer.status == 413 and len(group) > 1:
             # Together over the tier's body limit, which each alone may be under: send them one by one.
             lines += [line for item, _ in group for line in classify(client, job, [item])]
@@ -72,18 +75,24 @@ def _by_size(files: list[tuple[Input, bytes]], budget: int | None) -> list[list[
     return groups
 
 
-def url_body(urls: Sequence[str], top_k: int | None) -> tuple[bytes, str]:
+def url_body(urls: Sequence[str], top_k: int | None, encoding: str | None = None) -> tuple[bytes, str]:
     document: dict[str, Any] = {"instances": [{"url": url} for url in urls]}
     if top_k is not None:
         document["top_k"] = top_k
+    if encoding is not None:
+        document["encoding"] = encoding
     return json.dumps(document).encode(), "application/json"
 
 
-def upload_body(files: Sequence[tuple[Input, bytes]], top_k: int | None) -> tuple[bytes, str]:
+def upload_body(
+    files: Sequence[tuple[Input, bytes]], top_k: int | None, encoding: str | None = None
+) -> tuple[bytes, str]:
     boundary = uuid.uuid4().hex
     parts: list[bytes] = []
     if top_k is not None:
         parts.append(_part(boundary, 'name="top_k"', str(top_k).encode()))
+    if encoding is not None:
+        parts.append(_part(boundary, 'name="encoding"', encoding.encode()))
     for item, data in files:
         filename = Path(item.source).name.replace('"', "%22").replace("\r", "").replace("\n", "")
         parts.append(_part(boundary, f'name="image"; filename="{filename}"', data, "application/octet-stream"))
@@ -126,7 +135,7 @@ def _lines(job: Job, batch: Sequence[Input], answer: Answer) -> list[Line]:
 
 
 def _line(model: str, version: int | None, source: str, prediction: Any) -> Line:
-    """The tier's answer for one input (``classes``, ``outputs`` of a raw model, or ``error``) under our source."""
+    """The tier's answer for one input (``classes``, an ``embedding``, ``outputs``, or ``error``) under our source."""
     if not isinstance(prediction, dict) or not prediction.keys() - {"source"}:
         return error_line(model, version, source, "bad_answer", "the tier's answer for this input is not readable")
     return {

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from app.openapi.schemas import Schema, answer_schemas, ref, request_schemas
+from app.openapi.schemas import ENCODING, Schema, answer_schemas, ref, request_schemas
 
 JSON = "application/json"
 
@@ -60,6 +60,7 @@ def _parameters(config: ApiConfig) -> dict[str, Schema]:
             "required": False,
             "schema": {"type": "integer", "minimum": 1, "maximum": 1000},
         },
+        "encoding": {"name": "encoding", "in": "query", "required": False, "schema": ENCODING},
     }
 
 
@@ -163,7 +164,7 @@ def predict_operation(op_id: str, config: ApiConfig, *params: str) -> Schema:
         ),
         **errors((400, 404, 413, 415, *BACKEND)),
     }
-    return operation(op_id, "classify images", responses, *params, "top_k", requestBody=body)
+    return operation(op_id, "classify images", responses, *params, "top_k", "encoding", requestBody=body)
 
 
 def v1_paths(config: ApiConfig) -> dict[str, Schema]:

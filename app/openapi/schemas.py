@@ -16,7 +16,7 @@ from processing.errors import GatewayError, ItemError
 from processing.kinds.base import OutputKind
 from processing.kinds.registry import OUTPUT_KINDS
 from processing.oip import INPUT_NAME, SOURCE_PARAMETER, SOURCES
-from processing.sources import MAX_TOP_K
+from processing.sources import MAX_TOP_K, VECTOR_ENCODINGS
 
 # The tier's error modules beyond processing/errors.py, imported so that their classes are defined when a
 # document is built on its own (in a running tier every module that raises an error has imported it already).
@@ -63,6 +63,11 @@ def obj(properties: Schema, required: tuple[str, ...] = (), closed: bool = True)
 
 
 TOP_K: Schema = {"type": "integer", "minimum": 1, "maximum": MAX_TOP_K}
+ENCODING: Schema = {
+    "type": "string",
+    "enum": list(VECTOR_ENCODINGS),
+    "description": "how the answer writes vectors (embeddings): JSON lists, or base64 of little-endian float32",
+}
 STRING: Schema = {"type": "string"}
 BINARY: Schema = {"type": "string", "format": "binary"}
 
@@ -80,12 +85,16 @@ def request_schemas(max_images: int) -> dict[str, Schema]:
     return {
         "UrlList": {"type": "array", "items": STRING, "minItems": 1, "maxItems": max_images},
         "Instances": obj(
-            {"instances": {"type": "array", "items": instance, "minItems": 1, "maxItems": max_images}, "top_k": TOP_K},
+            {
+                "instances": {"type": "array", "items": instance, "minItems": 1, "maxItems": max_images},
+                "top_k": TOP_K,
+                "encoding": ENCODING,
+            },
             ("instances",),
         ),
         "PredictJson": {"oneOf": [ref("UrlList"), ref("Instances")]},
         "PredictMultipart": {
-            **obj({"image": files, "data": files, "top_k": TOP_K}, closed=False),
+            **obj({"image": files, "data": files, "top_k": TOP_K, "encoding": ENCODING}, closed=False),
             "anyOf": [{"required": ["image"]}, {"required": ["data"]}],
             "description": "image files in fields named image or data (or images, file); other fields are ignored",
         },

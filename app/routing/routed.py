@@ -122,7 +122,7 @@ class RoutedPredict:
         if model.batched:
             return self.batcher.submit(model, ref, batch, timeout, context)
         meta: Metadata = backend_metadata([context])
-        return self.client.predict(model.address, ref, {model.input_name: batch}, model.output_names, timeout, meta)
+        return self.client.predict(model.address, ref, model.predict_inputs(batch), model.output_names, timeout, meta)
 
     @staticmethod
     def _record(

@@ -48,7 +48,7 @@ class Shadow:
     ) -> None:
         started = time.perf_counter()
         try:
-            inputs = {model.input_name: batch}
+            inputs = model.predict_inputs(batch)
             result = await self._client.predict(model.address, ref, inputs, model.output_names, timeout, metadata)
             outcome = "ok" if _finite(result.outputs) else "model_output_invalid"
         except GatewayError as exc:

@@ -1,4 +1,6 @@
 // The imagegate page: choose a model, add images or URLs, classify them through the public API.
+// Every model kind's answer has its view: classes (the best, or every label above a multi-label model's
+// threshold), an embedding (its dimension and first values) or raw output tensors.
 //
 // Security: everything the server or the user supplies (labels, file names, URLs, error
 // messages) reaches the page through textContent and createElement only, never as HTML.
@@ -11,6 +13,7 @@
   const MAX_RETRIES = 2; // for 503 answers that carry Retry-After
   const MAX_RETRY_WAIT_S = 10;
   const MAX_NAMES_SHOWN = 4;
+  const EMBEDDING_VALUES_SHOWN = 8;
 
   const ui = {
     form: document.getElementById("predict-form"),
@@ -164,15 +167,29 @@
     ui.modelStatus.classList.add("problem");
   }
 
+  const KIND_NAMES = {
+    classification: "Classifier",
+    multi_label: "Multi-label classifier",
+    embedding: "Embeddings (vectors for similarity search)",
+  };
+
   function describeModel() {
     const model = state.models.get(ui.model.value);
     if (!model) return;
     const parts = [];
     const kind = model.output && model.output.kind;
-    if (kind) parts.push(kind === "classification" ? "Classifier" : `Output: ${kind}`);
-    const shape = model.input && Array.isArray(model.input.shape) ? model.input.shape : [];
-    if (shape.length >= 3) parts.push(`input ${shape[1]}×${shape[2]}`);
-    if (kind === "classification" && model.top_k) parts.push(`shows the top ${model.top_k} classes`);
+    const multiLabel = kind === "classification" && typeof model.threshold === "number";
+    if (kind) parts.push(KIND_NAMES[multiLabel ? "multi_label" : kind] || `Output: ${kind}`);
+    const input = model.input || {};
+    const shape = Array.isArray(input.shape) ? input.shape : [];
+    if (input.encoding === "bytes") parts.push("decodes the images itself");
+    else if (shape.length >= 3) parts.push(`input ${shape[1]}×${shape[2]}`);
+    if (multiLabel) {
+      const cap = model.top_k ? `, at most ${model.top_k}` : "";
+      parts.push(`shows every label scoring above ${model.threshold}${cap}`);
+    } else if (kind === "classification" && model.top_k) {
+      parts.push(`shows the top ${model.top_k} classes`);
+    }
     ui.modelStatus.textContent = parts.length ? `${parts.join(", ")}.` : "";
   }
 
@@ -297,9 +314,13 @@
       this.useSource(prediction);
       let summary;
       if (Array.isArray(prediction.classes)) {
-        this.status.replaceWith(classList(prediction.classes));
+        this.status.replaceWith(classList(prediction.classes, state.models.get(answer.name)));
         const best = prediction.classes[0];
         summary = best ? `${this.name}: ${labelOf(best)}, ${formatPercent(best.score)}` : `${this.name}: no classes`;
+      } else if (prediction.embedding !== undefined) {
+        const values = embeddingValues(prediction);
+        this.status.replaceWith(embeddingView(values));
+        summary = `${this.name}: embedding of ${values.length} dimensions`;
       } else if (prediction.outputs && typeof prediction.outputs === "object") {
         this.status.replaceWith(outputList(prediction.outputs));
         summary = `${this.name}: raw outputs`;
@@ -360,9 +381,13 @@
     return `class ${item.class_id}`;
   }
 
-  function classList(classes) {
+  function classList(classes, model) {
     const list = element("ol", "classes");
-    if (classes.length === 0) list.append(element("li", "class-row", "No classes returned."));
+    if (classes.length === 0) {
+      const threshold = model && typeof model.threshold === "number" ? model.threshold : null;
+      const text = threshold !== null ? `No label scores above ${threshold}.` : "No classes returned.";
+      list.append(element("li", "class-row", text));
+    }
     const labels = classes.map(labelOf);
     classes.forEach((item, rank) => {
       const row = element("li", rank === 0 ? "class-row best" : "class-row");
@@ -381,6 +406,24 @@
       list.append(row);
     });
     return list;
+  }
+
+  function embeddingValues(prediction) {
+    // A JSON list, or (when a client asks for it) base64 of little-endian float32.
+    if (Array.isArray(prediction.embedding)) return prediction.embedding.map(Number);
+    if (typeof prediction.embedding !== "string") return [];
+    const bytes = Uint8Array.from(atob(prediction.embedding), (c) => c.charCodeAt(0));
+    const view = new DataView(bytes.buffer);
+    return Array.from({ length: Math.floor(bytes.length / 4) }, (_, i) => view.getFloat32(4 * i, true));
+  }
+
+  function embeddingView(values) {
+    const box = element("div", "embedding");
+    box.append(element("p", "embedding-dimension", `Embedding: ${values.length} dimensions`));
+    const shown = values.slice(0, EMBEDDING_VALUES_SHOWN).map((v) => Number(v.toPrecision(4)));
+    const rest = values.length > shown.length ? ", …" : "";
+    box.append(element("code", "embedding-values", `[${shown.join(", ")}${rest}]`));
+    return box;
   }
 
   function outputList(outputs) {

@@ -12,15 +12,17 @@ import numpy as np
 from processing.batch import InputBatch
 from processing.errors import ItemError, ModelOutputInvalid
 from processing.image import DecodeLimits, PreprocessSpec
+from processing.kinds.encoded import EncodedSpec
 from processing.postprocess import PostprocessSpec
+from processing.sources import VectorEncoding
 
 
 class ItemAnswer(ABC):
     """One image's answer, typed by its model's output kind; each protocol renders it its own way."""
 
     @abstractmethod
-    def to_json(self) -> dict[str, Any]:
-        """The fields this image's item has in a v1 predict answer, beside ``source``."""
+    def to_json(self, encoding: VectorEncoding) -> dict[str, Any]:
+        """The fields this image's item has in a v1 predict answer, beside ``source``; vectors as ``encoding`` says."""
 
     @abstractmethod
     def tensor_row(self, output: str, class_count: int | None) -> np.ndarray | list[str]:
@@ -45,8 +47,10 @@ class OutputKind:
     classifies: bool  # answers classes: v2's classification extension applies
 
 
-# Every arrived image's bytes, the model's preprocessing and the decode limits: the rows of the batch the backend gets.
-ToBatch = Callable[[Sequence[bytes], PreprocessSpec, DecodeLimits], InputBatch]
+# What a model's input kind is told about the model: its preprocessing (decoded), or its inputs (encoded).
+InputSpec = PreprocessSpec | EncodedSpec
+# Every arrived image's bytes, the model's input spec and the decode limits: the rows of the batch the backend gets.
+ToBatch = Callable[[Sequence[bytes], InputSpec, DecodeLimits], InputBatch]
 
 
 @dataclass(frozen=True)
@@ -55,6 +59,7 @@ class InputKind:
 
     name: str
     to_batch: ToBatch
+    in_thread_pool: bool  # its work is worth a hand-off to the thread pool (decoding); else it is cheaper than one
 
 
 def not_finite() -> ModelOutputInvalid:

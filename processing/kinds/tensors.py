@@ -15,6 +15,7 @@ import numpy as np
 from processing.errors import ItemError
 from processing.kinds.base import ItemAnswer, OutputKind, finite, not_finite
 from processing.postprocess import PostprocessSpec
+from processing.sources import VectorEncoding
 
 
 @dataclass(frozen=True, eq=False)
@@ -23,7 +24,7 @@ class Tensors(ItemAnswer):
 
     outputs: Mapping[str, np.ndarray]
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self, encoding: VectorEncoding) -> dict[str, Any]:
         return {"outputs": {name: value.tolist() for name, value in self.outputs.items()}}
 
     def tensor_row(self, output: str, class_count: int | None) -> np.ndarray | list[str]:

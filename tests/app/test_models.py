@@ -148,7 +148,7 @@ def test_labels_are_read_from_the_configured_file(tmp_path: Path) -> None:
     labels = tmp_path / "labels.txt"
     labels.write_text("cat\ndog\n  fish  \n", encoding="utf-8")
     model = build(metadata(), f"postprocess.labels={labels}", "postprocess.softmax=true", "postprocess.top_k=2")
-    assert model.postprocess == postprocess_spec(softmax=True, top_k=2, labels=("cat", "dog", "fish"))
+    assert model.postprocess == postprocess_spec(activation="softmax", top_k=2, labels=("cat", "dog", "fish"))
 
 
 @pytest.mark.parametrize(("max_batch_size", "batched"), [(0, False), (1, False), (2, True), (16, True)])
@@ -166,7 +166,23 @@ def test_describe_reports_the_completed_model() -> None:
         "input": {"name": "images", "dtype": "uint8", "shape": [-1, 224, 224, 3]},
         "output": {"kind": "classification", "names": ["logits"]},
         "top_k": 3,
+        "threshold": None,
     }
+
+
+@pytest.mark.parametrize(
+    ("overrides", "top_k"),
+    [
+        ([], 5),  # a single-label classifier: the 5 best
+        (["postprocess.threshold=0.5"], None),  # multi-label: every class above the threshold
+        (["postprocess.threshold=0.5", "postprocess.top_k=3"], 3),  # ... at most the configured top_k
+        (["postprocess.top_k=2"], 2),
+    ],
+)
+def test_the_default_of_five_classes_applies_without_a_threshold(overrides: list[str], top_k: int | None) -> None:
+    model = build(metadata(), "postprocess.activation=sigmoid", *overrides)
+    assert model.postprocess.top_k == top_k
+    assert model.describe()["top_k"] == top_k
 
 
 # --- Refusing a config the model contradicts -------------------------------------------------
@@ -318,7 +334,7 @@ async def test_load_registry_completes_every_dev_model_from_the_local_backend(
     backend: LocalBackend, client: TFServingClient
 ) -> None:
     models = await load_registry(dev_settings(backend.address), client)
-    assert sorted(models) == ["digits", "mobilenet_v2", "tiny"]
+    assert sorted(models) == ["digits", "mobilenet_v2", "mobilenet_v2_bytes", "mobilenet_v2_embed", "tiny"]
     assert {m.address for m in models.values()} == {backend.address}
     assert not any(m.batched for m in models.values())
 
@@ -335,7 +351,7 @@ async def test_load_registry_completes_every_dev_model_from_the_local_backend(
     tiny = models.get_model("tiny")
     assert (tiny.signature, tiny.input_name, tiny.output_names) == ("serving_uint8", "images", ("logits",))
     assert tiny.preprocess == preprocess_spec(224, 224, dtype="uint8")
-    assert tiny.postprocess == postprocess_spec(softmax=True, top_k=3, labels=labels_of("tiny"))
+    assert tiny.postprocess == postprocess_spec(activation="softmax", top_k=3, labels=labels_of("tiny"))
 
     digits = models.get_model("digits")
     assert (digits.signature, digits.input_name, digits.output_names) == (

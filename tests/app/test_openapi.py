@@ -25,6 +25,7 @@ from handlers.page import PageFileHandler
 from processing.errors import ImageDecodeFailed, ItemError
 from processing.kinds.base import ItemAnswer
 from processing.kinds.classification import Classes, ScoredClass
+from processing.kinds.embedding import Embedding
 from processing.kinds.registry import OUTPUT_KINDS
 from processing.kinds.tensors import Tensors
 from processing.prediction import ItemResult
@@ -98,7 +99,13 @@ async def test_the_document_validates_as_openapi_3_1(tier: Tier) -> None:
     document = await served_document(tier)
     validate(document)
     assert document["openapi"].startswith("3.1")
-    assert document["components"]["parameters"]["model"]["schema"]["enum"] == ["mobilenet_v2", "tiny", "digits"]
+    assert document["components"]["parameters"]["model"]["schema"]["enum"] == [
+        "mobilenet_v2",
+        "tiny",
+        "digits",
+        "mobilenet_v2_bytes",
+        "mobilenet_v2_embed",
+    ]
 
 
 @pytest.mark.parametrize("overrides", [[], ["server.admin_token=t0ken"]], ids=["plain", "with-admin"])
@@ -144,11 +151,13 @@ def test_every_output_kinds_answer_is_a_documented_item() -> None:
     answers: dict[str, ItemAnswer] = {
         "classification": Classes((ScoredClass(1, "b", 0.5),), np.array([0.5, 0.5])),
         "tensors": Tensors({"boxes": np.zeros((2, 4)), "count": np.array(2)}),
+        "embedding": Embedding(np.array([0.6, 0.8], dtype=np.float32)),
     }
     assert set(answers) == set(OUTPUT_KINDS), "a new output kind needs an example answer here"
     failed: list[ItemAnswer | ItemError] = [ImageDecodeFailed("not an image")]
     for answer in [*answers.values(), *failed]:
-        jsonschema.validate(item_document(ItemResult("source", answer)), items)
+        jsonschema.validate(item_document(ItemResult("source", answer), "list"), items)
+        jsonschema.validate(item_document(ItemResult("source", answer), "base64"), items)
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate({"source": "s", "classes": [], "outputs": {}}, items)
 

@@ -54,7 +54,7 @@ async def run(
 ) -> dict[str, Any]:
     """``pipeline.run``'s prediction as the v1 answer renders it: the assertions read what a client reads."""
     prediction = await pipeline.run(PredictCall(name, tuple(sources), **call), context)
-    return predict_document(prediction, context)
+    return predict_document(prediction, context, "list")
 
 
 @pytest.fixture

@@ -59,6 +59,11 @@ def test_dev_config_loads_with_label_paths_relative_to_the_file() -> None:
         ("models:\n  m:\n    input:\n      dtype: uint8\n      scale: 0.5\n", {}, [], "models.m.input"),
         ("models:\n  m:\n    input:\n      mean: [1, 2]\n", {}, [], "models.m.input.mean"),
         ("models:\n  m:\n    postprocess:\n      softmax: maybe\n", {}, [], "models.m.postprocess.softmax"),
+        ("", {}, ["models.m.postprocess.activation=softmax", "models.m.postprocess.softmax=false"], "activation"),
+        ("", {}, ["models.m.postprocess.activation=sigmoid", "models.m.postprocess.softmax=true"], "activation"),
+        ("", {}, ["models.m.postprocess.activation=tanh"], "models.m.postprocess.activation"),
+        ("", {}, ["models.m.postprocess.activation=sigmoid", "models.m.postprocess.threshold=1.5"], "threshold"),
+        ("", {}, ["models.m.postprocess.top_k=0"], "models.m.postprocess.top_k"),
         ("models:\n  m:\n    batching:\n      max_in_flight: 0\n", {}, [], "max_in_flight: must be at least 1"),
         ("models:\n  m:\n    batching:\n      max_wait_ms: -1\n", {}, [], "max_wait_ms: must not be negative"),
         ("- a list\n", {}, [], "mapping"),
@@ -90,3 +95,10 @@ def test_docker_config_is_valid(tmp_path: Path) -> None:
         (tmp_path / name / "labels.txt").write_text("x\n")
     settings = load_settings(write(tmp_path, config.replace("/models/", f"{tmp_path}/")), {})
     assert settings.models["mobilenet_v2"].batching.max_batch_size == 32
+
+
+@pytest.mark.parametrize(("softmax", "activation"), [(True, "softmax"), (False, "none"), (None, "none")])
+def test_the_former_softmax_key_still_sets_the_activation(softmax: bool | None, activation: str) -> None:
+    overrides = [] if softmax is None else [f"models.m.postprocess.softmax={str(softmax).lower()}"]
+    settings = load_settings(None, {}, overrides or ["models.m.signature=serving_default"])
+    assert settings.models["m"].postprocess.activation == activation

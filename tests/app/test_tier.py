@@ -21,7 +21,7 @@ from tornado.httpclient import AsyncHTTPClient, HTTPResponse
 
 from app.serving.server import build_services
 from app.settings import SettingsError
-from processing.image import image_to_tensor
+from processing.image import PreprocessSpec, image_to_tensor
 from tests.conftest import Tier, TierFactory, dev_settings
 from tests.support.backend import LocalBackend, start_local_backend
 from tests.support.imageserver import FIXTURES, ImageServer
@@ -194,7 +194,7 @@ async def test_model_listing_status_and_metadata(tier: Tier) -> None:
     code, listing = await get_json(tier, "/v1/models")
     assert code == 200
     by_name = {m["name"]: m for m in listing["models"]}
-    assert set(by_name) == {"mobilenet_v2", "tiny", "digits"}
+    assert set(by_name) == {"mobilenet_v2", "tiny", "digits", "mobilenet_v2_bytes", "mobilenet_v2_embed"}
     assert by_name["mobilenet_v2"]["input"] == {
         "name": "images",
         "dtype": "uint8",
@@ -261,8 +261,9 @@ async def test_float_signature_path_matches_uint8_path(make_tier: TierFactory) -
 
 @pytest.mark.gen_test(timeout=60)
 async def test_scores_equal_the_savedmodel_called_directly(tier: Tier, models_dir: Path, tmp_path: Path) -> None:
-    model = tier.services.pipeline.models["mobilenet_v2"]
-    tensor = image_to_tensor(photo("chelsea.jpg"), model.preprocess, decode_limits())
+    spec = tier.services.pipeline.models["mobilenet_v2"].preprocess
+    assert isinstance(spec, PreprocessSpec)
+    tensor = image_to_tensor(photo("chelsea.jpg"), spec, decode_limits())
     np.save(tmp_path / "in.npy", tensor[None])
     args = ["-m", "tests.support.direct_predict", str(models_dir / "mobilenet_v2" / "1"), "serving_uint8"]
     args += ["images", str(tmp_path / "in.npy"), str(tmp_path / "out.npz")]

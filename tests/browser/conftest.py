@@ -63,9 +63,15 @@ def hostile_labels(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def tier_process(local_backend: LocalBackend, hostile_labels: Path) -> Iterator[TierProcess]:
-    """The dev configuration, with the tiny model's labels replaced by hostile ones, and limits of its own."""
+    """The dev configuration, with the tiny model's labels replaced by hostile ones, and limits of its own; and
+    ``tiny_tags``, a multi-label model over ``tiny`` (sigmoid, threshold 0.19: 7 of its 8 labels for a red image)."""
     overrides = [
         f"models.tiny.postprocess.labels={hostile_labels}",
+        "models.tiny_tags.served_name=tiny",
+        "models.tiny_tags.signature=serving_uint8",
+        "models.tiny_tags.postprocess.activation=sigmoid",
+        "models.tiny_tags.postprocess.threshold=0.19",
+        f"models.tiny_tags.postprocess.labels={hostile_labels}",
         f"server.max_upload_bytes={MAX_UPLOAD_BYTES}",
         f"server.max_images_per_request={MAX_IMAGES_PER_REQUEST}",
     ]

@@ -6,6 +6,8 @@ import base64
 import re
 from pathlib import Path
 
+import cv2
+import numpy as np
 import pytest
 from playwright.sync_api import Browser, Locator, Page, Request, Route, expect
 
@@ -290,3 +292,34 @@ def test_results_on_a_phone(
         assert page.evaluate("document.documentElement.scrollWidth") <= 375
     finally:
         context.close()
+
+
+def test_an_embedding_model_shows_its_dimension_and_first_values(page: Page, tier_process: TierProcess) -> None:
+    open_page(page, tier_process, "mobilenet_v2_embed")
+    expect(page.locator("#model-status")).to_contain_text("Embeddings")
+    drop_files(page, [FIXTURES / "coffee.jpg"])
+    classify(page)
+    card = cards(page).first
+    expect(card.locator(".embedding-dimension")).to_have_text("Embedding: 1280 dimensions")
+    number = r"-?\d+(?:\.\d+)?(?:e-?\d+)?"
+    expect(card.locator(".embedding-values")).to_have_text(re.compile(rf"^\[(?:{number}, ){{8}}…\]$"))
+    expect(page.locator("#progress-latest")).to_contain_text("embedding of 1280 dimensions")
+    assert_no_csp_violations(page)
+
+
+def test_a_multi_label_model_shows_every_label_above_its_threshold(
+    page: Page, tier_process: TierProcess, tmp_path: Path
+) -> None:
+    red = tmp_path / "red.png"
+    cv2.imwrite(str(red), np.full((8, 8, 3), (0, 0, 255), dtype=np.uint8))  # BGR
+    open_page(page, tier_process, "tiny_tags")
+    expect(page.locator("#model-status")).to_have_text(
+        "Multi-label classifier, input 224\u00d7224, shows every label scoring above 0.19."
+    )
+    drop_files(page, [red])
+    classify(page)
+    rows = cards(page).first.locator(".class-row")
+    expect(rows).to_have_count(7)  # more than a single-label model's 5: every label above the threshold
+    expect(rows.first.locator(".class-label")).to_have_text(f"{XSS} 0")  # red, as text: labels are never HTML
+    assert page.evaluate("window.__xss") is None
+    assert_no_csp_violations(page)

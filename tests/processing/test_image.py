@@ -10,6 +10,7 @@ import pytest
 from processing.errors import ImageDecodeFailed, ImageTooLarge
 from processing.image import decode_image, decode_with_opencv, image_to_tensor, preprocess
 from processing.sniff import read_header
+from tests.support.exif import with_exif_orientation
 from tests.support.specs import decode_limits, preprocess_spec
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "images"
@@ -62,18 +63,10 @@ def test_exif_orientation_is_applied() -> None:
     pixels = np.zeros((20, 40, 3), dtype=np.uint8)
     pixels[:, :20] = (0, 0, 255)  # left half red
     jpeg = encode(pixels, ".jpg", [cv2.IMWRITE_JPEG_QUALITY, 95])
-    rgb = decode_image(_with_exif_orientation(jpeg, 6), LIMITS)
+    rgb = decode_image(with_exif_orientation(jpeg, 6), LIMITS)
     assert rgb.shape == (40, 20, 3)
     assert rgb[:20, :, 0].mean() > 200  # the red half is now on top
     assert rgb[20:, :, 0].mean() < 50
-
-
-def _with_exif_orientation(jpeg: bytes, orientation: int) -> bytes:
-    tiff = b"MM\x00\x2a\x00\x00\x00\x08" + b"\x00\x01" + b"\x01\x12\x00\x03\x00\x00\x00\x01"
-    tiff += orientation.to_bytes(2, "big") + b"\x00\x00" + b"\x00\x00\x00\x00"
-    payload = b"Exif\x00\x00" + tiff
-    app1 = b"\xff\xe1" + (len(payload) + 2).to_bytes(2, "big") + payload
-    return jpeg[:2] + app1 + jpeg[2:]
 
 
 def test_cmyk_jpeg_decodes_to_rgb() -> None:
@@ -191,7 +184,7 @@ def test_jpeg_pixels_equal_opencvs_at_every_reduction(name: str, min_side: int) 
 @pytest.mark.parametrize("orientation", range(1, 9))
 def test_every_exif_orientation_turns_the_image_as_opencv_does(orientation: int) -> None:
     pixels = np.random.default_rng(orientation).integers(0, 255, (24, 40, 3), dtype=np.uint8)
-    jpeg = _with_exif_orientation(encode(pixels, ".jpg", [cv2.IMWRITE_JPEG_QUALITY, 95]), orientation)
+    jpeg = with_exif_orientation(encode(pixels, ".jpg", [cv2.IMWRITE_JPEG_QUALITY, 95]), orientation)
     expected = decode_with_opencv(jpeg, read_header(jpeg))
     np.testing.assert_array_equal(decode_image(jpeg, LIMITS), expected)
 

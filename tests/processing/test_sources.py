@@ -124,3 +124,11 @@ def test_top_k_text_must_be_ascii_digits_in_range(text: str) -> None:
 
 def test_top_k_accepts_ascii_digits_and_integers() -> None:
     assert [parse_top_k(" 7 "), parse_top_k(1000), parse_top_k(None)] == [7, 1000, None]
+
+
+def test_the_answers_vector_encoding_is_read_from_the_object_form() -> None:
+    body = b'{"instances": ["http://example.com/a.jpg"], "encoding": "base64"}'
+    assert parse_json_request(body, 8).encoding == "base64"
+    assert parse_json_request(b'["http://example.com/a.jpg"]', 8).encoding is None
+    with pytest.raises(InvalidRequest, match="'encoding' must be one of list, base64"):
+        parse_json_request(b'{"instances": ["http://example.com/a.jpg"], "encoding": "hex"}', 8)

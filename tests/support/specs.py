@@ -39,7 +39,14 @@ def preprocess_spec(height: int, width: int, **changes: Any) -> PreprocessSpec:
 
 def postprocess_spec(**changes: Any) -> PostprocessSpec:
     d = PostprocessSettings()
-    values: dict[str, Any] = {"kind": d.kind, "softmax": d.softmax, "top_k": d.top_k, "labels": ()}
+    values: dict[str, Any] = {
+        "kind": d.kind,
+        "activation": d.activation,
+        "top_k": d.class_cap(),
+        "labels": (),
+        "threshold": d.threshold,
+        "normalize": d.normalize,
+    }
     return PostprocessSpec(**{**values, **changes})
 
 

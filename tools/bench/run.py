@@ -27,6 +27,7 @@ import numpy as np
 from app.settings import DecodeSettings
 from processing.image import DecodeLimits, PreprocessSpec, image_to_tensor
 from tools.bench import procs
+from tools.bench.encoded import scenario_encoded
 from tools.bench.imagehost import ImageHost, start_image_host
 from tools.bench.images import Workload, make_workload
 from tools.bench.levers import scenario_levers
@@ -49,6 +50,7 @@ SCENARIOS = (
     "cost",
     "levers",
     "extras",
+    "encoded",
 )
 CONTENDERS = ("flask", "tornado", "tier")
 PEER = "kserve"  # a framework peer, in scenarios 1 and 2 when its virtualenv is there
@@ -168,7 +170,7 @@ class Harness:
         return path
 
     def tiny(self, signature: str = "serving_uint8") -> dict[str, dict[str, Any]]:
-        post: dict[str, Any] = {"softmax": True, "top_k": 3}
+        post: dict[str, Any] = {"activation": "softmax", "top_k": 3}
         labels = MODELS / "tiny" / "labels.txt"
         if labels.is_file():
             post["labels"] = str(labels)
@@ -687,6 +689,7 @@ RUNNERS: dict[str, Callable[[Harness], None]] = {
     "cost": scenario_cost,
     "levers": scenario_levers,
     "extras": scenario_extras,
+    "encoded": scenario_encoded,
 }
 
 

@@ -50,8 +50,8 @@ def _digit_names() -> list[str]:
     return [str(digit) for digit in range(10)]
 
 
-RECIPES = (  # version 2: each SavedModel version ships TF Serving warm-up records (modelbuild/warmup.py)
-    Recipe("mobilenet_v2", 2, _build_mobilenet_v2, imagenet_labels),
+RECIPES = (  # each SavedModel version ships TF Serving warm-up records (modelbuild/warmup.py) since 2
+    Recipe("mobilenet_v2", 4, _build_mobilenet_v2, imagenet_labels),  # 3: embed, embed_uint8, serving_bytes
     Recipe("tiny", 2, _build_tiny, colour_names),
     Recipe("digits", 2, _build_digits, _digit_names),
 )

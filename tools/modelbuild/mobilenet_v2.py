@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
-from tools.modelbuild import savedmodel
+from tools.modelbuild import mobilenet_v2_signatures, savedmodel
 from tools.modelbuild.package_data import mobilenet_v2_weights_path
 from tools.modelbuild.preprocess import CROP_SIZE, IMAGENET_MEAN, IMAGENET_STD, normalize
 from tools.modelbuild.savedmodel import images_spec
@@ -144,7 +144,8 @@ class InvertedResidual:
 
 
 class MobileNetV2:
-    """The classifier with its two serving signatures (float normalised and uint8 0..255)."""
+    """The classifier with its two serving signatures (float normalised and uint8 0..255); the others, which
+    answer embeddings or take encoded images, are in ``mobilenet_v2_signatures.py``."""
 
     def __init__(self, state: State) -> None:
         self.stem = ConvBN(state, "features.0.0", "features.0.1", stride=2)
@@ -161,19 +162,25 @@ class MobileNetV2:
         convs = [v for layer in layers for v in layer.variables]
         return [*convs, self.classifier_kernel, self.classifier_bias]
 
-    def logits(self, images: tf.Tensor) -> tf.Tensor:
+    def features(self, images: tf.Tensor) -> tf.Tensor:
+        """The 1280 pooled features the classifier takes (the embedding signatures' output)."""
         x = self.stem(images)
         for block in self.blocks:
             x = block(x)
-        pooled = tf.reduce_mean(self.head(x), axis=[1, 2])
-        return tf.matmul(pooled, self.classifier_kernel) + self.classifier_bias
+        return tf.reduce_mean(self.head(x), axis=[1, 2])
+
+    def logits(self, images: tf.Tensor) -> tf.Tensor:
+        return tf.matmul(self.features(images), self.classifier_kernel) + self.classifier_bias
+
+    def from_uint8(self, images: tf.Tensor) -> tf.Tensor:
+        """RGB 0..255 normalised as torchvision does: /255, minus the mean, over the std."""
+        return (tf.cast(images, tf.float32) / 255.0 - self.mean) / self.std
 
     def serve_float(self, images: tf.Tensor) -> dict[str, tf.Tensor]:
         return {"probabilities": tf.nn.softmax(self.logits(images))}
 
     def serve_uint8(self, images: tf.Tensor) -> dict[str, tf.Tensor]:
-        scaled = tf.cast(images, tf.float32) / 255.0
-        return {"probabilities": tf.nn.softmax(self.logits((scaled - self.mean) / self.std))}
+        return {"probabilities": tf.nn.softmax(self.logits(self.from_uint8(images)))}
 
 
 def build(target: Path) -> dict[str, object]:
@@ -183,6 +190,7 @@ def build(target: Path) -> dict[str, object]:
     signatures = {
         "serving_default": (model.serve_float, images_spec(IMAGE_SHAPE, tf.float32)),
         "serving_uint8": (model.serve_uint8, images_spec(IMAGE_SHAPE, tf.uint8)),
+        **mobilenet_v2_signatures.more_signatures(model, IMAGE_SHAPE),
     }
     savedmodel.save(target / "1", model.variables, signatures)
     write_warmup_requests(target / "1", "mobilenet_v2", photo_requests(normalize))

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import tensorflow as tf
 
-ServingFunction = Callable[[tf.Tensor], dict[str, tf.Tensor]]
-Signatures = Mapping[str, tuple[ServingFunction, tf.TensorSpec]]
+ServingFunction = Callable[..., dict[str, tf.Tensor]]
+# Each signature's function and its input, or inputs (a tuple of specs, one per argument, named by the specs).
+Signatures = Mapping[str, tuple[ServingFunction, tf.TensorSpec | tuple[tf.TensorSpec, ...]]]
 
 
 def images_spec(shape: tuple[int | None, ...], dtype: tf.DType) -> tf.TensorSpec:
@@ -19,9 +20,9 @@ def images_spec(shape: tuple[int | None, ...], dtype: tf.DType) -> tf.TensorSpec
 def save(
     path: Path,
     variables: Sequence[tf.Variable],
-    signatures: Mapping[str, tuple[ServingFunction, tf.TensorSpec]],
+    signatures: Signatures,
 ) -> None:
-    """Write a SavedModel at ``path`` whose signatures map ``images`` to the functions' outputs.
+    """Write a SavedModel at ``path`` whose signatures map their inputs (``images``, ...) to the functions' outputs.
 
     The functions are traced here; a bare ``tf.Module`` root tracks the variables they use.
     """
@@ -29,6 +30,6 @@ def save(
     root.model_variables = list(variables)
     traced = {}
     for name, (function, spec) in signatures.items():
-        traced[name] = tf.function(function, input_signature=[spec])
+        traced[name] = tf.function(function, input_signature=list(spec) if isinstance(spec, tuple) else [spec])
         setattr(root, name, traced[name])
     tf.saved_model.save(root, str(path), signatures=traced)

@@ -70,4 +70,27 @@ def test_the_encoded_request_is_the_message_protobuf_would_build(inputs: dict[st
 
 def test_a_dtype_without_a_tensor_type_is_refused() -> None:
     with pytest.raises(UnsupportedTensor):
-        encode_predict_request(head(), {"x": np.array(["a"], dtype=object)})
+        encode_predict_request(head(), {"x": np.array(["a"], dtype=object)})  # text: a string tensor holds bytes
+    with pytest.raises(UnsupportedTensor):
+        encode_predict_request(head(), {"x": np.array([1 + 2j], dtype=np.complex64)})
+
+
+def strings(*values: bytes) -> np.ndarray:
+    array = np.empty(len(values), dtype=object)
+    array[:] = values
+    return array
+
+
+def test_bytes_are_a_string_tensor_as_protobuf_would_build_it() -> None:
+    """Encoded images and their orientations: a DT_STRING input (string_val) beside an int32 one."""
+    images = strings(b"\xff\xd8\xff" + bytes(range(256)) * 600, b"", b"\x89PNG")  # one longer than 2**14 bytes
+    orientation = np.array([6, 1, 1], dtype=np.int32)
+    parsed = predict_pb2.PredictRequest.FromString(
+        encode_predict_request(head(), {"images": images, "orientation": orientation})
+    )
+    expected = through_protobuf({"orientation": orientation})
+    tensor = expected.inputs["images"]
+    tensor.dtype = types_pb2.DT_STRING
+    tensor.tensor_shape.dim.add().size = 3
+    tensor.string_val.extend(images.tolist())
+    assert parsed == expected

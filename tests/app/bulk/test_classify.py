@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import shutil
 import threading
 from pathlib import Path
 
+import numpy as np
 import pytest
 from tornado.httpclient import AsyncHTTPClient
 
@@ -140,7 +142,8 @@ async def test_a_limited_run_is_resumed_to_completion_without_duplicates(tier: T
 async def test_an_unknown_model_is_refused_before_anything_is_sent(tier: Tier) -> None:
     result = await classify(str(FIXTURES), "--server", tier.base_url, "--model", "resnet")
     assert result.code == 4 and result.out == ""
-    assert "model_not_found" in result.err and "serves no model 'resnet' (mobilenet_v2, tiny, digits)" in result.err
+    served = "mobilenet_v2, tiny, digits, mobilenet_v2_bytes, mobilenet_v2_embed"
+    assert "model_not_found" in result.err and f"serves no model 'resnet' ({served})" in result.err
     several = await classify(str(FIXTURES), "--server", tier.base_url)
     assert several.code == 2 and "choose one with --model" in several.err
 
@@ -211,3 +214,24 @@ async def test_uploads_keep_within_the_tiers_size_limits(make_tier: TierFactory,
         "message": "the file is 82326 bytes; the tier takes at most 75000",
     }
     assert "2 classified, 2 failed (payload_too_large: 2)" in result.err
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_an_embedding_model_writes_each_images_vector(tier: Tier, tmp_path: Path) -> None:
+    """mobilenet_v2_embed: every line has the image's unit vector, as a list or, asked so, as base64 float32."""
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for name in ("coffee.jpg", "chelsea.jpg"):
+        shutil.copy(FIXTURES / name, photos / name)
+    as_lists = await classify(str(photos), "--server", tier.base_url, "--model", "mobilenet_v2_embed")
+    packed = await classify(
+        str(photos), "--server", tier.base_url, "--model", "mobilenet_v2_embed", "--encoding", "base64"
+    )
+    assert as_lists.code == packed.code == 0, as_lists.err + packed.err
+    lists = {Path(line["source"]).name: line for line in as_lists.lines()}
+    assert sorted(lists) == ["chelsea.jpg", "coffee.jpg"]
+    for line in packed.lines():
+        vector = np.frombuffer(base64.b64decode(line["embedding"]), dtype="<f4")
+        assert line["encoding"] == "base64" and line["dimension"] == 1280
+        assert lists[Path(line["source"]).name]["embedding"] == vector.tolist()
+        assert float(np.linalg.norm(vector)) == pytest.approx(1.0, abs=1e-5)

@@ -132,3 +132,25 @@ def test_other_v2_paths_answer_in_the_protocols_error_form(oip_tier: TierProcess
         urllib.request.urlopen(oip_tier.base_url + "/v2/models/digits/versions/x")
     assert missing.value.code == 404
     assert set(json.loads(missing.value.read())) == {"error"}
+
+
+def test_an_embedding_model_answers_its_vectors_as_fp32(client: triton.InferenceServerClient) -> None:
+    chelsea = (FIXTURES / "chelsea.jpg").read_bytes()
+    result = client.infer("mobilenet_v2_embed", [image_input(COFFEE, chelsea)])
+    vectors = result.as_numpy("embedding")
+    assert vectors.dtype == np.float32 and vectors.shape == (2, 1280)
+    assert np.linalg.norm(vectors, axis=1) == pytest.approx([1.0, 1.0], abs=1e-5)
+    with pytest.raises(InferenceServerException, match="classification extension"):
+        client.infer(
+            "mobilenet_v2_embed",
+            [image_input(COFFEE)],
+            outputs=[triton.InferRequestedOutput("embedding", class_count=1)],
+        )
+
+
+def test_the_bytes_model_takes_the_same_bytes_input(client: triton.InferenceServerClient) -> None:
+    """v2's input is the images' bytes for every model: the encoded model gets them as they came."""
+    result = client.infer(
+        "mobilenet_v2_bytes", [image_input(COFFEE)], outputs=[triton.InferRequestedOutput(OUTPUT, class_count=1)]
+    )
+    assert result.as_numpy(OUTPUT)[0][0].decode().endswith(":967:espresso")

@@ -8,8 +8,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from processing.kinds.classification import Classes, classify_batch, softmax
-from processing.postprocess import PostprocessSpec, parse_labels
+from processing.kinds.classification import Classes, classify_batch, sigmoid, softmax
+from processing.postprocess import Activation, PostprocessSpec, parse_labels
 from tests.support.specs import postprocess_spec
 
 
@@ -33,9 +33,9 @@ def test_softmax_is_stable_and_normalised() -> None:
 
 def classes(row: list[float], k: int, labels: tuple[str, ...]) -> list[dict[str, Any]]:
     """The classes ``classify_batch`` answers for one row, without softmax."""
-    (answer,) = classify_batch(np.array([row]), postprocess_spec(softmax=False, top_k=k, labels=labels))
+    (answer,) = classify_batch(np.array([row]), postprocess_spec(activation="none", top_k=k, labels=labels))
     assert isinstance(answer, Classes)
-    found: list[dict[str, Any]] = answer.to_json()["classes"]
+    found: list[dict[str, Any]] = answer.to_json("list")["classes"]
     return found
 
 
@@ -52,7 +52,7 @@ def test_top_k_larger_than_classes_and_missing_labels() -> None:
 
 def test_classify_batch_applies_softmax_when_asked() -> None:
     first, second = classify_batch(
-        np.array([[0.0, 0.0], [10.0, 0.0]]), postprocess_spec(softmax=True, top_k=1, labels=("x", "y"))
+        np.array([[0.0, 0.0], [10.0, 0.0]]), postprocess_spec(activation="softmax", top_k=1, labels=("x", "y"))
     )
     assert isinstance(first, Classes) and isinstance(second, Classes)
     assert first.classes[0].score == 0.5
@@ -65,7 +65,7 @@ def test_parse_labels() -> None:
 
 def test_a_row_that_is_not_finite_is_that_items_error_alone() -> None:
     output = np.array([[1.0, 2.0], [np.nan, 0.0], [np.inf, 1.0]], dtype=np.float32)
-    for spec in (postprocess_spec(softmax=True), postprocess_spec(softmax=False)):
+    for spec in (postprocess_spec(activation="softmax"), postprocess_spec(activation="none")):
         first, *rest = classify_batch(output, spec)
         assert isinstance(first, Classes) and first.classes[0].class_id == 1
         assert [getattr(r, "code", None) for r in rest] == ["model_output_invalid"] * 2
@@ -76,7 +76,8 @@ def test_a_row_that_is_not_finite_is_that_items_error_alone() -> None:
 def test_a_batch_gives_each_row_what_the_row_alone_gives(classes: int, use_softmax: bool) -> None:
     """classify_batch works on the whole batch at once; each row's answer is still top_classes of that row."""
     rng = np.random.default_rng(classes)
-    spec = PostprocessSpec("classification", use_softmax, 5, tuple(f"c{i}" for i in range(classes - 2)))
+    activation: Activation = "softmax" if use_softmax else "none"
+    spec = PostprocessSpec("classification", activation, 5, tuple(f"c{i}" for i in range(classes - 2)))
     for trial in range(60):
         output = rng.normal(size=(int(rng.integers(1, 9)), classes)).astype(np.float32)
         if trial % 3 == 0:
@@ -90,4 +91,55 @@ def test_a_batch_gives_each_row_what_the_row_alone_gives(classes: int, use_softm
             for row in output
         ]
         answers = classify_batch(output, spec)
-        assert [a.to_json() if isinstance(a, Classes) else a.code for a in answers] == expected
+        assert [a.to_json("list") if isinstance(a, Classes) else a.code for a in answers] == expected
+
+
+def test_sigmoid_is_the_logistic_function_without_overflow() -> None:
+    logits = np.array([[-1000.0, -2.0, 0.0, 2.0, 1000.0]])
+    np.testing.assert_allclose(sigmoid(logits), 1 / (1 + np.exp(-np.clip(logits, -700, 700))), rtol=1e-12, atol=1e-300)
+    assert sigmoid(logits)[0, 0] == 0.0 and sigmoid(logits)[0, -1] == 1.0
+
+
+def labels_above(row: list[float], threshold: float, top_k: int | None, request_top_k: int | None = None) -> list[str]:
+    spec = postprocess_spec(activation="sigmoid", threshold=threshold, top_k=top_k, labels=("a", "b", "c", "d"))
+    (answer,) = classify_batch(np.array([row]), spec, request_top_k)
+    assert isinstance(answer, Classes)
+    return [c.label for c in answer.classes]
+
+
+def test_with_a_threshold_every_class_above_it_is_answered_best_first() -> None:
+    logits = [0.5, -3.0, 4.0, 1.0]  # sigmoid: 0.62, 0.05, 0.98, 0.73
+    assert labels_above(logits, 0.6, None) == ["c", "d", "a"]
+    assert labels_above(logits, 0.99, None) == []
+    assert labels_above(logits, 0.0, None) == ["c", "d", "a", "b"]
+
+
+def test_with_a_threshold_top_k_caps_only_when_set() -> None:
+    logits = [0.5, -3.0, 4.0, 1.0]
+    assert labels_above(logits, 0.6, top_k=2) == ["c", "d"]  # the configuration's cap
+    assert labels_above(logits, 0.6, top_k=None, request_top_k=1) == ["c"]  # the request's
+    assert labels_above(logits, 0.6, top_k=2, request_top_k=3) == ["c", "d", "a"]  # the request's wins
+
+
+def test_each_row_of_a_batch_gets_its_own_classes_above_the_threshold() -> None:
+    rng = np.random.default_rng(7)
+    output = rng.normal(scale=3.0, size=(40, 30))
+    output[5, 2] = np.nan
+    spec = postprocess_spec(activation="sigmoid", threshold=0.8, top_k=None, labels=())
+    answers = classify_batch(output, spec)
+    for row, answer in zip(output, answers, strict=True):
+        if not np.isfinite(row).all():
+            assert getattr(answer, "code", None) == "model_output_invalid"
+            continue
+        scores = 1 / (1 + np.exp(-row))
+        expected = [i for i in np.argsort(-scores, kind="stable") if scores[i] > 0.8]
+        assert isinstance(answer, Classes)
+        assert [c.class_id for c in answer.classes] == expected
+
+
+def test_the_classification_extension_answers_the_best_k_above_the_threshold_or_not() -> None:
+    spec = postprocess_spec(activation="sigmoid", threshold=0.9, top_k=None, labels=("a", "b", "c"))
+    (answer,) = classify_batch(np.array([[0.0, 3.0, -1.0]]), spec, 2)
+    assert isinstance(answer, Classes) and [c.label for c in answer.classes] == ["b"]
+    row = answer.tensor_row("probabilities", 2)
+    assert isinstance(row, list) and [text.split(":")[2] for text in row] == ["b", "a"]

@@ -184,3 +184,25 @@ def test_the_tornado_floor_answers_what_the_tier_answers_in_shape(harness: Harne
         child.stop()
     assert result["statuses"] == {"200": 1}
     assert [len(item["classes"]) for item in json.loads(str(result["sample"]))["predictions"]] == [3, 3]
+
+
+def test_the_encoded_scenarios_tier_answers_one_request_from_the_fakes_bytes_signature(
+    harness: Harness, models_dir: Path
+) -> None:
+    """Scenario 10's model on the fake backend: the photos' bytes go to serving_bytes, 1000 classes come back."""
+    from tools.bench.encoded import MODEL, models
+
+    fake = start_fakeserving(("mobilenet_v2:1000:probabilities",))
+    try:
+        labels = str(models_dir / "mobilenet_v2" / "labels.txt")
+        config = harness.tier_config("encoded_smoke", models(labels, fake.match.group(1)), fake.match.group(1))
+        child, url = harness.start_tier(config, model=MODEL)
+        try:
+            result = one_request(harness, url)
+        finally:
+            child.stop()
+    finally:
+        fake.stop()
+    assert result["statuses"] == {"200": 1} and result["item_errors"] == 0, result["sample"]
+    answer = json.loads(str(result["sample"]))
+    assert [len(item["classes"]) for item in answer["predictions"]] == [5, 5]

@@ -13,7 +13,7 @@ import numpy as np
 from app.backend.protos import predict_pb2
 from app.backend.tensors import from_tensor_proto
 from processing.kinds.classification import Classes, classify_batch
-from processing.postprocess import PostprocessSpec, parse_labels
+from processing.postprocess import Activation, PostprocessSpec, parse_labels
 from tools.localserving.tensors import fill_tensor_proto
 
 SIZE = (224, 224)
@@ -34,7 +34,8 @@ def parse_args(prog: str, argv: Sequence[str] | None) -> argparse.Namespace:
 
 def postprocess_spec(args: argparse.Namespace) -> PostprocessSpec:
     labels = parse_labels(args.labels.read_text()) if args.labels and args.labels.is_file() else ()
-    return PostprocessSpec(kind="classification", softmax=args.softmax, top_k=3, labels=labels)
+    activation: Activation = "softmax" if args.softmax else "none"
+    return PostprocessSpec(kind="classification", activation=activation, top_k=3, labels=labels)
 
 
 def decode_and_resize(data: bytes, dtype: str) -> np.ndarray:
@@ -59,7 +60,9 @@ def answer(args: argparse.Namespace, spec: PostprocessSpec, urls: list[str], res
         {
             "source": url,
             **(
-                item.to_json() if isinstance(item, Classes) else {"error": {"code": item.code, "message": item.message}}
+                item.to_json("list")
+                if isinstance(item, Classes)
+                else {"error": {"code": item.code, "message": item.message}}
             ),
         }
         for url, item in zip(urls, classify_batch(logits, spec), strict=True)
