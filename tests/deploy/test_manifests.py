@@ -121,9 +121,11 @@ def _selectors(doc: Doc) -> list[dict[str, Any]]:
     if doc["kind"] == "PodDisruptionBudget":
         return [spec["selector"]]
     if doc["kind"] == "NetworkPolicy":
-        peers = [peer for rule in spec.get("egress", []) + spec.get("ingress", []) for peer in rule.get("to", [])]
+        # An empty podSelector is every pod of the namespace; a peer with a namespaceSelector is in another one.
+        peers = [peer for rule in spec.get("egress", []) for peer in rule.get("to", [])]
         peers += [peer for rule in spec.get("ingress", []) for peer in rule.get("from", [])]
-        return [spec["podSelector"], *(p["podSelector"] for p in peers if "podSelector" in p)]
+        own = [spec["podSelector"]] if spec["podSelector"] else []
+        return [*own, *(p["podSelector"] for p in peers if "podSelector" in p and "namespaceSelector" not in p)]
     return []
 
 
