@@ -17,8 +17,8 @@ import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
-# The production base and the one-node development overlay.
-KUSTOMIZATIONS = ("deploy/k8s", "deploy/k8s-dev")
+# The base, the one-node development overlay and the production overlay.
+KUSTOMIZATIONS = ("deploy/k8s", "deploy/k8s-dev", "deploy/k8s-prod")
 
 Doc = dict[str, Any]
 

@@ -10,12 +10,17 @@ import pytest
 import yaml
 
 from app.settings import ServerSettings
-from tests.deploy.manifests import Doc, container, containers, named, pod_spec, selects
+from tests.deploy.manifests import Doc, container, containers, named, pod_spec, render, selects, workloads
 from tests.support.tier import ROOT
 
 TIER_IMAGE, MODELS_IMAGE = "imagegate", "imagegate-models"
 HEADROOM_S = 10  # over the longest a stop may take, for the kubelet's own work and a slow node
 DNS_CACHE_S = 5  # CoreDNS's default cache for the headless Service's answer
+
+
+def image_name(image: str) -> str:
+    """``registry/path/name:tag`` or ``...@sha256:...`` -> ``name``."""
+    return image.split("@")[0].rsplit("/", 1)[-1].partition(":")[0]
 
 
 def _args(c: Doc) -> dict[str, str]:
@@ -117,7 +122,7 @@ def test_models_reach_both_pods_through_init_containers(rendered: list[Doc]) -> 
     for workload, main, mount in (("tfserving", "tfserving", "/models"), ("imagegate", "tier", "/models")):
         spec = pod_spec(named(rendered, "Deployment", workload))
         (init,) = spec["initContainers"]
-        assert init["image"].partition(":")[0] == MODELS_IMAGE
+        assert image_name(init["image"]) == MODELS_IMAGE
         (filled,) = init["volumeMounts"]
         volume = next(v for v in spec["volumes"] if v["name"] == filled["name"])
         assert "emptyDir" in volume, "models need no storage class"
@@ -157,3 +162,38 @@ def test_every_image_is_pinned(rendered: list[Doc]) -> None:
             image = c["image"]
             assert re.search(r":[\w.-]+$|@sha256:[0-9a-f]{64}$", image.rsplit("/", 1)[-1]), image
             assert not image.endswith(":latest"), image
+
+
+def production_gaps(docs: list[Doc]) -> list[str]:
+    """Images not registry-qualified and pinned by digest; TF Serving's memory not Guaranteed."""
+    found = []
+    for workload in workloads(docs):
+        for c in containers(pod_spec(workload)):
+            registry, _, rest = c["image"].partition("/")
+            if "." not in registry and ":" not in registry:
+                found.append(f"{c['name']}: {c['image']} names no registry")
+            if not re.fullmatch(r"[\w./-]+@sha256:[0-9a-f]{64}", rest):
+                found.append(f"{c['name']}: {c['image']} is not pinned by digest")
+    resources = container(named(docs, "Deployment", "tfserving"), "tfserving")["resources"]
+    if resources["requests"]["memory"] != resources["limits"]["memory"]:
+        found.append(f"tfserving: memory requests {resources['requests']} != limits {resources['limits']}")
+    return found
+
+
+def test_the_production_overlay_pins_images_by_digest_and_guarantees_tfserving_memory() -> None:
+    docs = render("deploy/k8s-prod")
+    assert production_gaps(docs) == []
+    assert production_gaps(render("deploy/k8s")), "the base is what the overlay changes"
+
+
+@pytest.mark.parametrize("kind", ["tag", "no registry", "burstable"])
+def test_the_production_check_notices(kind: str) -> None:
+    docs = render("deploy/k8s-prod")
+    tfserving = container(named(docs, "Deployment", "tfserving"), "tfserving")
+    if kind == "tag":
+        tfserving["image"] = "docker.io/tensorflow/serving:2.19.1"
+    elif kind == "no registry":
+        tfserving["image"] = "tensorflow/serving@sha256:" + "0" * 64
+    else:
+        tfserving["resources"]["requests"]["memory"] = "1Gi"
+    assert production_gaps(docs)
