@@ -17,8 +17,14 @@ import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
-# The production base and the one-node development overlay.
-KUSTOMIZATIONS = ("deploy/k8s", "deploy/k8s-dev")
+# The base, the one-node development overlay, the production overlay, and production with the operators'
+# add-ons (alerts for the Prometheus operator, the tier's autoscaling through KEDA).
+KUSTOMIZATIONS = ("deploy/k8s", "deploy/k8s-dev", "deploy/k8s-prod", "deploy/k8s-prod-addons")
+# The custom resources, each checked against a schema kept here (kubernetes-validate knows only the API's own).
+CRD_SCHEMAS = {
+    ("monitoring.coreos.com/v1", "PrometheusRule"): ROOT / "deploy" / "schemas" / "prometheusrule_v1.json",
+    ("keda.sh/v1alpha1", "ScaledObject"): ROOT / "deploy" / "schemas" / "scaledobject_v1alpha1.json",
+}
 
 Doc = dict[str, Any]
 

@@ -109,3 +109,23 @@ def test_the_image_config_loads_with_the_files_compose_mounts(models_dir: Path, 
     assert set(settings.models) <= SERVED
     for name, model in settings.models.items():
         assert model.postprocess.labels is not None and model.postprocess.labels.is_file(), name
+
+
+def stop_grace_gap(tier: dict[str, Any], models_dir: Path, tmp_path: Path) -> float:
+    """Seconds by which the tier's stop_grace_period falls short of its drain + 10 s headroom (<= 0: none)."""
+    text = (ROOT / "deploy" / "config.docker.yaml").read_text(encoding="utf-8")
+    config = tmp_path / "config.yaml"
+    config.write_text(text.replace(" /models/", f" {models_dir}/"), encoding="utf-8")
+    server = load_settings(config, tier["environment"]).server
+    drain = server.drain_delay_s + server.shutdown_timeout_s + server.lingering_time_s
+    match = re.fullmatch(r"(?:(\d+)m)?(?:(\d+)s)?", str(tier.get("stop_grace_period", "10s")))
+    assert match, tier.get("stop_grace_period")
+    grace = int(match[1] or 0) * 60 + int(match[2] or 0)
+    return drain + 10 - grace
+
+
+def test_the_tier_has_time_to_drain(models_dir: Path, tmp_path: Path) -> None:
+    assert stop_grace_gap(services()["tier"], models_dir, tmp_path) <= 0
+    short = {**services()["tier"], "stop_grace_period": "30s"}
+    assert stop_grace_gap(short, models_dir, tmp_path) > 0
+    assert stop_grace_gap({**short, "stop_grace_period": "1m"}, models_dir, tmp_path) > 0

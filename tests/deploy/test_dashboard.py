@@ -140,14 +140,14 @@ async def test_every_metric_the_dashboard_queries_is_in_a_real_scrape(
     assert unshown == set(), "every metric of the tier has a panel"
 
 
-def scrape_job() -> dict[str, Any]:
-    (job,) = yaml.safe_load(SCRAPE.read_text(encoding="utf-8"))["scrape_configs"]
+def scrape_job(name: str = "imagegate") -> dict[str, Any]:
+    (job,) = [j for j in yaml.safe_load(SCRAPE.read_text(encoding="utf-8"))["scrape_configs"] if j["job_name"] == name]
     found: dict[str, Any] = job
     return found
 
 
-def scrape_rules() -> list[dict[str, Any]]:
-    rules: list[dict[str, Any]] = scrape_job()["relabel_configs"]
+def scrape_rules(name: str = "imagegate") -> list[dict[str, Any]]:
+    rules: list[dict[str, Any]] = scrape_job(name)["relabel_configs"]
     return rules
 
 
@@ -185,3 +185,24 @@ def test_the_scrape_config_leaves_other_pods_and_unannotated_tiers_alone(rendere
     for template in (tfserving, quiet):
         targets = pod_targets(template, "imagegate", "some-pod", "10.1.2.4")
         assert [relabel(t, scrape_rules()) for t in targets] == [None] * len(targets)
+
+
+def test_the_scrape_config_finds_tfserving_on_its_prometheus_endpoint(rendered: list[Doc]) -> None:
+    deployment = named(rendered, "Deployment", "tfserving")
+    template = deployment["spec"]["template"]
+    tfserving = container(deployment, "tfserving")
+    (metrics,) = [p for p in tfserving["ports"] if p["name"] == "metrics"]
+    args = dict(a.removeprefix("--").partition("=")[::2] for a in tfserving["args"])
+    assert int(args["rest_api_port"]) == metrics["containerPort"]
+    monitoring = named(rendered, "ConfigMap", "tfserving-monitoring")["data"]["monitoring.config"]
+    (path,) = re.findall(r'path:\s*"([^"]+)"', monitoring)
+    assert re.search(r"enable:\s*true", monitoring)
+    (mount,) = [m for m in tfserving["volumeMounts"] if m["name"] == "monitoring"]
+    assert args["monitoring_config_file"] == f"{mount['mountPath']}/monitoring.config"
+
+    namespace = deployment["metadata"]["namespace"]
+    targets = pod_targets(template, namespace, "tfserving-abc12", "10.1.2.5")
+    kept = [t for t in (relabel(target, scrape_rules("tfserving")) for target in targets) if t is not None]
+    assert [(t["__address__"], t["__metrics_path__"]) for t in kept] == [(f"10.1.2.5:{metrics['containerPort']}", path)]
+    tier = pod_targets(tier_template(rendered), namespace, "imagegate-abc12", "10.1.2.6")
+    assert [relabel(t, scrape_rules("tfserving")) for t in tier] == [None] * len(tier)

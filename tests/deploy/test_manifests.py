@@ -8,6 +8,7 @@ manifests to show the check notices.
 from __future__ import annotations
 
 import copy
+import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.deploy.manifests import Doc, containers, named, pod_spec, run_tool, selects, workloads
+from tests.deploy.manifests import CRD_SCHEMAS, Doc, containers, named, pod_spec, render, run_tool, selects, workloads
 
 # The oldest release with gRPC probes on by default and the newest schemas kubernetes-validate ships.
 KUBERNETES_VERSIONS = ("1.27.0", "1.37.0")
@@ -33,12 +34,57 @@ RESTRICTED_VOLUMES = {
 NAMESPACED_SELECTORS = ("Service", "PodDisruptionBudget", "NetworkPolicy")
 
 
+def is_custom(doc: Doc) -> bool:
+    return (doc["apiVersion"], doc["kind"]) in CRD_SCHEMAS
+
+
+def kubernetes_validate(docs: Sequence[Doc], tmp_path: Path, version: str) -> str:
+    """kubernetes-validate's complaints; a kind it has no schema for is one (it warns and exits 0)."""
+    manifest = tmp_path / "rendered.yaml"
+    manifest.write_text(yaml.safe_dump_all(docs), encoding="utf-8")
+    result = run_tool("kubernetes-validate", ["--strict", "--quiet", "-k", version, str(manifest)])
+    output = result.stdout + result.stderr
+    return output if result.returncode or "Couldn't find schema" in output else ""
+
+
+def custom_resource_errors(docs: Sequence[Doc], tmp_path: Path) -> str:
+    """check-jsonschema's complaints about each custom resource, against its schema in deploy/schemas."""
+    found = ""
+    for index, doc in enumerate(d for d in docs if is_custom(d)):
+        document = tmp_path / f"custom-{index}.json"
+        document.write_text(json.dumps(doc), encoding="utf-8")
+        schema = CRD_SCHEMAS[(doc["apiVersion"], doc["kind"])]
+        result = run_tool("check-jsonschema", ["--schemafile", str(schema), str(document)])
+        found += result.stdout + result.stderr if result.returncode else ""
+    return found
+
+
 @pytest.mark.parametrize("version", KUBERNETES_VERSIONS)
 def test_kubernetes_validate_strict(rendered: list[Doc], tmp_path: Path, version: str) -> None:
-    manifest = tmp_path / "rendered.yaml"
-    manifest.write_text(yaml.safe_dump_all(rendered), encoding="utf-8")
-    result = run_tool("kubernetes-validate", ["--strict", "--quiet", "-k", version, str(manifest)])
-    assert result.returncode == 0, result.stdout + result.stderr
+    assert kubernetes_validate([d for d in rendered if not is_custom(d)], tmp_path, version) == ""
+
+
+def test_custom_resources_follow_their_schemas(rendered: list[Doc], tmp_path: Path) -> None:
+    assert custom_resource_errors(rendered, tmp_path) == ""
+
+
+def test_an_unknown_kind_fails_validation(tmp_path: Path) -> None:
+    unknown = {"apiVersion": "keda.sh/v1alpha1", "kind": "ScaledJob", "metadata": {"name": "x"}, "spec": {}}
+    assert "Couldn't find schema" in kubernetes_validate([unknown], tmp_path, KUBERNETES_VERSIONS[0])
+
+
+@pytest.mark.parametrize("kind", ["a misspelt field", "a bad duration", "no threshold"])
+def test_the_custom_resource_check_notices(tmp_path: Path, kind: str) -> None:
+    docs = copy.deepcopy(render("deploy/k8s-prod-addons"))
+    rule = next(d for d in docs if d["kind"] == "PrometheusRule")["spec"]["groups"][0]["rules"][0]
+    scaled = next(d for d in docs if d["kind"] == "ScaledObject")["spec"]
+    if kind == "a misspelt field":
+        rule["expresion"] = rule.pop("expr")
+    elif kind == "a bad duration":
+        rule["for"] = "5 minutes"
+    else:
+        scaled["triggers"][0]["metadata"].pop("threshold")
+    assert custom_resource_errors(docs, tmp_path)
 
 
 def restricted_violations(spec: Doc) -> list[str]:
@@ -107,8 +153,8 @@ def unmatched_selectors(docs: Sequence[Doc]) -> list[str]:
                 found.append(f"{label}: selector {selector} matches no pod template")
             elif doc["kind"] == "Service":
                 found += _missing_target_ports(label, doc, matched)
-        if doc["kind"] == "HorizontalPodAutoscaler":
-            ref = doc["spec"]["scaleTargetRef"]
+        if doc["kind"] in ("HorizontalPodAutoscaler", "ScaledObject"):
+            ref = {"kind": "Deployment", **doc["spec"]["scaleTargetRef"]}  # KEDA's default kind
             if not any(w["kind"] == ref["kind"] and w["metadata"]["name"] == ref["name"] for w in same_ns):
                 found.append(f"{label}: scaleTargetRef {ref['kind']}/{ref['name']} does not exist")
     return found
@@ -121,9 +167,11 @@ def _selectors(doc: Doc) -> list[dict[str, Any]]:
     if doc["kind"] == "PodDisruptionBudget":
         return [spec["selector"]]
     if doc["kind"] == "NetworkPolicy":
-        peers = [peer for rule in spec.get("egress", []) + spec.get("ingress", []) for peer in rule.get("to", [])]
+        # An empty podSelector is every pod of the namespace; a peer with a namespaceSelector is in another one.
+        peers = [peer for rule in spec.get("egress", []) for peer in rule.get("to", [])]
         peers += [peer for rule in spec.get("ingress", []) for peer in rule.get("from", [])]
-        return [spec["podSelector"], *(p["podSelector"] for p in peers if "podSelector" in p)]
+        own = [spec["podSelector"]] if spec["podSelector"] else []
+        return [*own, *(p["podSelector"] for p in peers if "podSelector" in p and "namespaceSelector" not in p)]
     return []
 
 
@@ -203,7 +251,7 @@ BREAK_SELECTORS: dict[str, Breakage] = {
     "service": lambda d: named(d, "Service", "imagegate")["spec"]["selector"].update({"app.kubernetes.io/name": "x"}),
     "service port": lambda d: named(d, "Service", "imagegate")["spec"]["ports"][0].update(targetPort="web"),
     "pdb": lambda d: named(d, "PodDisruptionBudget", "tfserving")["spec"]["selector"]["matchLabels"].update(x="y"),
-    "hpa": lambda d: named(d, "HorizontalPodAutoscaler", "imagegate")["spec"]["scaleTargetRef"].update(name="x"),
+    "hpa": lambda d: named(d, "HorizontalPodAutoscaler", "tfserving")["spec"]["scaleTargetRef"].update(name="x"),
     "egress peer": lambda d: _egress_to_tfserving(d).update({"app.kubernetes.io/name": "tf-serving"}),
 }
 

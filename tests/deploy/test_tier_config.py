@@ -8,6 +8,8 @@ to that directory; nothing else about the file changes.
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import math
 import re
 import subprocess
@@ -64,8 +66,16 @@ def load_in_pod(tier: Doc, root: Path) -> Settings:
             model["postprocess"]["labels"] = str(in_pod(root, labels))
     config.write_text(yaml.safe_dump(document), encoding="utf-8")
     args.config = config
-    environ = {e["name"]: e["value"] for e in tier.get("env", [])}
-    return settings_from_args(args, environ)
+    return settings_from_args(args, pod_environment(tier))
+
+
+def pod_environment(tier: Doc) -> dict[str, str]:
+    """The container's environment; a value from a Secret reads ``secret:<name>/<key>``."""
+    environ = {}
+    for variable in tier.get("env", []):
+        ref = variable.get("valueFrom", {}).get("secretKeyRef")
+        environ[variable["name"]] = f"secret:{ref['name']}/{ref['key']}" if ref else variable["value"]
+    return environ
 
 
 def test_the_configmap_loads_with_the_tiers_settings_loader(
@@ -96,8 +106,46 @@ def test_the_configmap_fits_the_pod(rendered: list[Doc], models_dir: Path, tmp_p
     # A container sees the node's cores: the decode pool is sized from the CPU request instead.
     cpu = str(tier["resources"]["requests"]["cpu"])
     cores = int(cpu[:-1]) / 1000 if cpu.endswith("m") else float(cpu)
-    assert 1 <= settings.server.decode_threads <= max(2, math.ceil(cores))
+    assert settings.server.decode_threads == max(1, math.ceil(cores))
     startup = tier["startupProbe"]
     assert settings.backend.startup_timeout_s < startup["periodSeconds"] * startup["failureThreshold"]
     # The production fetch policy: no private or loopback sources unless an operator opens them.
     assert settings.fetch.allow_cidrs == () and settings.fetch.allow_hosts == ()
+
+
+def admin_token_gaps(rendered: list[Doc], settings: Settings) -> list[str]:
+    """Where ``server.admin_token`` does not come from a Secret through the environment alone."""
+    found = []
+    config = yaml.safe_load(named(rendered, "ConfigMap", "imagegate-config")["data"]["config.yaml"])
+    if "admin_token" in (config.get("server") or {}):
+        found.append("the ConfigMap carries server.admin_token")
+    if not settings.server.admin_token.startswith("secret:"):
+        found.append(f"server.admin_token is {settings.server.admin_token!r}, not a Secret's")
+    tier = container(named(rendered, "Deployment", "imagegate"), "tier")
+    for variable in tier.get("env", []):
+        ref = variable.get("valueFrom", {}).get("secretKeyRef")
+        if ref and ref.get("optional") is not True:
+            found.append(f"{variable['name']}: a missing Secret would keep the pod from starting")
+    return found
+
+
+def test_the_admin_token_comes_from_a_secret(rendered: list[Doc], models_dir: Path, tmp_path: Path) -> None:
+    settings = load_in_pod(lay_out_pod(rendered, models_dir, tmp_path), tmp_path)
+    assert admin_token_gaps(rendered, settings) == []
+    assert settings.server.admin_token == "secret:imagegate-admin/token"
+
+
+def test_the_admin_token_check_notices(rendered: list[Doc], models_dir: Path, tmp_path: Path) -> None:
+    settings = load_in_pod(lay_out_pod(rendered, models_dir, tmp_path), tmp_path)
+    plain = dataclasses.replace(settings, server=dataclasses.replace(settings.server, admin_token="hunter2"))
+    assert admin_token_gaps(rendered, plain)
+    leaked = copy.deepcopy(rendered)
+    configmap = named(leaked, "ConfigMap", "imagegate-config")
+    configmap["data"]["config.yaml"] = configmap["data"]["config.yaml"].replace(
+        "server:\n", "server:\n  admin_token: x\n"
+    )
+    assert admin_token_gaps(leaked, settings)
+    required = copy.deepcopy(rendered)
+    (variable,) = container(named(required, "Deployment", "imagegate"), "tier")["env"]
+    variable["valueFrom"]["secretKeyRef"].pop("optional")
+    assert admin_token_gaps(required, settings)
