@@ -21,13 +21,16 @@ from app.admission import Admission
 from app.backend.client import TFServingClient, backend_metadata
 from app.backend.types import PredictResult
 from app.batcher import MicroBatcher
+from app.errors import Overloaded
 from app.fetch.client import UrlFetcher
+from app.memory import MemoryBudget, Reservation
 from app.models import ModelRegistry, ServedModel
 from app.routing.router import MODEL_FAILURES, ModelRouter
 from app.routing.shadow import Shadow
 from processing.batch import decode_batch
 from processing.context import RequestContext
 from processing.errors import GatewayError, ItemError, ItemInternalError
+from processing.footprint import decode_footprint
 from processing.image import DecodeLimits
 from processing.postprocess import classify_batch, raw_batch
 from processing.sources import ImageSource
@@ -46,6 +49,7 @@ class Pipeline:
     backend_timeout_s: float
     fetch_concurrency_per_request: int
     admission: Admission
+    memory: MemoryBudget  # bytes held by requests: downloads and decoding reserve before they allocate
     routers: Mapping[str, ModelRouter]  # models with routes: which version or label answers (app/routing)
     shadow: Shadow  # routes' shadow traffic
 
@@ -69,8 +73,9 @@ class Pipeline:
         if target is not None:
             version, label, context.target = target.version, target.label, target.name
         self.admission.acquire(len(sources))
+        hold = self.memory.open()
         try:
-            batch, failures = await self._load_all(model, sources, context)
+            batch, failures = await self._load_all(model, sources, context, hold)
             images = len(batch)
             result = None  # no item reached the backend: nothing answered
             if images:
@@ -100,20 +105,24 @@ class Pipeline:
                 router.record(target, images, failed, result.answered_at - waiting)
             return answer
         finally:
+            hold.release()
             self.admission.release(len(sources))
 
     async def _load_all(
-        self, model: ServedModel, sources: Sequence[ImageSource], context: RequestContext
+        self, model: ServedModel, sources: Sequence[ImageSource], context: RequestContext, hold: Reservation
     ) -> tuple[np.ndarray, list[ItemError | None]]:
         """The batch of every image that arrived and decoded, and each source's failure (None for a row)."""
-        arrived = await self._download_all(sources, context)
+        arrived = await self._download_all(sources, context, hold)
         datas = [data for data in arrived if isinstance(data, bytes)]
+        footprint = decode_footprint(datas, model.preprocess, self.decode_limits)
+        await hold.grow(footprint.peak)  # the memory budget: decoded pixels and the batch, before they exist
         if datas:
             loop = asyncio.get_running_loop()
             decode = loop.run_in_executor(self.executor, decode_batch, datas, model.preprocess, self.decode_limits)
             decoded = await decode
         else:  # nothing arrived: an empty batch, without a hand-off
             decoded = decode_batch(datas, model.preprocess, self.decode_limits)
+        hold.shrink(footprint.peak - footprint.kept)  # the decoded pixels are gone; the batch stays
         failures: list[ItemError | None] = []
         decoded_items = iter(zip(decoded.failures, decoded.times, strict=True))
         for item, data in enumerate(arrived):
@@ -125,7 +134,9 @@ class Pipeline:
                 failures.append(data)
         return decoded.tensors, failures
 
-    async def _download_all(self, sources: Sequence[ImageSource], context: RequestContext) -> list[bytes | ItemError]:
+    async def _download_all(
+        self, sources: Sequence[ImageSource], context: RequestContext, hold: Reservation
+    ) -> list[bytes | ItemError]:
         """Each source's bytes (uploads as they came, URLs downloaded concurrently), or its error."""
         gate = asyncio.Semaphore(self.fetch_concurrency_per_request)
         shared: dict[str, asyncio.Task[bytes | ItemError]] = {}
@@ -133,7 +144,7 @@ class Pipeline:
         def task_for(item: int, source: ImageSource) -> asyncio.Task[bytes | ItemError]:
             key = source.url if source.url is not None else f"#{id(source)}"
             if key not in shared:  # a URL repeated in one request is fetched once
-                shared[key] = asyncio.ensure_future(_captured(self._download(source, gate, context, item)))
+                shared[key] = asyncio.ensure_future(_captured(self._download(source, gate, context, item, hold)))
             return shared[key]
 
         tasks = [task_for(item, source) for item, source in enumerate(sources)]
@@ -144,7 +155,7 @@ class Pipeline:
                 task.cancel()
 
     async def _download(
-        self, source: ImageSource, gate: asyncio.Semaphore, context: RequestContext, item: int
+        self, source: ImageSource, gate: asyncio.Semaphore, context: RequestContext, item: int, hold: Reservation
     ) -> bytes:
         if source.error is not None:
             raise source.error
@@ -153,15 +164,20 @@ class Pipeline:
         assert source.url is not None
         async with gate:
             with context.timed("download", item):
-                data = await self.fetcher.fetch(source.url)
+                data = await self.fetcher.fetch(source.url, hold)  # the body's bytes are added to the request's hold
         context.bytes_downloaded += len(data)
         return data
 
 
 async def _captured(work: Awaitable[bytes]) -> bytes | ItemError:
-    """The result, or the item's error as a value so it does not fail the other items."""
+    """The result, or the item's error as a value so it does not fail the other items.
+
+    No memory for a download fails the whole request (503 overloaded), as no memory for its body would.
+    """
     try:
         return await work
+    except Overloaded:
+        raise
     except Exception as exc:
         return _item_error(exc)
 

@@ -41,6 +41,11 @@ class ServerSettings:
     idle_connection_timeout_s: float = 60.0
     body_timeout_s: float = 30.0
     max_in_flight_images: int = 512  # backpressure bound across all requests
+    # Bytes that requests may hold at once in this process (bodies, downloads, decoded images, tensors);
+    # 0: derived from the container's memory limit (app/serving/memory_limit.py). Beyond it, a request waits
+    # up to memory_wait_s for room, then is answered 503 overloaded (app/memory.py).
+    memory_budget_bytes: int = 0
+    memory_wait_s: float = 1.0
     retry_after_s: int = 1
     metrics: bool = True  # serve /metrics (Prometheus) and record them
     config_poll_s: float = 0.0  # > 0: reload when the config file changes, checked this often (docs/rollouts.md)
@@ -199,6 +204,7 @@ def validate(settings: Settings) -> None:
             f"decode: max_pixels must be at most {OPENCV_MAX_PIXELS} and max_side at most {OPENCV_MAX_SIDE} "
             "(OpenCV's own backstop limits)"
         )
+    _validate_memory(settings)
     _positive(settings.backend, "backend", ("timeout_s",))
     _positive(settings.server, "server", ("shutdown_timeout_s",))
     for key in ("drain_delay_s", "config_poll_s"):
@@ -215,6 +221,25 @@ def validate(settings: Settings) -> None:
     _validate_tracing(settings.tracing)
     for name, model in settings.models.items():
         _validate_model(name, model)
+
+
+def largest_reservation(settings: Settings) -> int:
+    """The most one body or one download may add to the memory budget at once: a budget must hold it."""
+    s = settings.server
+    return max(s.max_json_bytes, s.max_upload_bytes, s.max_body_bytes, settings.fetch.max_bytes)
+
+
+def _validate_memory(settings: Settings) -> None:
+    s = settings.server
+    if s.memory_budget_bytes < 0:
+        raise SettingsError("server.memory_budget_bytes: must not be negative (0: from the container's limit)")
+    if 0 < s.memory_budget_bytes < largest_reservation(settings):
+        raise SettingsError(
+            f"server.memory_budget_bytes: must be at least {largest_reservation(settings)}, the largest body or "
+            "download one request may hold (server.max_body_bytes, server.max_upload_bytes, fetch.max_bytes)"
+        )
+    if not 0 <= s.memory_wait_s < s.body_timeout_s:
+        raise SettingsError("server.memory_wait_s: must be from 0 to less than server.body_timeout_s")
 
 
 def _validate_tracing(tracing: TracingSettings) -> None:

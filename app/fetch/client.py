@@ -43,7 +43,7 @@ from app.fetch.errors import (
     TooManyRedirects,
     UrlInvalid,
 )
-from app.fetch.limits import FetchLimits, PoolLimits
+from app.fetch.limits import FetchLimits, MemoryHold, PoolLimits
 from app.fetch.policy import AddressPolicy
 from app.fetch.resolver import GuardedResolver
 from app.fetch.response import check_head, read_body
@@ -116,13 +116,17 @@ class UrlFetcher:
             )
         return self._session
 
-    async def fetch(self, url: str) -> bytes:
-        """The body of ``url`` after following allowed redirects; raises an ItemError."""
+    async def fetch(self, url: str, hold: MemoryHold | None = None) -> bytes:
+        """The body of ``url`` after following allowed redirects; raises an ItemError.
+
+        With ``hold``, the body's bytes are added to it before they are read (``app.fetch.response``), and stay
+        added for the caller to give back once it lets go of them; a failed download gives its own back.
+        """
         deadline = time.monotonic() + self.limits.total_timeout_s
         hop = validate_url(url)
         for redirects in range(self.limits.max_redirects + 1):
             try:
-                answer = await self._fetch_hop(hop, deadline)
+                answer = await self._fetch_hop(hop, deadline, hold)
             except SourceForbidden as exc:
                 if redirects == 0 or isinstance(exc, RedirectForbidden):
                     raise
@@ -134,17 +138,17 @@ class UrlFetcher:
             hop = _redirect_target(hop, answer)
         raise TooManyRedirects(f"more than {self.limits.max_redirects} redirects")
 
-    async def _fetch_hop(self, hop: Hop, deadline: float) -> bytes | _Redirect:
+    async def _fetch_hop(self, hop: Hop, deadline: float, hold: MemoryHold | None) -> bytes | _Redirect:
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             raise _timeout(self.limits)
         try:
             async with asyncio.timeout(remaining), self._gate:
-                return await self._get(hop, deadline)
+                return await self._get(hop, deadline, hold)
         except TimeoutError as exc:
             raise _timeout(self.limits, "total timeout") from exc
 
-    async def _get(self, hop: Hop, deadline: float) -> bytes | _Redirect:
+    async def _get(self, hop: Hop, deadline: float, hold: MemoryHold | None) -> bytes | _Redirect:
         """One GET, to the first of the host's checked addresses that answers."""
         connect_by = min(time.monotonic() + self.limits.connect_timeout_s, deadline)  # resolving and dialling
         addresses = self._resolver.literal(hop.host, hop.port)  # an IP literal: checked, no lookup to time
@@ -157,7 +161,8 @@ class UrlFetcher:
         failure: BaseException | None = None
         for _family, sockaddr in addresses:
             try:
-                return await self._exchange(hop, str(sockaddr[0]), int(sockaddr[1]), connect_by - time.monotonic())
+                connect_s = connect_by - time.monotonic()
+                return await self._exchange(hop, str(sockaddr[0]), int(sockaddr[1]), connect_s, hold)
             except aiohttp.ClientConnectorError as exc:  # this address did not answer: try the next one
                 failure = exc
         if isinstance(failure, aiohttp.ClientConnectorError) and isinstance(failure.os_error, AddressRefused):
@@ -168,7 +173,9 @@ class UrlFetcher:
             raise SourceUnreachable("TLS handshake with the source failed", log_message=str(failure))
         raise SourceUnreachable("the connection to the source failed", log_message=repr(failure))
 
-    async def _exchange(self, hop: Hop, address: str, port: int, connect_s: float) -> bytes | _Redirect:
+    async def _exchange(
+        self, hop: Hop, address: str, port: int, connect_s: float, hold: MemoryHold | None
+    ) -> bytes | _Redirect:
         netloc = f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
         target = URL(f"{hop.scheme}://{netloc}{hop.target}", encoded=True)
         headers = {"Host": hop.host_header, **REQUEST_HEADERS}
@@ -188,7 +195,7 @@ class UrlFetcher:
                     if not 200 <= response.status < 300:
                         raise SourceHttpError(f"GET returned {response.status}")
                     check_head(response.headers, self.limits)
-                    return await read_body(response, self.limits)
+                    return await read_body(response, self.limits, hold)
                 except ItemError:
                     response.close()  # a refused answer's connection is not kept, whatever is left unread
                     raise

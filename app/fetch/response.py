@@ -12,7 +12,7 @@ from collections.abc import Mapping
 import aiohttp
 
 from app.fetch.errors import ContentTypeForbidden, SourceTooLarge
-from app.fetch.limits import FetchLimits
+from app.fetch.limits import FetchLimits, MemoryHold
 from processing.errors import ImageDecodeFailed
 from processing.sniff import sniff_format
 
@@ -31,17 +31,48 @@ def check_head(headers: Mapping[str, str], limits: FetchLimits) -> None:
             raise ContentTypeForbidden(f"the source's Content-Type {media!r} is not an accepted image type")
 
 
-async def read_body(response: aiohttp.ClientResponse, limits: FetchLimits) -> bytes:
-    """The body, decoded, refused past ``limits.max_bytes`` or when its first bytes are not an image."""
-    if response.headers.get("Content-Length") is not None and "Content-Encoding" not in response.headers:
-        body = await response.read()  # framed by a length already checked against the cap: one read
-    else:
-        body = await _read_capped(response.content, limits.max_bytes)
-    check_magic(body[:SNIFF_BYTES])
+async def read_body(response: aiohttp.ClientResponse, limits: FetchLimits, hold: MemoryHold | None = None) -> bytes:
+    """The body, decoded, refused past ``limits.max_bytes`` or when its first bytes are not an image.
+
+    With ``hold`` (the request's memory budget), the bytes are reserved before they are read: by the declared
+    length at once, else chunk by chunk. Joining the chunks holds them twice for a moment (aiohttp's own
+    ``read`` joins too), so that second copy is reserved while it lasts. A refusal gives back what it reserved.
+    """
+    held = _Held(hold)
+    try:
+        length = response.headers.get("Content-Length")
+        if length is not None and length.isdigit() and "Content-Encoding" not in response.headers:
+            await held.grow(2 * int(length))  # framed by a length already checked against the cap: one read
+            body = await response.read()
+            held.shrink(int(length))
+        else:
+            body = await _read_capped(response.content, limits.max_bytes, held)
+        check_magic(body[:SNIFF_BYTES])
+    except BaseException:
+        held.shrink(held.nbytes)
+        raise
     return body
 
 
-async def _read_capped(content: aiohttp.StreamReader, max_bytes: int) -> bytes:
+class _Held:
+    """What one download added to its request's hold, so that a failure takes back exactly that."""
+
+    def __init__(self, hold: MemoryHold | None) -> None:
+        self.hold = hold
+        self.nbytes = 0
+
+    async def grow(self, nbytes: int) -> None:
+        if self.hold is not None:
+            await self.hold.grow(nbytes)
+            self.nbytes += nbytes
+
+    def shrink(self, nbytes: int) -> None:
+        if self.hold is not None:
+            self.hold.shrink(nbytes)
+            self.nbytes -= nbytes
+
+
+async def _read_capped(content: aiohttp.StreamReader, max_bytes: int, held: _Held) -> bytes:
     chunks: list[bytes] = []
     size = 0
     checked = False
@@ -49,11 +80,16 @@ async def _read_capped(content: aiohttp.StreamReader, max_bytes: int) -> bytes:
         size += len(chunk)
         if size > max_bytes:
             raise SourceTooLarge(f"the source sent more than {max_bytes} bytes")
+        await held.grow(len(chunk))
         chunks.append(chunk)
         if not checked and size >= SNIFF_BYTES:  # refuse a stream that is not an image without reading it all
             check_magic(b"".join(chunks)[:SNIFF_BYTES])
             checked = True
-    return b"".join(chunks)
+    await held.grow(size)  # the joined copy, while the chunks still exist
+    body = b"".join(chunks)
+    chunks.clear()
+    held.shrink(size)
+    return body
 
 
 def check_magic(head: bytes) -> None:

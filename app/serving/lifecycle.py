@@ -15,6 +15,7 @@ from tornado.ioloop import PeriodicCallback
 
 from app.admission import Admission
 from app.backend.rpc_errors import BackendFailures
+from app.memory import MemoryBudget
 from app.serving.reload import Reloader
 from app.serving.server import build_services, start_http
 from app.serving.state import ProcessState, wait_for_event
@@ -31,14 +32,23 @@ def say(line: str) -> None:
     sys.stdout.flush()
 
 
-def report_period(admission: Admission, failures: BackendFailures, period_s: float = REPORT_PERIOD_S) -> None:
-    """A line each for the requests refused at capacity and the backend's failures since the last call.
+def report_period(
+    admission: Admission,
+    failures: BackendFailures,
+    period_s: float = REPORT_PERIOD_S,
+    memory: MemoryBudget | None = None,
+) -> None:
+    """A line each for the requests refused at capacity or for want of memory, and the backend's failures, since
+    the last call.
 
-    Neither gets a log line per request: in an overload or an outage that would be hundreds a second.
+    None gets a log line per request: in an overload or an outage that would be hundreds a second.
     """
     refused = admission.take_refused()
     if refused:
         log.warning("at capacity: %d requests answered 503 in the last %.0f s", refused, period_s)
+    short = memory.take_refused() if memory is not None else 0
+    if short:
+        log.warning("memory budget full: %d requests answered 503 in the last %.0f s", short, period_s)
     counts = failures.take()
     if counts:
         summary = ", ".join(f"{count} {code}" for code, count in sorted(counts.items()))
@@ -91,7 +101,7 @@ async def serve(
 
     def report() -> None:
         current = reloader.services
-        report_period(current.pipeline.admission, current.client.failures)
+        report_period(current.pipeline.admission, current.client.failures, memory=current.pipeline.memory)
 
     reporter = PeriodicCallback(report, REPORT_PERIOD_S * 1000)
     reporter.start()

@@ -18,6 +18,7 @@ from app.admission import Admission
 from app.backend.client import TFServingClient
 from app.batcher import MicroBatcher
 from app.fetch.client import UrlFetcher
+from app.memory import MemoryBudget
 from app.models import load_registry
 from app.observability.metrics import Metrics
 from app.observability.requests import RequestObserver
@@ -26,6 +27,7 @@ from app.routing.router import ModelRouter
 from app.routing.shadow import Shadow
 from app.serving.cpus import CGROUP_ROOT, cpu_budget
 from app.serving.interfaces import interface_routes
+from app.serving.memory_limit import memory_budget
 from app.serving.state import ProcessState
 from app.settings import Settings, SettingsError
 from app.status import ModelStatus
@@ -98,6 +100,7 @@ async def build_services(
     threads = settings.server.decode_threads or cpu_budget(cgroup_root)
     executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="decode")
     fetcher = UrlFetcher.from_settings(settings.fetch, resolver)
+    memory = _memory(settings, cgroup_root, metrics, keep.pipeline.memory if keep is not None else None)
     pipeline = Pipeline(
         models=models,
         fetcher=fetcher,
@@ -108,6 +111,7 @@ async def build_services(
         backend_timeout_s=settings.backend.timeout_s,
         fetch_concurrency_per_request=settings.fetch.max_concurrent_per_request,
         admission=Admission(settings.server.max_in_flight_images, settings.server.retry_after_s),
+        memory=memory,
         routers=make_routers(settings, metrics),
         shadow=Shadow(client, metrics.observe_shadow) if metrics is not None else Shadow(client),
     )
@@ -123,6 +127,23 @@ def _metrics(settings: Settings, kept: Metrics | None) -> Metrics | None:
     if kept is None:
         return Metrics(settings.server.max_in_flight_images)
     kept.in_flight_limit.set(settings.server.max_in_flight_images)
+    return kept
+
+
+def _memory(settings: Settings, cgroup_root: Path, metrics: Metrics | None, kept: MemoryBudget | None) -> MemoryBudget:
+    """The memory budget, one for the process's life: a reload keeps what requests hold and changes the settings.
+
+    A derived budget is derived once, at start: after a burst the resident memory is no idle footprint.
+    """
+    s = settings.server
+    derived_once = kept is not None and not s.memory_budget_bytes
+    capacity = kept.capacity if kept is not None and derived_once else memory_budget(settings, 1, cgroup_root)
+    on_change = metrics.memory_held.set if metrics is not None else None
+    if metrics is not None:
+        metrics.memory_budget.set(capacity)
+    if kept is None:
+        return MemoryBudget(capacity, s.memory_wait_s, s.retry_after_s, on_change)
+    kept.configure(capacity, s.memory_wait_s, s.retry_after_s, on_change)
     return kept
 
 
