@@ -87,18 +87,20 @@ class MemoryBudget:
         waiter = _Waiter(nbytes, asyncio.get_running_loop().create_future())
         line.append(waiter)
         try:
-            async with asyncio.timeout(wait_s):
-                await waiter.granted
-        except TimeoutError:
-            if not _was_granted(waiter):  # granted in the same turn as the timeout: keep it
-                raise self.refusal(nbytes, f"no room within {wait_s:g} s") from None
-        except BaseException:
-            if _was_granted(waiter):  # cancelled after the bytes were granted: give them back
-                self._give(nbytes)
+            granted = await _granted_within(waiter.granted, wait_s)
+        except BaseException:  # cancelled: the client went away
+            self._forget(line, waiter)
             raise
-        finally:
-            if not _was_granted(waiter):
-                self._leave(line, waiter)
+        if not granted:
+            self._forget(line, waiter)
+            raise self.refusal(nbytes, f"no room within {wait_s:g} s")
+
+    def _forget(self, line: deque[_Waiter], waiter: _Waiter) -> None:
+        """A waiter gives up: out of the line, or, granted in the same turn, its bytes given back."""
+        if _is_granted(waiter.granted):
+            self._give(waiter.nbytes)
+        else:
+            self._leave(line, waiter)
 
     def _may_go_now(self, line: deque[_Waiter], nbytes: int) -> bool:
         """Room, and nobody ahead: growers wait only for growers, newcomers for everyone."""
@@ -146,8 +148,22 @@ class MemoryBudget:
         )
 
 
-def _was_granted(waiter: _Waiter) -> bool:
-    return waiter.granted.done() and not waiter.granted.cancelled()
+async def _granted_within(granted: asyncio.Future[None], wait_s: float) -> bool:
+    """Whether ``granted`` completes within ``wait_s``.
+
+    Shielded, so that neither the timeout nor a cancellation leaves an exception on the waiter's future:
+    one there would hold the waiting frames, and the request's buffers, in a reference cycle.
+    """
+    try:
+        async with asyncio.timeout(wait_s):
+            await asyncio.shield(granted)
+    except TimeoutError:
+        pass
+    return _is_granted(granted)
+
+
+def _is_granted(granted: asyncio.Future[None]) -> bool:
+    return granted.done() and not granted.cancelled()
 
 
 class Reservation:

@@ -153,6 +153,10 @@ class Pipeline:
         finally:
             for task in tasks:
                 task.cancel()
+            # A refusal raised here (no memory for a download) holds this frame in its traceback, and the
+            # tasks it failed hold it too: let go of the downloads' bytes now, not when the collector runs.
+            tasks.clear()
+            shared.clear()
 
     async def _download(
         self, source: ImageSource, gate: asyncio.Semaphore, context: RequestContext, item: int, hold: Reservation

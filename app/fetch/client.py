@@ -55,6 +55,10 @@ MAX_HEADER_BYTES = 64 << 10
 USER_AGENT = "imagegate/0.1"
 REQUEST_HEADERS = {"Accept": "image/*", "Accept-Encoding": "gzip", "User-Agent": USER_AGENT}
 REDIRECT_CODES = frozenset({301, 302, 303, 307, 308})
+READ_BUFSIZE = 1 << 16  # aiohttp's read buffer: it stops reading the socket at twice this, unread
+# A download's share of the memory budget from its dial to its end: aiohttp's buffer before it pauses the socket
+# (twice READ_BUFSIZE), the event loop's last read into it (up to 256 KiB) and the parser's pieces of both.
+READ_AHEAD_BYTES = 512 << 10
 
 
 @dataclass(frozen=True)
@@ -112,6 +116,7 @@ class UrlFetcher:
                 auto_decompress=True,
                 max_line_size=MAX_HEADER_BYTES,
                 max_field_size=MAX_HEADER_BYTES,
+                read_bufsize=READ_BUFSIZE,
                 timeout=aiohttp.ClientTimeout(total=None),  # the fetcher's own deadlines bound every hop
             )
         return self._session
@@ -144,7 +149,13 @@ class UrlFetcher:
             raise _timeout(self.limits)
         try:
             async with asyncio.timeout(remaining), self._gate:
-                return await self._get(hop, deadline, hold)
+                if hold is None:
+                    return await self._get(hop, deadline, hold)
+                await hold.grow(READ_AHEAD_BYTES)  # what the connection takes in before its body is reserved
+                try:
+                    return await self._get(hop, deadline, hold)
+                finally:
+                    hold.shrink(READ_AHEAD_BYTES)
         except TimeoutError as exc:
             raise _timeout(self.limits, "total timeout") from exc
 

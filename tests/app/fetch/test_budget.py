@@ -1,5 +1,6 @@
-"""Downloads count against the memory budget: reserved by Content-Length before the body is read, else chunk by
-chunk, and given back when the download fails; against a real image server and a real ``MemoryBudget``."""
+"""Downloads count against the memory budget: the connection's read-ahead from the dial, the body by
+Content-Length before it is read, else chunk by chunk; given back when the download fails. Against a real image
+server and a real ``MemoryBudget``."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import pytest
 import tornado.ioloop
 
 from app.errors import Overloaded
-from app.fetch.client import UrlFetcher
+from app.fetch.client import READ_AHEAD_BYTES, UrlFetcher
 from app.fetch.policy import AddressPolicy
 from app.memory import MemoryBudget
 from tests.support.imageserver import FIXTURES, ImageServer
@@ -53,10 +54,26 @@ async def test_a_declared_length_is_reserved_before_the_read_and_stays_with_the_
     budget = Watched()
     hold = budget.open()
     assert await fetcher.fetch(images.url("coffee.jpg"), hold) == COFFEE
-    assert budget.history[0] == 2 * len(COFFEE)  # all of it at once, and the copy aiohttp joins it into
-    assert (hold.nbytes, budget.held) == (len(COFFEE), len(COFFEE))  # the caller gives it back with the bytes
+    ahead, size = READ_AHEAD_BYTES, len(COFFEE)
+    # The read-ahead from the dial; then all of the body at once, and the copy aiohttp joins it into.
+    assert budget.history == [ahead, ahead + 2 * size, ahead + size, size]
+    assert (hold.nbytes, budget.held) == (size, size)  # the caller gives it back with the bytes
     hold.release()
     assert budget.held == 0
+
+
+@pytest.mark.gen_test
+async def test_a_big_declared_body_is_read_into_one_buffer_within_its_reservation(
+    fetcher: UrlFetcher, images: ImageServer
+) -> None:
+    body = COFFEE * 40  # 2.9 MB: read into one buffer (app.fetch.response.ONE_BUFFER_BYTES)
+    images.route("budget/big.jpg", lambda handler: handler.send_bytes(200, body, "image/jpeg"))
+    budget = Watched()
+    hold = budget.open()
+    assert await fetcher.fetch(images.url("budget/big.jpg"), hold) == body
+    ahead = READ_AHEAD_BYTES
+    assert budget.history == [ahead, ahead + 2 * len(body), ahead + len(body), len(body)]
+    assert hold.nbytes == len(body)
 
 
 @pytest.mark.gen_test
@@ -66,9 +83,9 @@ async def test_a_chunked_body_is_reserved_chunk_by_chunk(fetcher: UrlFetcher, im
     budget = Watched()
     hold = budget.open()
     assert await fetcher.fetch(images.url("budget/chunked.jpg"), hold) == body
-    growing = budget.history[: budget.history.index(max(budget.history))]
-    assert len(growing) > 1 and growing == sorted(growing) and growing[-1] == len(body)
-    assert max(budget.history) == 2 * len(body)  # the chunks and their joined copy, for a moment
+    growing = budget.history[1 : budget.history.index(max(budget.history))]
+    assert len(growing) > 1 and growing == sorted(growing) and growing[-1] == READ_AHEAD_BYTES + len(body)
+    assert max(budget.history) == READ_AHEAD_BYTES + 2 * len(body)  # the chunks and their joined copy, a moment
     assert hold.nbytes == len(body)
 
 
@@ -88,12 +105,13 @@ async def test_a_refused_download_gives_back_what_it_reserved(fetcher: UrlFetche
 
 @pytest.mark.gen_test
 async def test_no_room_refuses_the_download_before_it_is_read(fetcher: UrlFetcher, images: ImageServer) -> None:
-    budget = Watched(capacity=4 * len(COFFEE), wait_s=0.0)
-    other = await budget.reserve(3 * len(COFFEE))
+    budget = Watched(capacity=2 * READ_AHEAD_BYTES + 4 * len(COFFEE), wait_s=0.0)
+    other = await budget.reserve(READ_AHEAD_BYTES + 3 * len(COFFEE))  # room to dial, not to read the body
     hold = budget.open()
     with pytest.raises(Overloaded):
         await fetcher.fetch(images.url("coffee.jpg"), hold)
-    assert (hold.nbytes, budget.held) == (0, 3 * len(COFFEE))
+    assert max(budget.history) == other.nbytes + READ_AHEAD_BYTES  # it dialled, and read nothing
+    assert (hold.nbytes, budget.held) == (0, other.nbytes)
     other.release()
     assert await fetcher.fetch(images.url("coffee.jpg"), hold) == COFFEE
 
