@@ -53,8 +53,9 @@ class ServerSettings:
     drain_delay_s: float = 5.0  # after SIGTERM: /readyz says 503 but requests are still served, while endpoints update
     shutdown_timeout_s: float = 20.0  # then: no new connections; in-flight requests get this long to finish
     decode_threads: int = 0  # 0: the CPU quota rounded up, else one per core (app/serving/cpus.py)
-    malloc_mmap_threshold: int = 32 * MIB  # glibc: buffers below this reuse heap memory (app/allocator.py); 0: default
+    malloc_mmap_threshold: int = 4 * MIB  # glibc: buffers below this reuse heap memory (app/allocator.py); 0: default
     malloc_trim_threshold: int = 64 * MIB  # glibc: free heap kept per arena before returning it; 0: default
+    malloc_hand_back_s: float = 5.0  # after a burst, free heap handed back when quiet, checked this often; 0: never
 
 
 @dataclass(frozen=True)
@@ -207,7 +208,7 @@ def validate(settings: Settings) -> None:
     _validate_memory(settings)
     _positive(settings.backend, "backend", ("timeout_s",))
     _positive(settings.server, "server", ("shutdown_timeout_s",))
-    for key in ("drain_delay_s", "config_poll_s"):
+    for key in ("drain_delay_s", "config_poll_s", "malloc_hand_back_s"):
         if getattr(settings.server, key) < 0:
             raise SettingsError(f"server.{key}: must not be negative")
     if not 0 < settings.server.port < 65536 and settings.server.port != 0:

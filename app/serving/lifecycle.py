@@ -16,6 +16,7 @@ from tornado.ioloop import PeriodicCallback
 from app.admission import Admission
 from app.backend.rpc_errors import BackendFailures
 from app.memory import MemoryBudget
+from app.serving.allocator import HandBack
 from app.serving.reload import Reloader
 from app.serving.server import build_services, start_http
 from app.serving.state import ProcessState, wait_for_event
@@ -105,6 +106,7 @@ async def serve(
 
     reporter = PeriodicCallback(report, REPORT_PERIOD_S * 1000)
     reporter.start()
+    hand_back = _hand_back(settings.server, services.state)
     host = settings.server.host
     say(f"imagegate: ready on http://{host}:{port} models={','.join(settings.models)}")
     if announce:
@@ -112,12 +114,24 @@ async def serve(
     await signals.received.wait()
     forced = await drain(server, services.state, reloader.services.settings.server, signals)
     reporter.stop()
+    if hand_back is not None:
+        hand_back.stop()
     report()
     services.state.stop()
     await server.close_all_connections()
     await reloader.close()
     say("imagegate: stopped" + (" at once on a second signal" if forced else ""))
     return 1 if forced else 0
+
+
+def _hand_back(server: ServerSettings, state: ProcessState) -> PeriodicCallback | None:
+    """Free heap handed back to the kernel after a burst, checked every ``server.malloc_hand_back_s`` (0: never)."""
+    if server.malloc_hand_back_s <= 0:
+        return None
+    policy = HandBack()
+    checker = PeriodicCallback(lambda: policy.check(state.in_flight == 0), server.malloc_hand_back_s * 1000)
+    checker.start()
+    return checker
 
 
 async def drain(server: HTTPServer, state: ProcessState, limits: ServerSettings, signals: Signals) -> bool:
