@@ -49,6 +49,7 @@ PHOTO_QUALITY = 90
 IMAGES = ("noise", "photo")
 JPEG_HEAD = b"\xff\xd8\xff\xe0\x00\x10JFIF\x00\x01\x01\x00\x00\x01\x00\x01\x00\x00"
 TIER_READY = r"imagegate: ready on (http://\S+)"
+PREDICT = "/v1/models/tiny:predict"
 SEND_BYTES = 256 << 10
 AFTER_S = (1.0, 5.0)  # RSS is also read this long after the last round, before --settle
 
@@ -79,13 +80,18 @@ class Run:
         return self.copy_mb * MIB / self.body_bytes
 
 
+def noise_jpeg(size: int = BODY_BYTES, seed: int = 24) -> bytes:
+    """``size`` bytes that start as a JPEG does, then seeded noise: accepted as an image, refused at decode."""
+    noise = np.random.default_rng(seed).integers(0, 256, size - len(JPEG_HEAD), dtype=np.uint8)
+    return JPEG_HEAD + noise.tobytes()
+
+
 def make_images(directory: Path = OUT) -> dict[str, Path]:
     """The two 19 MiB images, written once (deterministic: seeded)."""
     directory.mkdir(parents=True, exist_ok=True)
     paths = {name: directory / f"{name}.jpg" for name in IMAGES}
     if not paths["noise"].is_file():
-        noise = np.random.default_rng(24).integers(0, 256, BODY_BYTES - len(JPEG_HEAD), dtype=np.uint8)
-        paths["noise"].write_bytes(JPEG_HEAD + noise.tobytes())
+        paths["noise"].write_bytes(noise_jpeg())
     if not paths["photo"].is_file():
         pixels = photo_like(_read(FIXTURES / "coffee.jpg"), (PHOTO_SIDE, PHOTO_SIDE), 24, PHOTO_NOISE_SIGMA)
         paths["photo"].write_bytes(simplejpeg.encode_jpeg(pixels, quality=PHOTO_QUALITY, colorspace="BGR"))
@@ -104,15 +110,22 @@ def tier_config(directory: Path, backend: str) -> Path:
     return path
 
 
-async def post(base: str, body: bytes, content_type: str, timeout_s: float) -> int | None:
-    """POST ``body`` on a new connection; the answer's status, or None on a connection error.
+@dataclass(frozen=True)
+class Answer:
+    status: int
+    headers: dict[str, str]  # names in lower case
+    body: bytes
+
+
+async def post(base: str, path: str, body: bytes, content_type: str, timeout_s: float) -> Answer | None:
+    """POST ``body`` on a new connection; the answer, or None on a connection error or timeout.
 
     The body is written while the answer is read, so an answer sent before the whole body (an early
     refusal) is counted as the answer it is, whatever happens to the rest of the write.
     """
     host, port = base.removeprefix("http://").split(":")
     head = (
-        f"POST /v1/models/tiny:predict HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: {content_type}\r\n"
+        f"POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: {content_type}\r\n"
         f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
     ).encode("latin-1")
     try:
@@ -124,7 +137,7 @@ async def post(base: str, body: bytes, content_type: str, timeout_s: float) -> i
             finally:
                 sending.cancel()
                 writer.close()
-            return response.status
+            return Answer(response.status, response.headers, response.body)
     except (OSError, asyncio.IncompleteReadError, ValueError, TimeoutError):
         return None
 
@@ -163,9 +176,9 @@ def measure(
     for round_ in range(run.rounds):
         bodies = request_bodies(run.mode, image, host, run.concurrency, round_)
         started = time.perf_counter()
-        answers = asyncio.run(_burst(base, bodies, content_type, timeout_s))
+        answers = asyncio.run(burst(base, bodies, content_type, timeout_s))
         run.round_s.append(round(time.perf_counter() - started, 2))
-        statuses.update("connection error" if a is None else str(a) for a in answers)
+        statuses.update("connection error" if a is None else str(a.status) for a in answers)
     run.cpu_s = round(procs.cpu_seconds(tier.pid) - cpu_before, 2)
     run.hwm_mb = procs.memory(tier.pid)[1] / MIB
     run.connection_errors = statuses.pop("connection error", 0)
@@ -178,8 +191,11 @@ def measure(
             run.rss_after_mb[f"{after:g}"] = round(procs.memory(tier.pid)[0] / MIB, 1)
 
 
-async def _burst(base: str, bodies: Sequence[bytes], content_type: str, timeout_s: float) -> list[int | None]:
-    return list(await asyncio.gather(*(post(base, body, content_type, timeout_s) for body in bodies)))
+async def burst(
+    base: str, bodies: Sequence[bytes], content_type: str, timeout_s: float, path: str = PREDICT
+) -> list[Answer | None]:
+    """Every body POSTed at once, each on its own connection; the answers in order."""
+    return list(await asyncio.gather(*(post(base, path, body, content_type, timeout_s) for body in bodies)))
 
 
 def one_run(args: argparse.Namespace, image: str, concurrency: int, paths: dict[str, Path], backend: str) -> Run:
