@@ -79,3 +79,27 @@ class TensorModel:
     name: str
     kind: str  # "classification" (one output of class scores) or "raw" (the model's outputs as they are)
     outputs: tuple[str, ...]
+
+
+class MemoryHold(Protocol):
+    """One request's share of the process's memory budget (``app/memory.py`` ``Reservation``).
+
+    Grown before the bytes it counts are allocated (``grow`` waits for room, then raises the budget's
+    ``Overloaded``), shrunk as they are let go, released when the request ends.
+    """
+
+    nbytes: int
+
+    async def grow(self, nbytes: int) -> None: ...
+
+    def shrink(self, nbytes: int) -> None: ...
+
+    def release(self) -> None: ...
+
+
+class MemoryBudget(Protocol):
+    """The process's memory budget (``app/memory.py``): what a body intake reserves its body in."""
+
+    def open(self) -> MemoryHold: ...
+
+    async def reserve(self, nbytes: int) -> MemoryHold: ...

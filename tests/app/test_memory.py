@@ -14,6 +14,7 @@ import pytest
 
 from app.errors import Overloaded
 from app.memory import MemoryBudget, Reservation
+from handlers import ports
 
 LONG = 60.0  # a wait no test reaches
 
@@ -203,3 +204,12 @@ async def test_seeded_bursts_are_granted_in_arrival_order_never_beyond_the_budge
     for name in arrived:
         r.reservations[name].release()
     assert (r.budget.held, r.budget.waiting) == (0, 0)
+
+
+@pytest.mark.gen_test
+async def test_the_budget_is_what_the_handlers_port_asks_for() -> None:
+    budget: ports.MemoryBudget = MemoryBudget(100, LONG, retry_after_s=1)  # mypy checks the shape
+    hold: ports.MemoryHold = await budget.reserve(10)
+    await hold.grow(5)
+    hold.release()
+    assert budget.open().nbytes == 0
