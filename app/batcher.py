@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from app.backend.client import TFServingClient, backend_metadata
+from app.backend.tfserving import TFServingClient, backend_metadata
 from app.backend.types import ModelRef, PredictResult
 from app.errors import BackendFailed, BackendTimeout, BackendUnavailable
 from app.models import ServedModel

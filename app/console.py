@@ -22,7 +22,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     command, rest = (args[0], args[1:]) if args else ("", [])
     if command == "classify":
-        from app.client.cli import main as classify
+        from app.bulk.cli import main as classify
 
         return classify(rest)
     if command == "serve":

@@ -14,12 +14,14 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from app.backend.client import TFServingClient
+from app.backend.tfserving import TFServingClient
 from app.backend.types import ModelMetadata, ModelRef, SignatureInfo, TensorInfo
 from app.errors import ModelNotFound
 from app.settings import ModelSettings, Settings, SettingsError
 from processing.errors import GatewayError
 from processing.image import PreprocessSpec
+from processing.kinds.base import InputKind, OutputKind
+from processing.kinds.registry import DECODED, OUTPUT_KINDS
 from processing.postprocess import PostprocessSpec, parse_labels
 
 METADATA_RETRY_S = 0.2
@@ -40,6 +42,12 @@ class ServedModel:
     max_batch_size: int
     max_wait_ms: float
     max_in_flight: int  # batched Predicts under way at once
+    input_kind: InputKind = DECODED  # how the images that arrived become the batch (processing/kinds)
+
+    @property
+    def output_kind(self) -> OutputKind:
+        """What the outputs mean: how they become answers (processing/kinds)."""
+        return OUTPUT_KINDS[self.postprocess.kind]
 
     @property
     def batched(self) -> bool:
@@ -143,7 +151,7 @@ def _pick(infos: Mapping[str, TensorInfo], wanted: str | None, key: str) -> Tens
 
 
 def _output_names(model: ModelSettings, signature: SignatureInfo, path: str) -> tuple[str, ...]:
-    if model.postprocess.kind == "raw" and model.output is None:
+    if OUTPUT_KINDS[model.postprocess.kind].every_output and model.output is None:
         return tuple(sorted(signature.outputs))
     return (_pick(signature.outputs, model.output, f"{path}.output").name,)
 

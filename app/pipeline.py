@@ -1,38 +1,34 @@
-"""One predict request end to end: admit, fetch (async), decode+preprocess (thread pool), Predict, answer.
+"""One predict request end to end: admit, load the images, predict, answer.
 
-The event loop only waits: downloads are non-blocking, CPU work runs in a bounded thread
-pool, and the Predict goes straight to the TF Serving client, or through the micro-batcher
-for a model that batches (``ServedModel.batched``). Item failures are data in the answer.
+The event loop only waits: downloads are non-blocking, and the model's input kind turns the images that
+arrived into its batch in a bounded thread pool. The predict step (``app/routing/routed.py``) chooses the
+version, sends the rows (through the micro-batcher for a model that batches) and tells the model's routes
+how it went; the model's output kind turns the outputs into typed answers. Item failures are data in the result.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import time
-from collections.abc import Awaitable, Mapping, Sequence
+from collections.abc import Awaitable, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
 from app.admission import Admission
-from app.backend.client import TFServingClient, backend_metadata
 from app.backend.types import PredictResult
-from app.batcher import MicroBatcher
 from app.errors import Overloaded
-from app.fetch.client import UrlFetcher
+from app.fetch.fetcher import UrlFetcher
 from app.memory import MemoryBudget, Reservation
 from app.models import ModelRegistry, ServedModel
-from app.routing.router import MODEL_FAILURES, ModelRouter
-from app.routing.shadow import Shadow
-from processing.batch import decode_batch
+from app.routing.routed import RoutedPredict
 from processing.context import RequestContext
-from processing.errors import GatewayError, ItemError, ItemInternalError
+from processing.errors import ItemError, ItemInternalError
 from processing.footprint import decode_footprint
 from processing.image import DecodeLimits
-from processing.postprocess import classify_batch, raw_batch
+from processing.kinds.base import ItemAnswer
+from processing.prediction import ItemResult, PredictCall, Prediction
 from processing.sources import ImageSource
 
 log = logging.getLogger("imagegate")
@@ -42,86 +38,47 @@ log = logging.getLogger("imagegate")
 class Pipeline:
     models: ModelRegistry
     fetcher: UrlFetcher
-    client: TFServingClient
-    batcher: MicroBatcher
+    predictor: RoutedPredict  # which version answers, the Predict, what the model's routes learn (app/routing)
     executor: Executor
     decode_limits: DecodeLimits
-    backend_timeout_s: float
     fetch_concurrency_per_request: int
     admission: Admission
     memory: MemoryBudget  # bytes held by requests: downloads and decoding reserve before they allocate
-    routers: Mapping[str, ModelRouter]  # models with routes: which version or label answers (app/routing)
-    shadow: Shadow  # routes' shadow traffic
 
-    async def run(
-        self,
-        name: str,
-        sources: Sequence[ImageSource],
-        context: RequestContext,
-        version: int | None = None,
-        label: str | None = None,
-        top_k: int | None = None,
-    ) -> dict[str, Any]:
-        """The JSON answer for ``sources``, in order; item failures are reported in place.
+    async def run(self, call: PredictCall, context: RequestContext) -> Prediction:
+        """Each of the call's images answered or failed, in order, and the version that answered.
 
         ``context`` receives the model, the version that answered, each stage's times and each item's outcome.
         """
-        model = self.models.get_model(name)
+        model = self.models.get_model(call.model)
         context.model = model.name
-        router = self.routers.get(model.name) if version is None and label is None else None  # the path wins
-        target = router.choose(context.headers.get(router.routes.key_header) or context.request_id) if router else None
-        if target is not None:
-            version, label, context.target = target.version, target.label, target.name
-        self.admission.acquire(len(sources))
+        self.admission.acquire(len(call.sources))
         hold = self.memory.open()
         try:
-            batch, failures = await self._load_all(model, sources, context, hold)
-            images = len(batch)
-            result = None  # no item reached the backend: nothing answered
-            if images:
-                ref, timeout = model.ref(version, label), self.backend_timeout_s
-                waiting, meta = time.perf_counter(), backend_metadata([context])
-                try:
-                    if model.batched:
-                        result = await self.batcher.submit(model, ref, batch, timeout, context)
-                    else:
-                        inputs = {model.input_name: batch}
-                        result = await self.client.predict(
-                            model.address, ref, inputs, model.output_names, timeout, meta
-                        )
-                except GatewayError:
-                    if router is not None and target is not None:  # every image failed on this route
-                        router.record(target, images, images, time.perf_counter() - waiting)
-                    raise
-                if router is not None:
-                    self.shadow.maybe_send(model, router.routes.shadow, batch, timeout, meta)
-                context.record("batch_wait", waiting, result.sent_at)
-                context.record("predict", result.sent_at, result.answered_at)
-                context.version = result.version
+            batch, failures = await self._load_all(model, call.sources, context, hold)
+            routed = await self.predictor.predict(model, call, batch, context)
             with context.timed("postprocess"):
-                answer = _answer(model, sources, failures, result, top_k, context)
-            if router is not None and target is not None and result is not None:
-                failed = sum(context.outcomes[code] for code in MODEL_FAILURES)
-                router.record(target, images, failed, result.answered_at - waiting)
-            return answer
+                prediction = _prediction(model, call, failures, routed.result, context)
+            routed.record(prediction)
+            return prediction
         finally:
             hold.release()
-            self.admission.release(len(sources))
+            self.admission.release(len(call.sources))
 
     async def _load_all(
         self, model: ServedModel, sources: Sequence[ImageSource], context: RequestContext, hold: Reservation
     ) -> tuple[np.ndarray, list[ItemError | None]]:
-        """The batch of every image that arrived and decoded, and each source's failure (None for a row)."""
+        """The batch of every image that arrived and became a row, and each source's failure (None for a row)."""
         arrived = await self._download_all(sources, context, hold)
         datas = [data for data in arrived if isinstance(data, bytes)]
+        to_batch = model.input_kind.to_batch  # the model's input kind: how the bytes become its batch
         footprint = decode_footprint(datas, model.preprocess, self.decode_limits)
         await hold.grow(footprint.peak)  # the memory budget: decoded pixels and the batch, before they exist
         if datas:
             loop = asyncio.get_running_loop()
-            decode = loop.run_in_executor(self.executor, decode_batch, datas, model.preprocess, self.decode_limits)
-            decoded = await decode
+            decoded = await loop.run_in_executor(self.executor, to_batch, datas, model.preprocess, self.decode_limits)
         else:  # nothing arrived: an empty batch, without a hand-off
-            decoded = decode_batch(datas, model.preprocess, self.decode_limits)
+            decoded = to_batch(datas, model.preprocess, self.decode_limits)
         hold.shrink(footprint.peak - footprint.kept)  # the decoded pixels are gone; the batch stays
         failures: list[ItemError | None] = []
         decoded_items = iter(zip(decoded.failures, decoded.times, strict=True))
@@ -194,37 +151,23 @@ def _item_error(exc: Exception) -> ItemError:
     return ItemInternalError("the tier failed on this input; this is a bug and has been logged")
 
 
-def _answer(
+def _prediction(
     model: ServedModel,
-    sources: Sequence[ImageSource],
+    call: PredictCall,
     failures: Sequence[ItemError | None],
     result: PredictResult | None,
-    top_k: int | None,
     context: RequestContext,
-) -> dict[str, Any]:
-    """The response document: one item per source, in order, with its classes or its error."""
-    items: list[dict[str, Any]] = [{"source": s.name} for s in sources]
-    outcomes: list[dict[str, Any] | ItemError] = [f if f is not None else {} for f in failures]
+) -> Prediction:
+    """One item per source, in order, with its answer (by the model's output kind) or its error."""
+    answers: list[ItemAnswer | ItemError | None] = list(failures)
     if result is not None:
+        rows = model.output_kind.postprocess(result.outputs, model.output_names, model.postprocess, call.top_k)
         good = [i for i, f in enumerate(failures) if f is None]
-        for i, answer in zip(good, _postprocess(model, result.outputs, top_k), strict=True):
-            outcomes[i] = answer
-    for item, outcome in zip(items, outcomes, strict=True):
-        if isinstance(outcome, ItemError):
-            item["error"] = {"code": outcome.code, "message": outcome.message}
-        else:
-            item.update(outcome)
-        context.outcomes[outcome.code if isinstance(outcome, ItemError) else "ok"] += 1
-    return {
-        "model": {"name": model.name, "version": result.version if result is not None else None},
-        "predictions": items,
-        "timing_ms": round((time.perf_counter() - context.started) * 1000, 2),
-    }
-
-
-def _postprocess(
-    model: ServedModel, outputs: Mapping[str, np.ndarray], top_k: int | None
-) -> list[dict[str, Any] | ItemError]:
-    if model.postprocess.kind == "raw":
-        return raw_batch(outputs)
-    return classify_batch(outputs[model.output_names[0]], model.postprocess, top_k)
+        for i, row in zip(good, rows, strict=True):
+            answers[i] = row
+    items = []
+    for source, answer in zip(call.sources, answers, strict=True):
+        assert answer is not None  # a row for every image that reached the backend
+        context.outcomes[answer.code if isinstance(answer, ItemError) else "ok"] += 1
+        items.append(ItemResult(source.name, answer))
+    return Prediction(model.name, result.version if result is not None else None, tuple(items))

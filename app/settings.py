@@ -9,23 +9,17 @@ raises ``SettingsError`` naming the key. Nothing outside ``app/`` reads the envi
 from __future__ import annotations
 
 import dataclasses
-import ipaddress
-import urllib.parse
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
-from app.routing.config import RoutesSettings
+from app.settings_checks import validate
 from app.typed_yaml import SettingsError as SettingsError  # re-exported: the error of loading settings
 from app.typed_yaml import build, read_file, set_path
-from processing.sources import MAX_TOP_K
 
 ENV_PREFIX = "IMAGEGATE_"
 MIB = 1 << 20
-# OpenCV's own decode limits, a backstop behind decode.* set where the process starts (app/serving/opencv.py).
-OPENCV_MAX_PIXELS = 1 << 26  # 67 megapixels: above any sane configured cap
-OPENCV_MAX_SIDE = 1 << 15
 
 
 @dataclass(frozen=True)
@@ -53,7 +47,8 @@ class ServerSettings:
     drain_delay_s: float = 5.0  # after SIGTERM: /readyz says 503 but requests are still served, while endpoints update
     shutdown_timeout_s: float = 20.0  # then: no new connections; in-flight requests get this long to finish
     decode_threads: int = 0  # 0: the CPU quota rounded up, else one per core (app/serving/cpus.py)
-    malloc_mmap_threshold: int = 4 * MIB  # glibc: buffers below this reuse heap memory (app/allocator.py); 0: default
+    # glibc (app/serving/allocator.py): buffers below this reuse heap memory; 0: glibc's default
+    malloc_mmap_threshold: int = 4 * MIB
     malloc_trim_threshold: int = 64 * MIB  # glibc: free heap kept per arena before returning it; 0: default
     malloc_hand_back_s: float = 5.0  # after a burst, free heap handed back when quiet, checked this often; 0: never
 
@@ -122,10 +117,14 @@ class InputSettings:
 
 @dataclass(frozen=True)
 class PostprocessSettings:
-    kind: Literal["classification", "raw"] = "classification"
+    kind: Literal["classification", "tensors", "raw"] = "classification"  # processing/kinds/registry.py
     softmax: bool = False
     top_k: int = 5
     labels: Path | None = None  # relative paths are relative to the config file
+
+    def __post_init__(self) -> None:
+        if self.kind == "raw":  # the former name of tensors, still accepted (docs/models.md)
+            object.__setattr__(self, "kind", "tensors")
 
 
 @dataclass(frozen=True)
@@ -133,6 +132,56 @@ class BatchingSettings:
     max_batch_size: int = 0  # 0 or 1: no micro-batching across requests
     max_wait_ms: float = 2.0
     max_in_flight: int = 2  # Predicts under way per model; meanwhile rows fill the next batch
+
+
+# The routes of a model (app/routing/, docs/rollouts.md).
+
+
+@dataclass(frozen=True)
+class RouteTarget:
+    """One side of a split: a TF Serving version or label, its weight, and whether it is a canary."""
+
+    name: str
+    version: int | None = None
+    label: str | None = None  # exactly one of version and label
+    weight: int = 0  # shares are weight / sum of weights
+    canary: bool = False  # watched against the others, and rolled back when worse
+
+
+@dataclass(frozen=True)
+class RollbackSettings:
+    """When a canary is rolled back: the rule and its measured error rates are in docs/rollouts.md."""
+
+    window: int = 200  # the canary's last requests judged, against the others' requests over the same time span
+    min_samples: int = 50  # a canary with fewer requests in its window is not judged
+    max_error_rate_increase: float = 0.05  # failure rates closer than this are never a rollback
+    max_latency_ratio: float = 1.25  # latencies divided by this before the rank test: slower by less is no rollback
+    confidence: float = 0.999  # of each test of a check (one-sided): 1 - its false-positive rate
+    consecutive: int = 2  # checks in a row that must find the canary worse before it is rolled back
+    check_every: int = 25  # canary requests between checks
+    warmup_requests: int = 10  # each route's first requests after a (re)start are not judged for latency
+
+    REPLACED_KEYS: ClassVar[dict[str, str]] = {
+        "max_p99_ratio": "max_latency_ratio, a margin on a rank test of latencies (docs/rollouts.md)"
+    }
+
+
+@dataclass(frozen=True)
+class ShadowSettings:
+    """A share of the routed requests also sent to another version or label; its answers are only measured."""
+
+    version: int | None = None
+    label: str | None = None
+    fraction: float = 0.0  # 0: no shadow traffic
+
+
+@dataclass(frozen=True)
+class RoutesSettings:
+    key_header: str = "X-User-Id"  # sticky key; without it, the request id
+    targets: tuple[RouteTarget, ...] = ()  # none: the model's default version, as without routes
+    rollback: RollbackSettings = field(default_factory=RollbackSettings)
+    shadow: ShadowSettings = field(default_factory=ShadowSettings)
+    poll_s: float = 1.0  # each worker asks TF Serving this often whether the targets are AVAILABLE; 0: at start only
 
 
 @dataclass(frozen=True)
@@ -188,120 +237,3 @@ def _resolve_label_paths(models: Mapping[str, ModelSettings], base: Path) -> dic
             model = dataclasses.replace(model, postprocess=post)
         resolved[name] = model
     return resolved
-
-
-def validate(settings: Settings) -> None:
-    """Checks that span several values; raises SettingsError naming the key."""
-    _positive(settings.server, "server", ("max_json_bytes", "max_upload_bytes", "max_body_bytes", "max_parts"))
-    _positive(settings.server, "server", ("max_images_per_request", "max_in_flight_images"))
-    _positive(settings.fetch, "fetch", ("connect_timeout_s", "total_timeout_s", "max_bytes", "max_concurrent"))
-    _positive(settings.fetch, "fetch", ("max_concurrent_per_request",))
-    for key in ("keepalive_idle_s", "keepalive_per_host", "keepalive_total"):
-        if getattr(settings.fetch, key) < 0:
-            raise SettingsError(f"fetch.{key}: must not be negative")
-    _positive(settings.decode, "decode", ("max_pixels", "max_side"))
-    if settings.decode.max_pixels > OPENCV_MAX_PIXELS or settings.decode.max_side > OPENCV_MAX_SIDE:
-        raise SettingsError(
-            f"decode: max_pixels must be at most {OPENCV_MAX_PIXELS} and max_side at most {OPENCV_MAX_SIDE} "
-            "(OpenCV's own backstop limits)"
-        )
-    _validate_memory(settings)
-    _positive(settings.backend, "backend", ("timeout_s",))
-    _positive(settings.server, "server", ("shutdown_timeout_s",))
-    for key in ("drain_delay_s", "config_poll_s", "malloc_hand_back_s"):
-        if getattr(settings.server, key) < 0:
-            raise SettingsError(f"server.{key}: must not be negative")
-    if not 0 < settings.server.port < 65536 and settings.server.port != 0:
-        raise SettingsError("server.port: must be from 0 to 65535")
-    for key in ("allow_cidrs", "deny_cidrs"):
-        for i, cidr in enumerate(getattr(settings.fetch, key)):
-            try:
-                ipaddress.ip_network(cidr, strict=False)
-            except ValueError as exc:
-                raise SettingsError(f"fetch.{key}[{i}]: {cidr!r} is not an IP network") from exc
-    _validate_tracing(settings.tracing)
-    for name, model in settings.models.items():
-        _validate_model(name, model)
-
-
-def largest_reservation(settings: Settings) -> int:
-    """The most one body or one download may add to the memory budget at once: a budget must hold it."""
-    s = settings.server
-    return max(s.max_json_bytes, s.max_upload_bytes, s.max_body_bytes, settings.fetch.max_bytes)
-
-
-def _validate_memory(settings: Settings) -> None:
-    s = settings.server
-    if s.memory_budget_bytes < 0:
-        raise SettingsError("server.memory_budget_bytes: must not be negative (0: from the container's limit)")
-    if 0 < s.memory_budget_bytes < largest_reservation(settings):
-        raise SettingsError(
-            f"server.memory_budget_bytes: must be at least {largest_reservation(settings)}, the largest body or "
-            "download one request may hold (server.max_body_bytes, server.max_upload_bytes, fetch.max_bytes)"
-        )
-    if not 0 <= s.memory_wait_s < s.body_timeout_s:
-        raise SettingsError("server.memory_wait_s: must be from 0 to less than server.body_timeout_s")
-
-
-def _validate_tracing(tracing: TracingSettings) -> None:
-    if tracing.otlp_endpoint:
-        url = urllib.parse.urlsplit(tracing.otlp_endpoint)
-        if url.scheme not in ("http", "https") or not url.hostname:
-            raise SettingsError("tracing.otlp_endpoint: must be an http:// or https:// URL, or empty for no tracing")
-    if not tracing.service_name:
-        raise SettingsError("tracing.service_name: must not be empty")
-    if not 0.0 <= tracing.sample_ratio <= 1.0:
-        raise SettingsError("tracing.sample_ratio: must be from 0 to 1")
-
-
-def _positive(section: Any, prefix: str, keys: Iterable[str]) -> None:
-    for key in keys:
-        if getattr(section, key) <= 0:
-            raise SettingsError(f"{prefix}.{key}: must be positive")
-
-
-def _validate_model(name: str, model: ModelSettings) -> None:
-    path = f"models.{name}"
-    inp = model.input
-    for key in ("height", "width", "resize_shorter"):
-        value = getattr(inp, key)
-        if value is not None and not 0 < value <= 8192:
-            raise SettingsError(f"{path}.input.{key}: must be from 1 to 8192")
-    channels = 1 if inp.color == "gray" else 3
-    for key in ("mean", "std"):
-        if len(getattr(inp, key)) not in (1, channels):
-            raise SettingsError(f"{path}.input.{key}: needs 1 or {channels} values")
-    if any(s == 0 for s in inp.std):
-        raise SettingsError(f"{path}.input.std: must not be zero")
-    uses_normalisation = inp.scale != 1.0 or any(inp.mean) or any(s != 1.0 for s in inp.std)
-    if inp.dtype == "uint8" and uses_normalisation:
-        raise SettingsError(f"{path}.input: a uint8 input takes raw pixels; remove scale/mean/std")
-    if not 1 <= model.postprocess.top_k <= MAX_TOP_K:
-        raise SettingsError(f"{path}.postprocess.top_k: must be from 1 to {MAX_TOP_K}")
-    if model.batching.max_batch_size < 0 or model.batching.max_wait_ms < 0 or model.batching.max_in_flight < 1:
-        raise SettingsError(f"{path}.batching: values must not be negative")
-    _validate_routes(path, model.routes)
-    labels = model.postprocess.labels
-    if labels is not None and not labels.is_file():
-        raise SettingsError(f"{path}.postprocess.labels: file {labels} does not exist")
-
-
-def _validate_routes(path: str, routes: RoutesSettings) -> None:
-    names = [t.name for t in routes.targets]
-    if len(set(names)) != len(names):
-        raise SettingsError(f"{path}.routes.targets: names must differ")
-    for i, target in enumerate(routes.targets):
-        if (target.version is None) == (target.label is None):
-            raise SettingsError(f"{path}.routes.targets[{i}]: give exactly one of version and label")
-        if target.weight < 0:
-            raise SettingsError(f"{path}.routes.targets[{i}].weight: must not be negative")
-    if routes.targets and not sum(t.weight for t in routes.targets):
-        raise SettingsError(f"{path}.routes.targets: the weights must not all be zero")
-    shadow = routes.shadow
-    if not 0 <= shadow.fraction <= 1:
-        raise SettingsError(f"{path}.routes.shadow.fraction: must be from 0 to 1")
-    if shadow.fraction and (shadow.version is None) == (shadow.label is None):
-        raise SettingsError(f"{path}.routes.shadow: give exactly one of version and label")
-    rollback = routes.rollback
-    if rollback.window < 1 or not 1 <= rollback.min_samples <= rollback.window:
-        raise SettingsError(f"{path}.routes.rollback: need 1 <= min_samples <= window")

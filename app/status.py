@@ -6,7 +6,7 @@ import asyncio
 from collections.abc import Mapping
 from typing import Any
 
-from app.backend.client import TFServingClient
+from app.backend.tfserving import TFServingClient
 from app.backend.types import ModelRef, VersionStatus
 from app.models import ModelRegistry
 from app.routing.router import ModelRouter

@@ -56,6 +56,10 @@ def build(cls: type[Any], raw: Any, path: str) -> Any:
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(raw) - names)
+    replaced: Mapping[str, str] = getattr(cls, "REPLACED_KEYS", {})  # a removed key: what took its place
+    for key in unknown:
+        if key in replaced:
+            raise SettingsError(f"{_join(path, str(key))}: replaced by {replaced[key]}")
     if unknown:
         raise SettingsError(f"unknown key {_join(path, str(unknown[0]))}")
     values = {name: _convert(hints[name], raw[name], _join(path, name)) for name in names if name in raw}

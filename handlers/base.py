@@ -13,7 +13,7 @@ from tornado.http1connection import HTTP1Connection
 from tornado.httputil import HTTPServerRequest
 from tornado.web import Application, HTTPError, RequestHandler
 
-from handlers.ports import ProcessState
+from handlers.ports import ProcessLifecycle
 from processing.context import RequestContext, request_id_from, traceparent_from
 from processing.errors import GatewayError
 
@@ -55,7 +55,7 @@ class TrackedHandler(RequestHandler):
             route=self.route,
             headers=request.headers,
         )
-        self._process: ProcessState | None = application.settings.get("process_state")
+        self._process: ProcessLifecycle | None = application.settings.get("process_state")
         self._counted = self._process is not None
         if self._process is not None:
             self._process.request_started()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from handlers.base import BaseHandler
-from handlers.ports import ModelStatus, ProcessState
+from handlers.ports import ModelCatalog, ProcessLifecycle
 
 
 class LivenessHandler(BaseHandler):
@@ -24,7 +24,7 @@ class ReadinessHandler(BaseHandler):
 
     route = "readyz"
 
-    def initialize(self, models: ModelStatus, process: ProcessState) -> None:
+    def initialize(self, models: ModelCatalog, process: ProcessLifecycle) -> None:
         self.models = models
         self.process = process
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from handlers.base import BaseHandler
-from handlers.ports import ModelStatus, RequestLimits
+from handlers.ports import ModelCatalog, RequestLimits
 
 
 class ModelListHandler(BaseHandler):
@@ -11,7 +13,7 @@ class ModelListHandler(BaseHandler):
 
     route = "models"
 
-    def initialize(self, models: ModelStatus, limits: RequestLimits) -> None:
+    def initialize(self, models: ModelCatalog, limits: RequestLimits) -> None:
         self.models = models
         self.limits = limits
 
@@ -20,25 +22,32 @@ class ModelListHandler(BaseHandler):
         self.write_json({"models": self.models.describe(), "limits": limits})
 
 
-class ModelStatusHandler(BaseHandler):
+class ModelQueryHandler(BaseHandler):
+    """A question about one model (or one of its versions) that the backend answers: ``ask`` says which."""
+
+    def initialize(self, models: ModelCatalog) -> None:
+        self.models = models
+
+    async def get(self, name: str, version: str | None = None) -> None:
+        self.write_json(await self.ask(name, int(version) if version else None))
+
+    async def ask(self, name: str, version: int | None) -> dict[str, Any]:
+        raise NotImplementedError
+
+
+class ModelStatusHandler(ModelQueryHandler):
     """GET /v1/models/{name}[/versions/{n}]: ModelService.GetModelStatus."""
 
     route = "model_status"
 
-    def initialize(self, models: ModelStatus) -> None:
-        self.models = models
-
-    async def get(self, name: str, version: str | None = None) -> None:
-        self.write_json(await self.models.status(name, int(version) if version else None))
+    async def ask(self, name: str, version: int | None) -> dict[str, Any]:
+        return await self.models.status(name, version)
 
 
-class ModelMetadataHandler(BaseHandler):
+class ModelMetadataHandler(ModelQueryHandler):
     """GET /v1/models/{name}[/versions/{n}]/metadata: PredictionService.GetModelMetadata."""
 
     route = "model_metadata"
 
-    def initialize(self, models: ModelStatus) -> None:
-        self.models = models
-
-    async def get(self, name: str, version: str | None = None) -> None:
-        self.write_json(await self.models.metadata(name, int(version) if version else None))
+    async def ask(self, name: str, version: int | None) -> dict[str, Any]:
+        return await self.models.metadata(name, version)

@@ -6,37 +6,29 @@ Handlers receive objects satisfying these through ``initialize()``; they never i
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from processing.context import RequestContext
-from processing.sources import ImageSource
+from processing.kinds.base import OutputKind
+from processing.prediction import PredictCall, Prediction
 
 
 @dataclass(frozen=True)
 class RequestLimits:
     max_json_bytes: int
-    max_upload_bytes: int  # per uploaded file or raw body
+    max_upload_bytes: int  # per uploaded file or image body
     max_body_bytes: int  # whole multipart body
     max_parts: int
     max_images: int
 
 
 class PredictPipeline(Protocol):
-    async def run(
-        self,
-        name: str,
-        sources: Sequence[ImageSource],
-        context: RequestContext,
-        version: int | None = None,
-        label: str | None = None,
-        top_k: int | None = None,
-    ) -> dict[str, Any]: ...
+    async def run(self, call: PredictCall, context: RequestContext) -> Prediction: ...
 
 
-class ProcessState(Protocol):
-    """The process's phase and its requests in flight (``app/serving/state.py``)."""
+class ProcessLifecycle(Protocol):
+    """The process's phase and its requests in flight (``app/serving/state.py``'s ``ProcessState``)."""
 
     @property
     def ready(self) -> bool: ...
@@ -62,7 +54,9 @@ class RouteAdmin(Protocol):
     def describe(self) -> list[dict[str, Any]]: ...
 
 
-class ModelStatus(Protocol):
+class ModelCatalog(Protocol):
+    """The configured models, and their status and metadata on TF Serving (``app/status.py``'s ``ModelStatus``)."""
+
     def describe(self) -> list[dict[str, Any]]: ...
 
     async def status(self, name: str, version: int | None) -> dict[str, Any]: ...
@@ -77,11 +71,11 @@ class TensorModel:
     """How the Open Inference Protocol presents a configured model (``handlers/oip.py``)."""
 
     name: str
-    kind: str  # "classification" (one output of class scores) or "raw" (the model's outputs as they are)
+    kind: OutputKind
     outputs: tuple[str, ...]
 
 
-class MemoryHold(Protocol):
+class HeldMemory(Protocol):
     """One request's share of the process's memory budget (``app/memory.py`` ``Reservation``).
 
     Grown before the bytes it counts are allocated (``grow`` waits for room, then raises the budget's
@@ -97,9 +91,9 @@ class MemoryHold(Protocol):
     def release(self) -> None: ...
 
 
-class MemoryBudget(Protocol):
+class MemoryGate(Protocol):
     """The process's memory budget (``app/memory.py``): what a body intake reserves its body in."""
 
-    def open(self) -> MemoryHold: ...
+    def open(self) -> HeldMemory: ...
 
-    async def reserve(self, nbytes: int) -> MemoryHold: ...
+    async def reserve(self, nbytes: int) -> HeldMemory: ...

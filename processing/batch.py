@@ -18,9 +18,10 @@ from processing.image import DecodeLimits, PreprocessSpec, image_to_tensor
 
 
 @dataclass
-class DecodedBatch:
-    """``tensors`` holds one row per image that decoded, in input order; ``failures[i]`` is why input ``i``
-    did not (None when it did); ``times[i]`` is when input ``i`` was decoded (``time.perf_counter()``)."""
+class InputBatch:
+    """What a model's input kind made of a request's images (``processing/kinds``): ``tensors`` holds one row per
+    image that became one, in input order; ``failures[i]`` is why input ``i`` did not (None when it did);
+    ``times[i]`` is when input ``i`` was worked on (``time.perf_counter()``)."""
 
     tensors: np.ndarray
     failures: list[Exception | None]
@@ -31,7 +32,7 @@ class DecodedBatch:
         return [i for i, failure in enumerate(self.failures) if failure is None]
 
 
-def decode_batch(images: Sequence[bytes], spec: PreprocessSpec, limits: DecodeLimits) -> DecodedBatch:
+def decode_batch(images: Sequence[bytes], spec: PreprocessSpec, limits: DecodeLimits) -> InputBatch:
     """Each of ``images`` decoded and preprocessed into its row of one batch; a failure is that input's alone.
 
     The same bytes object given twice (a URL repeated in one request) is decoded once.
@@ -54,7 +55,7 @@ def decode_batch(images: Sequence[bytes], spec: PreprocessSpec, limits: DecodeLi
             row_of.setdefault(id(data), rows)
             rows += 1
         times.append((start, time.perf_counter()))
-    return DecodedBatch(batch[:rows], failures, times)
+    return InputBatch(batch[:rows], failures, times)
 
 
 def _detached(exc: Exception) -> Exception:

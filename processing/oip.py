@@ -1,5 +1,8 @@
 """The Open Inference Protocol v2 (KServe v2, Triton's HTTP API) on the wire: an infer request in, its answer out.
 
+The answer is a rendering of the pipeline's ``Prediction`` (``processing/prediction.py``): each output
+tensor stacks every image's row, as its model's output kind gives it (``ItemAnswer.tensor_row``).
+
 A model is presented with one ``BYTES`` input, ``image``, whose elements are encoded images (or URLs, or
 base64 text, as the ``image_source`` parameter says), and one output, the model's. The binary tensor data
 extension carries tensors after the JSON header (``Inference-Header-Content-Length``); a ``BYTES`` tensor is
@@ -11,13 +14,15 @@ from __future__ import annotations
 
 import json
 import struct
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
 
 from processing.errors import InvalidRequest, PayloadTooLarge
+from processing.kinds.base import ItemAnswer
+from processing.prediction import Prediction
 from processing.sources import MAX_TOP_K, ImageSource, decode_b64, json_integer, load_json
 
 INPUT_NAME = "image"
@@ -40,6 +45,19 @@ class InferRequest:
     sources: tuple[ImageSource, ...]
     outputs: tuple[RequestedOutput, ...]  # empty: every output, in binary when ``binary_output``
     binary_output: bool = False
+
+    def class_count(self) -> int | None:
+        """The most classes an output asks for (the classification extension), if any does."""
+        return max((o.classification for o in self.outputs if o.classification), default=None)
+
+    def wanted(self, outputs: Sequence[str], classifies: bool) -> list[str]:
+        """The outputs to answer, of a model with ``outputs``; raises InvalidRequest for one it cannot answer."""
+        unknown = [o.name for o in self.outputs if o.name not in outputs]
+        if unknown:
+            raise InvalidRequest(f"unknown output(s) {', '.join(unknown)}; the model has {', '.join(outputs)}")
+        if not classifies and self.class_count():
+            raise InvalidRequest("the classification extension needs a model that classifies")
+        return [o.name for o in self.outputs] or list(outputs)
 
 
 @dataclass(frozen=True)
@@ -184,36 +202,43 @@ def _parse_output(item: Any, index: int) -> RequestedOutput:
     return RequestedOutput(name, parameters.get("binary_data") is True, k)
 
 
-def item_failures(answer: Mapping[str, Any]) -> str | None:
-    """What went wrong with the failed images of a pipeline answer, naming each; None when all succeeded."""
+def failed_items(prediction: Prediction) -> str | None:
+    """What went wrong with the failed images of a prediction, naming each; None when all succeeded."""
     failed = [
-        f"{INPUT_NAME}[{i}] ({item['source']}): {item['error']['code']}: {item['error']['message']}"
-        for i, item in enumerate(answer["predictions"])
-        if "error" in item
+        f"{INPUT_NAME}[{i}] ({source}): {error.code}: {error.message}" for i, source, error in prediction.failures()
     ]
     return "; ".join(failed) if failed else None
 
 
-def scores_tensor(name: str, predictions: Sequence[Mapping[str, Any]]) -> OutputTensor:
-    """Every class's score, from predictions that list all classes: FP32 [N, classes]."""
-    rows = np.zeros((len(predictions), len(predictions[0]["classes"])), dtype=np.float32)
-    for row, item in zip(rows, predictions, strict=True):
-        for cls in item["classes"]:
-            row[cls["class_id"]] = cls["score"]
-    return OutputTensor(name, "FP32", rows.shape, rows)
+def output_tensor(name: str, answers: Sequence[ItemAnswer], class_count: int | None = None) -> OutputTensor:
+    """One output over every image: FP32 [N, ...] rows, or with a class count BYTES [N, k] class strings."""
+    rows = [answer.tensor_row(name, class_count) for answer in answers]
+    numbers = [row for row in rows if isinstance(row, np.ndarray)]
+    if len(numbers) == len(rows):
+        values = np.stack(numbers).astype(np.float32)
+        return OutputTensor(name, "FP32", values.shape, values)
+    texts = [row for row in rows if isinstance(row, list)]
+    width = min(len(row) for row in texts)
+    return OutputTensor(name, "BYTES", (len(texts), width), [value for row in texts for value in row[:width]])
 
 
-def raw_tensor(name: str, predictions: Sequence[Mapping[str, Any]]) -> OutputTensor:
-    """One output of a model answered raw (``postprocess.kind: raw``), as FP32."""
-    rows = np.asarray([item["outputs"][name] for item in predictions], dtype=np.float32)
-    return OutputTensor(name, "FP32", rows.shape, rows)
+def infer_response(prediction: Prediction, request: InferRequest, wanted: Sequence[str]) -> tuple[bytes, int | None]:
+    """The infer's answer: the ``wanted`` outputs, in binary where asked, and the JSON header's length if so.
 
-
-def classification_tensor(name: str, predictions: Sequence[Mapping[str, Any]], k: int) -> OutputTensor:
-    """The best ``k`` classes of each image as ``"<score>:<index>:<label>"``: BYTES [N, k]."""
-    rows = [[f"{c['score']:f}:{c['class_id']}:{c['label']}" for c in item["classes"][:k]] for item in predictions]
-    width = min(len(r) for r in rows)
-    return OutputTensor(name, "BYTES", (len(rows), width), [value for row in rows for value in row[:width]])
+    A v2 output has a row per image and no place for a failed one: a failed image fails the infer
+    (InvalidRequest, naming each failed image).
+    """
+    failures = failed_items(prediction)
+    if failures is not None:
+        raise InvalidRequest(f"the inference failed for {failures}")
+    asked = {o.name: o for o in request.outputs}
+    answers = prediction.answers()
+    tensors = [output_tensor(n, answers, asked[n].classification if n in asked else None) for n in wanted]
+    binary = [asked[n].binary if n in asked else request.binary_output for n in wanted]
+    document: dict[str, Any] = {"model_name": prediction.model, "model_version": str(prediction.version)}
+    if request.id is not None:
+        document["id"] = request.id
+    return encode_infer_response(document, tensors, binary)
 
 
 def encode_infer_response(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ast
 import inspect
+import re
 import subprocess
 import sys
 import zipfile
@@ -22,6 +23,7 @@ from tests.support.tier import ROOT
 
 PRODUCT = ("app", "handlers", "processing")
 MAX_MODULE_LINES = 350
+NGINX_SET_UP = re.compile(r"^\s*master_process off;", re.MULTILINE)  # a line of an nginx configuration
 
 
 def modules(package: str) -> Iterator[tuple[str, Path]]:
@@ -68,6 +70,33 @@ def test_the_product_never_imports_development_tools_or_tests() -> None:
     assert offenders("app", ("tools", "tests")) == {}
 
 
+def test_development_tools_never_import_the_tests() -> None:
+    """``make run``, the bench and the rollout demo start processes with ``tools/``; the tests reuse it."""
+    assert offenders("tools", ("tests",)) == {}
+
+
+def starts_processes(path: Path) -> bool:
+    """Whether ``path`` calls ``subprocess.Popen`` (or an imported ``Popen``) itself."""
+    calls = [node.func for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))) if isinstance(node, ast.Call)]
+    return "Popen" in {f.attr if isinstance(f, ast.Attribute) else getattr(f, "id", "") for f in calls}
+
+
+def test_one_toolkit_starts_the_processes_of_the_tools_and_the_tests() -> None:
+    """Start, wait for the ready line with a deadline, stop the group: written once (``tools.process``), as is the
+    nginx set-up (``tools.nginx``)."""
+    starters = [
+        name for package in ("tools", "tests/support") for name, path in modules(package) if starts_processes(path)
+    ]
+    assert starters == ["tools.process"]
+    nginx = [
+        name
+        for package in ("tools", "tests")
+        for name, path in modules(package)
+        if NGINX_SET_UP.search(path.read_text())
+    ]
+    assert nginx == ["tools.nginx"]
+
+
 @pytest.mark.parametrize(
     ("package", "may_use"),
     [
@@ -87,9 +116,9 @@ def test_only_the_serving_package_and_main_assemble_the_process() -> None:
 
 
 def test_the_bulk_client_stays_apart_from_the_server() -> None:
-    """app/client talks to a tier over HTTP: the standard library, tqdm, and the tier's idea of an image."""
+    """app/bulk talks to a tier over HTTP: the standard library, tqdm, and the tier's idea of an image."""
     server = ("app", "handlers", "processing", "tools", "tests", "tornado", "grpc", "numpy", "cv2", "yaml")
-    assert offenders("app/client", server, allowed=("app.client", "processing.sniff")) == {}
+    assert offenders("app/bulk", server, allowed=("app.bulk", "processing.sniff")) == {}
 
 
 def test_no_product_module_is_long() -> None:
@@ -117,10 +146,11 @@ def our_frames(stack: list[inspect.FrameInfo]) -> list[str]:
 
 
 @pytest.mark.gen_test
-async def test_a_predict_reaches_the_grpc_stub_in_three_calls_of_our_code(
+async def test_a_predict_reaches_the_grpc_stub_in_four_calls_of_our_code(
     tier: Tier, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Route to stub, batching off: the pipeline runs the request, the client encodes it, the boundary calls."""
+    """Route to stub, batching off: the pipeline runs the request, its predict step (app/routing/routed.py) picks
+    the version and sends the rows, the client encodes them, the boundary calls."""
     chains: list[list[str]] = []
     real_call = grpc.aio._channel.UnaryUnaryMultiCallable.__call__
 
@@ -134,4 +164,4 @@ async def test_a_predict_reaches_the_grpc_stub_in_three_calls_of_our_code(
         tier.url("/v1/models/tiny:predict"), method="POST", body=body, headers={"Content-Type": "image/jpeg"}
     )
     assert response.code == 200
-    assert chains == [["pipeline.run", "client.predict", "rpc_errors.call_backend"]]
+    assert chains == [["pipeline.run", "routed.predict", "tfserving.predict", "rpc_errors.call_backend"]]

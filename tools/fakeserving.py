@@ -16,7 +16,9 @@ otherwise be counted against whichever contender it serves.
 from __future__ import annotations
 
 import argparse
+import re
 import signal
+import sys
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -38,6 +40,7 @@ from app.backend.protos import (
 )
 from app.backend.tensors import dtype_name, from_tensor_proto
 from tools.localserving.tensors import fill_tensor_proto
+from tools.process import Child, start_child
 
 INPUT_NAME = "images"
 IMAGE_SHAPE = (224, 224, 3)
@@ -139,7 +142,8 @@ class FakeModelStatus(model_service_pb2_grpc.ModelServiceServicer):  # type: ign
         _model_or_abort(self.models, request, context)
         response = get_model_status_pb2.GetModelStatusResponse()
         status = response.model_version_status.add()
-        status.version = VERSION
+        asked = request.model_spec.version.value if request.model_spec.HasField("version") else 0
+        status.version = asked or VERSION  # it answers Predict for any version, so any version asked is AVAILABLE
         status.state = get_model_status_pb2.ModelVersionStatus.State.AVAILABLE
         return response
 
@@ -205,6 +209,18 @@ def parse_model(text: str) -> FakeModel:
     return FakeModel(name, int(classes), *output)
 
 
+READY_PREFIX = "fakeserving: ready on "
+
+
+def start_fakeserving(models: Sequence[str] = ("tiny:8",)) -> Child:
+    """``python -m tools.fakeserving`` on a free port, serving ``models`` (``NAME:CLASSES[:OUTPUT]``), once ready;
+    ``child.match.group(1)`` is its address."""
+    command = [sys.executable, "-m", "tools.fakeserving", "--port", "0"]
+    for model in models:
+        command += ["--model", model]
+    return start_child("fakeserving", command, re.compile(rf"{re.escape(READY_PREFIX)}(\S+)"))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="fakeserving", description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, default=0)
@@ -215,7 +231,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     backend = start_fake_backend(models, args.port)
-    print(f"fakeserving: ready on {backend.address} models={','.join(m.name for m in models)}", flush=True)
+    print(f"{READY_PREFIX}{backend.address} models={','.join(m.name for m in models)}", flush=True)
     stop.wait()
     backend.stop()
     return 0

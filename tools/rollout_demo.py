@@ -9,9 +9,12 @@ was wrong, and which requests failed:
 2. v2 arrives: localserving's config is reloaded to load it (then to label it ``canary``), the tier's file is
    rewritten to stable(v1) 90 / canary(v2) 10 and the tier reloaded with SIGHUP.
 3. v2 is promoted with ``POST /admin/models/digits/routes/canary:promote``.
-4. A broken v3 is canaried (stable(v2) 90 / canary(v3) 10; the backend has no version 3, so every canary
-   call fails) with a small rollback window; digits are fed until ``GET /v1/models/digits`` shows the
-   canary rolled back, then once more to show nothing fails after.
+4. v3 is canaried (stable(v2) 90 / canary(v3) 10) before the backend has it: the canary waits and serves
+   nothing (``state: "waiting"``).
+5. A broken v3 arrives (a digits version whose outputs are NaN, built into the demo's directory): the
+   backend is reloaded with it, the canary gets its share once the tier's poller sees it AVAILABLE, and
+   digits are fed with a small rollback window until ``GET /v1/models/digits`` shows the canary rolled
+   back, then once more to show nothing fails after.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import signal
+import subprocess
 import sys
 import tempfile
 import time
@@ -35,24 +39,24 @@ from typing import Any
 import cv2
 import numpy as np
 
-from tests.support.backend import LocalBackend, reload_config, start_local_backend
-from tests.support.tier import TierProcess, start_tier
+from tools.localserving.launcher import LocalBackend, reload_config, start_local_backend
 from tools.modelbuild.digits_data import load_split
+from tools.process import ROOT
+from tools.tier import TierProcess, start_tier
 
-ROOT = Path(__file__).resolve().parent.parent
 DIGITS = (ROOT / "build" / "models" / "digits").resolve()
 TOKEN = "demo-admin-token"
-WINDOW, MIN_SAMPLES = 40, 10
+WINDOW, MIN_SAMPLES, CHECK_EVERY = 40, 10, 5  # small, for a demo: checks from its 10th canary request, every 5
 CONCURRENCY = 8
 RELOAD_TIMEOUT_S = 60.0
 
 
-def backend_config(policy: str, labels: dict[str, int]) -> str:
+def backend_config(policy: str, labels: dict[str, int], base_path: Path = DIGITS) -> str:
     """localserving's (TF Serving's) ModelServerConfig for digits alone, in protobuf text format."""
     label_lines = "".join(f'    version_labels {{ key: "{k}" value: {v} }}\n' for k, v in labels.items())
     return (
         "model_config_list {\n  config {\n"
-        f'    name: "digits"\n    base_path: "{DIGITS}"\n    model_platform: "tensorflow"\n'
+        f'    name: "digits"\n    base_path: "{base_path}"\n    model_platform: "tensorflow"\n'
         f"    model_version_policy {{ specific {{ {policy} }} }}\n{label_lines}  }}\n}}\n"
     )
 
@@ -68,12 +72,21 @@ def tier_config(targets: list[dict[str, Any]]) -> str:
                 "routes": {
                     "key_header": "X-User-Id",
                     "targets": targets,
-                    "rollback": {"window": WINDOW, "min_samples": MIN_SAMPLES},
+                    "rollback": {"window": WINDOW, "min_samples": MIN_SAMPLES, "check_every": CHECK_EVERY},
                 },
             }
         },
     }
     return json.dumps(config, indent=2)
+
+
+def build_broken_version(path: Path) -> None:
+    """``tools.modelbuild.digits.build_broken`` in a process of its own: it needs TensorFlow's runtime, which
+    this process's TF Serving protos (app/backend/protos.py) stand in for."""
+    code = (
+        "import sys, pathlib\nfrom tools.modelbuild.digits import build_broken\nbuild_broken(pathlib.Path(sys.argv[1]))"
+    )
+    subprocess.run([sys.executable, "-c", code, str(path)], cwd=ROOT, check=True, capture_output=True)
 
 
 def digit_png(image: np.ndarray[Any, Any]) -> bytes:
@@ -129,6 +142,7 @@ class Demo:
         self.images = [digit_png(image) for image in split.test_images[:digits]]
         self.labels = [int(label) for label in split.test_labels[:digits]]
         self.config = workdir / "imagegate.yaml"
+        self.digits = workdir / "digits"  # versions 1 and 2 of build/models/digits, and the broken 3 once built
         self.round = 0
         self.backend: LocalBackend | None = None
         self.tier: TierProcess | None = None
@@ -176,15 +190,9 @@ class Demo:
         self.config.write_text(tier_config(targets))
         seen = len(self.tier.output)
         self.tier.proc.send_signal(signal.SIGHUP)
-        deadline = time.monotonic() + RELOAD_TIMEOUT_S
-        while time.monotonic() < deadline:
-            for line in self.tier.output[seen:]:
-                if "configuration reloaded" in line:
-                    return
-                if "reload refused" in line:
-                    raise RuntimeError(line)
-            time.sleep(0.05)
-        raise TimeoutError("the tier did not log its reload:\n" + "".join(self.tier.output[-20:]))
+        (said,) = self.tier.wait_for(r"configuration reloaded|reload refused.*", RELOAD_TIMEOUT_S, since=seen)
+        if said.group(0) != "configuration reloaded":
+            raise RuntimeError(said.string)
 
     def promote(self, route: str) -> None:
         request = urllib.request.Request(
@@ -196,10 +204,28 @@ class Demo:
         with urllib.request.urlopen(request, timeout=10):
             pass
 
+    def canary(self) -> dict[str, Any]:
+        return {r["name"]: r for r in self.routes()}["canary"]
+
+    def await_canary(self, state: str) -> None:
+        """Returns once ``GET /v1/models/digits`` shows the canary in ``state`` (its poller asks every second)."""
+        deadline = time.monotonic() + RELOAD_TIMEOUT_S
+        while self.canary()["state"] != state:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the canary is still {self.canary()['state']}, not {state}")
+            time.sleep(0.1)
+
+    def reload_backend(self, policy: str, labels: dict[str, int]) -> None:
+        assert self.backend is not None
+        reload_config(self.backend.address, backend_config(policy, labels, self.digits))
+
     @contextmanager
     def running(self) -> Iterator[None]:
+        self.digits.mkdir()
+        for item in ("1", "2", "labels.txt"):
+            (self.digits / item).symlink_to(DIGITS / item)
         config = self.config.with_name("models.config")
-        config.write_text(backend_config("versions: 1", {"stable": 1}))
+        config.write_text(backend_config("versions: 1", {"stable": 1}, self.digits))
         self.backend = start_local_backend(model_config_file=config)
         try:
             self.config.write_text(tier_config([{"name": "stable", "label": "stable", "weight": 100}]))
@@ -223,9 +249,9 @@ class Demo:
         self.feed(one)
         show(one)
 
-        reload_config(self.backend.address, backend_config("versions: 1 versions: 2", {"stable": 1}))
+        self.reload_backend("versions: 1 versions: 2", {"stable": 1})
         # TF Serving's rule: a label may only name a version that was available before the reload.
-        reload_config(self.backend.address, backend_config("versions: 1 versions: 2", {"stable": 1, "canary": 2}))
+        self.reload_backend("versions: 1 versions: 2", {"stable": 1, "canary": 2})
         self.reload_tier(
             [
                 {"name": "stable", "label": "stable", "weight": 90},
@@ -247,21 +273,27 @@ class Demo:
                 {"name": "canary", "version": 3, "weight": 10, "canary": True},
             ]
         )
-        four = Phase(f"4. broken v3 canaried (no such version): stable(v2) 90 / canary(v3) 10, window {WINDOW}")
-        canary: dict[str, Any] = {}
+        four = Phase("4. v3 canaried before the backend has it: stable(v2) 90 / canary(v3) 10")
+        self.feed(four)
+        four.note = f"canary {self.canary()['state']}, weight {self.canary()['weight']}"
+        show(four)
+
+        build_broken_version(self.digits / "3")
+        self.reload_backend("versions: 2 versions: 3", {})
+        self.await_canary("serving")
+        five = Phase(f"5. broken v3 arrives (it answers NaN): backend reloaded with v3, window {WINDOW}")
         for _ in range(40):
-            self.feed(four, 50)
-            canary = {r["name"]: r for r in self.routes()}["canary"]
-            if canary["state"] == "rolled_back":
+            self.feed(five, 50)
+            if self.canary()["state"] == "rolled_back":
                 break
-        before = len(four.failures())
-        after = Phase("4b. after the rollback")
+        before = len(five.failures())
+        after = Phase("5b. after the rollback")
         self.feed(after)
-        four.note = (
-            f"canary {canary['state']} ({canary['reason']}) after {len(four.outcomes)} requests;"
+        five.note = (
+            f"canary {self.canary()['state']} ({self.canary()['reason']}) after {len(five.outcomes)} requests;"
             f" {before} failed before it, {len(after.failures())} of {len(after.outcomes)} after"
         )
-        show(four)
+        show(five)
         show(after)
         return phases
 

@@ -9,8 +9,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import re
-import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -19,11 +17,10 @@ import tornado.web
 
 from app.serving.opencv import configure_opencv
 from app.settings import SettingsError, load_settings
-from tools.process import stop_process
+from tools.localserving.launcher import start_local_backend
+from tools.process import ROOT, NotReady, stop_process
 
-ROOT = Path(__file__).resolve().parent.parent
 DEMO_IMAGES = ROOT / "tests" / "fixtures" / "images"
-BACKEND_READY = re.compile(r"localserving: ready on (\S+)")
 
 ANNOUNCE = """
   Open http://{{host}}:{{port}}/ in a browser, or try:
@@ -35,26 +32,6 @@ ANNOUNCE = """
 
   Ctrl-C stops the tier and the local backend.
 """
-
-
-def start_backend(models: Path, port: int) -> tuple[subprocess.Popen[str], str]:
-    args = [
-        sys.executable,
-        "-m",
-        "tools.localserving",
-        "--port",
-        str(port),
-        "--model_config_file",
-        str(models / "models.config"),
-    ]
-    proc = subprocess.Popen(args, stdout=subprocess.PIPE, text=True, start_new_session=True)
-    assert proc.stdout is not None
-    for line in proc.stdout:
-        print(line, end="", flush=True)
-        match = BACKEND_READY.search(line)
-        if match:
-            return proc, match.group(1)
-    raise SystemExit(f"the local backend exited with code {proc.wait()} before it was ready")
 
 
 async def run_tier(config: Path, backend: str, images_port: int) -> None:
@@ -77,16 +54,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--images-port", type=int, default=8081)
     args = parser.parse_args(argv)
     configure_opencv(os.environ)
-    backend, address = start_backend(args.models.resolve(), args.backend_port)
     try:
-        asyncio.run(run_tier(args.config, address, args.images_port))
+        # In a process group of its own: Ctrl-C reaches this process alone, which stops the tier, then the backend.
+        backend = start_local_backend(
+            model_config_file=args.models.resolve() / "models.config", port=args.backend_port, echo=sys.stdout
+        )
+    except NotReady as exc:
+        print(f"make run: the local backend did not start: {exc}", file=sys.stderr)
+        return 1
+    try:
+        asyncio.run(run_tier(args.config, backend.address, args.images_port))
     except SettingsError as exc:
         print(f"imagegate: configuration error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         pass
     finally:
-        stop_process(backend)
+        stop_process(backend.proc)  # however it ends: an unclean exit of the backend is on the screen already
     return 0
 
 

@@ -9,7 +9,7 @@ rebinds to another address gets a new connection, which is checked like any othe
 
 On top of aiohttp this module adds:
 
-- a dial-time check: every socket is created by ``_guarded_socket``, which refuses any
+- a dial-time check: every socket is made by the function ``guarded_socket_factory`` returns, which refuses any
   address the policy does not allow before a socket exists (a second line behind the
   resolver; aiohttp dials IP literals without asking a resolver);
 - bounds on idle connections, per origin and in all (aiohttp bounds only busy ones).

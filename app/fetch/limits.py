@@ -35,7 +35,7 @@ class PoolLimits:
         return cls(f.keepalive_per_host, f.keepalive_total, f.keepalive_idle_s)
 
 
-class MemoryHold(Protocol):
+class DownloadHold(Protocol):
     """A request's share of the process's memory budget (``app/memory.py``): a download grows it before it reads.
 
     ``grow`` waits for room, or raises the budget's refusal; ``shrink`` gives bytes back.

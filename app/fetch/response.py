@@ -12,7 +12,7 @@ from collections.abc import Mapping
 import aiohttp
 
 from app.fetch.errors import ContentTypeForbidden, SourceTooLarge, SourceUnreachable
-from app.fetch.limits import FetchLimits, MemoryHold
+from app.fetch.limits import DownloadHold, FetchLimits
 from processing.errors import ImageDecodeFailed
 from processing.sniff import sniff_format
 
@@ -32,7 +32,7 @@ def check_head(headers: Mapping[str, str], limits: FetchLimits) -> None:
             raise ContentTypeForbidden(f"the source's Content-Type {media!r} is not an accepted image type")
 
 
-async def read_body(response: aiohttp.ClientResponse, limits: FetchLimits, hold: MemoryHold | None = None) -> bytes:
+async def read_body(response: aiohttp.ClientResponse, limits: FetchLimits, hold: DownloadHold | None = None) -> bytes:
     """The body, decoded, refused past ``limits.max_bytes`` or when its first bytes are not an image.
 
     With ``hold`` (the request's memory budget), the bytes are reserved before they are read: by the declared
@@ -60,7 +60,7 @@ async def read_body(response: aiohttp.ClientResponse, limits: FetchLimits, hold:
 class _Held:
     """What one download added to its request's hold, so that a failure takes back exactly that."""
 
-    def __init__(self, hold: MemoryHold | None) -> None:
+    def __init__(self, hold: DownloadHold | None) -> None:
         self.hold = hold
         self.nbytes = 0
 

@@ -111,6 +111,7 @@ ERROR_DESCRIPTIONS = {
     504: "the backend did not answer in time",
 }
 BACKEND = (500, 502, 503, 504)
+V2 = "V2Error"  # the v2 routes' error body
 
 
 def errors(statuses: tuple[int, ...], body: str = "Error") -> dict[str, Schema]:
@@ -125,18 +126,35 @@ def operation(op_id: str, summary: str, responses: dict[str, Schema], *params: s
     return {"operationId": op_id, "summary": summary, "parameters": parameters, "responses": responses, **extra}
 
 
+def plain_get(
+    op_id: str, summary: str, description: str, schema: Schema, body: str = "Error", media: str = JSON
+) -> Schema:
+    """A GET that answers ``schema``, or 500 with the error ``body``."""
+    return {"get": operation(op_id, summary, {"200": answer(description, schema, media=media), **errors((500,), body)})}
+
+
+def versioned(base: str, tail: str, op_ids: tuple[str, str], summaries: tuple[str, str], responses: Schema) -> Schema:
+    """A GET of a model at ``base + tail``, and of one of its versions at ``base/versions/{version} + tail``."""
+    return {
+        f"{base}{tail}": {"get": operation(op_ids[0], summaries[0], responses, "model")},
+        f"{base}/versions/{{version}}{tail}": {
+            "get": operation(op_ids[1], summaries[1], responses, "model", "version")
+        },
+    }
+
+
 def predict_operation(op_id: str, config: ApiConfig, *params: str) -> Schema:
-    raw = {"schema": {"type": "string", "format": "binary", "minLength": 1}}
+    image_body = {"schema": {"type": "string", "format": "binary", "minLength": 1}}
     body = {
         "required": True,
         "description": f"JSON (at most {config.max_json_bytes} bytes), "
         f"multipart (at most {config.max_body_bytes} bytes, each file at most {config.max_upload_bytes}) "
-        f"or one raw image (at most {config.max_upload_bytes} bytes)",
+        f"or an image body, the image itself (at most {config.max_upload_bytes} bytes)",
         "content": {
             JSON: {"schema": ref("PredictJson")},
             "multipart/form-data": {"schema": ref("PredictMultipart")},
-            "image/*": raw,
-            "application/octet-stream": raw,
+            "image/*": image_body,
+            "application/octet-stream": image_body,
         },
     }
     responses = {
@@ -159,22 +177,22 @@ def v1_paths(config: ApiConfig) -> dict[str, Schema]:
         "/v1/models/{model}/labels/{label}:predict": {
             "post": predict_operation("predictLabel", config, "model", "label")
         },
-        "/v1/models": {
-            "get": operation(
-                "listModels",
-                "the configured models",
-                {"200": answer("models and limits", ref("ModelList")), **errors((500,))},
-            )
-        },
-        "/v1/models/{model}": {"get": operation("modelStatus", "status on TF Serving", status, "model")},
-        "/v1/models/{model}/versions/{version}": {
-            "get": operation("modelVersionStatus", "a version's status", status, "model", "version")
-        },
-        "/v1/models/{model}/metadata": {"get": operation("modelMetadata", "signatures", metadata, "model")},
-        "/v1/models/{model}/versions/{version}/metadata": {
-            "get": operation("modelVersionMetadata", "a version's signatures", metadata, "model", "version")
-        },
-        "/healthz": {"get": operation("healthz", "alive", {"200": answer("alive", ref("Health")), **errors((500,))})},
+        "/v1/models": plain_get("listModels", "the configured models", "models and limits", ref("ModelList")),
+        **versioned(
+            "/v1/models/{model}",
+            "",
+            ("modelStatus", "modelVersionStatus"),
+            ("status on TF Serving", "a version's status"),
+            status,
+        ),
+        **versioned(
+            "/v1/models/{model}",
+            "/metadata",
+            ("modelMetadata", "modelVersionMetadata"),
+            ("signatures", "a version's signatures"),
+            metadata,
+        ),
+        "/healthz": plain_get("healthz", "alive", "alive", ref("Health")),
         "/readyz": {
             "get": operation(
                 "readyz",
@@ -186,15 +204,13 @@ def v1_paths(config: ApiConfig) -> dict[str, Schema]:
                 },
             )
         },
-        "/openapi.json": {
-            "get": operation(
-                "openapi", "this document", {"200": answer("OpenAPI 3.1", {"type": "object"}), **errors((500,))}
-            )
-        },
+        "/openapi.json": plain_get("openapi", "this document", "OpenAPI 3.1", {"type": "object"}),
     }
     if config.metrics:
-        scrape = answer("Prometheus text format", {"type": "string"}, media="text/plain")
-        paths["/metrics"] = {"get": operation("metrics", "the Prometheus scrape", {"200": scrape, **errors((500,))})}
+        text = {"type": "string"}
+        paths["/metrics"] = plain_get(
+            "metrics", "the Prometheus scrape", "Prometheus text format", text, media="text/plain"
+        )
     if config.admin:
         paths.update(admin_paths())
     return paths
@@ -216,14 +232,14 @@ def admin_paths() -> dict[str, Schema]:
 
 def v2_paths(config: ApiConfig) -> dict[str, Schema]:
     def v2_errors(*statuses: int) -> dict[str, Schema]:
-        return errors(statuses, "V2Error")
+        return errors(statuses, V2)
 
     model_meta = {"200": answer("the model's tensors", ref("V2ModelMetadata")), **v2_errors(400, 404, *BACKEND)}
     model_ready = {
         "200": answer("ready", ref("V2ModelReady")),
         **v2_errors(400, 404, *BACKEND),
     }
-    model_ready["400"] = answer("not ready, or a malformed request", {"oneOf": [ref("V2ModelReady"), ref("V2Error")]})
+    model_ready["400"] = answer("not ready, or a malformed request", {"oneOf": [ref("V2ModelReady"), ref(V2)]})
     infer_body = {
         "required": True,
         "content": {
@@ -249,25 +265,25 @@ def v2_paths(config: ApiConfig) -> dict[str, Schema]:
 
     ready = {"200": answer("ready", ref("V2Ready")), "400": answer("not ready", ref("V2Ready")), **v2_errors(500)}
     return {
-        "/v2": {
-            "get": operation(
-                "v2ServerMetadata",
-                "server metadata",
-                {"200": answer("name, version, extensions", ref("V2ServerMetadata")), **v2_errors(500)},
-            )
-        },
-        "/v2/health/live": {
-            "get": operation("v2Live", "live", {"200": answer("live", ref("V2Live")), **v2_errors(500)})
-        },
+        "/v2": plain_get(
+            "v2ServerMetadata", "server metadata", "name, version, extensions", ref("V2ServerMetadata"), V2
+        ),
+        "/v2/health/live": plain_get("v2Live", "live", "live", ref("V2Live"), V2),
         "/v2/health/ready": {"get": operation("v2Ready", "ready", ready)},
-        "/v2/models/{model}": {"get": operation("v2ModelMetadata", "model metadata", model_meta, "model")},
-        "/v2/models/{model}/versions/{version}": {
-            "get": operation("v2ModelVersionMetadata", "model version metadata", model_meta, "model", "version")
-        },
-        "/v2/models/{model}/ready": {"get": operation("v2ModelReady", "model ready", model_ready, "model")},
-        "/v2/models/{model}/versions/{version}/ready": {
-            "get": operation("v2ModelVersionReady", "model version ready", model_ready, "model", "version")
-        },
+        **versioned(
+            "/v2/models/{model}",
+            "",
+            ("v2ModelMetadata", "v2ModelVersionMetadata"),
+            ("model metadata", "model version metadata"),
+            model_meta,
+        ),
+        **versioned(
+            "/v2/models/{model}",
+            "/ready",
+            ("v2ModelReady", "v2ModelVersionReady"),
+            ("model ready", "model version ready"),
+            model_ready,
+        ),
         "/v2/models/{model}/infer": {"post": infer("v2Infer", "model")},
         "/v2/models/{model}/versions/{version}/infer": {"post": infer("v2InferVersion", "model", "version")},
     }

@@ -1,43 +1,52 @@
-"""The OpenAPI document's schemas: request forms, answers and error bodies, with the codes of docs/errors.md."""
+"""The OpenAPI document's schemas: request forms, answers and error bodies.
+
+The error codes are read from the error classes when the document is built (every ``GatewayError`` subclass
+defined by then, which in a running tier is all of them), never listed here: a new class is documented by
+being defined. docs/errors.md lists the same codes (tests/test_documented_errors.py).
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
+import app.errors
+import app.fetch.errors
+from handlers.base import _code_for_status
+from processing.errors import GatewayError, ItemError
+from processing.kinds.base import OutputKind
+from processing.kinds.registry import OUTPUT_KINDS
 from processing.oip import INPUT_NAME, SOURCE_PARAMETER, SOURCES
 from processing.sources import MAX_TOP_K
 
-# The codes of docs/errors.md, in its two tables (tests/app/test_openapi.py holds them to it).
-REQUEST_ERROR_CODES = (
-    "invalid_request",
-    "payload_too_large",
-    "unsupported_media_type",
-    "model_not_found",
-    "bad_request",
-    "unauthorized",
-    "not_found",
-    "method_not_allowed",
-    "overloaded",
-    "backend_unavailable",
-    "backend_timeout",
-    "backend_error",
-    "internal_error",
-)
-ITEM_ERROR_CODES = (
-    "url_invalid",
-    "source_forbidden",
-    "redirect_forbidden",
-    "too_many_redirects",
-    "source_unreachable",
-    "source_http_error",
-    "source_timeout",
-    "source_too_large",
-    "content_type_forbidden",
-    "image_too_large",
-    "image_decode_failed",
-    "model_output_invalid",
-    "internal_error",
-)
+# The tier's error modules beyond processing/errors.py, imported so that their classes are defined when a
+# document is built on its own (in a running tier every module that raises an error has imported it already).
+ERROR_MODULES = (app.errors, app.fetch.errors)
+# Statuses Tornado answers by itself in our handlers: a malformed request (bad percent escapes), an unknown
+# path, a method the route does not have, and a bug. Their codes come from the status (handlers/base.py).
+TORNADO_STATUSES = (400, 404, 405, 500)
+
+
+def error_types() -> list[type[GatewayError]]:
+    """Every error type defined so far: GatewayError and its subclasses, at any depth."""
+    found: list[type[GatewayError]] = []
+    pending: list[type[GatewayError]] = [GatewayError]
+    while pending:
+        cls = pending.pop()
+        found.append(cls)
+        pending.extend(cls.__subclasses__())
+    return found
+
+
+def item_error_codes() -> list[str]:
+    """The codes an item of an answer can carry: those of the ItemError classes (ItemError itself is abstract)."""
+    return sorted({cls.code for cls in error_types() if issubclass(cls, ItemError) and cls is not ItemError})
+
+
+def request_error_codes() -> list[str]:
+    """The codes a whole request can fail with: the other error classes', and those of Tornado's own statuses."""
+    codes = {cls.code for cls in error_types() if not issubclass(cls, ItemError)}
+    return sorted(codes | {_code_for_status(status) for status in TORNADO_STATUSES})
+
 
 Schema = dict[str, Any]
 
@@ -117,22 +126,17 @@ def v2_infer_request(max_images: int) -> Schema:
     )
 
 
+def kind_item(kind: OutputKind) -> Schema:
+    """A predict answer's item for an image answered by a model of ``kind`` (its answer schema, processing/kinds)."""
+    fields = kind.answer_schema
+    return obj({"source": STRING, **fields["properties"]}, ("source", *fields["required"]))
+
+
 def answer_schemas(models: list[str]) -> dict[str, Schema]:
     """What the tier answers."""
     model = {"type": "string", "enum": models}
-    item_error = obj(
-        {"code": {"type": "string", "enum": list(ITEM_ERROR_CODES)}, "message": STRING}, ("code", "message")
-    )
-    score = obj(
-        {"class_id": {"type": "integer"}, "label": STRING, "score": {"type": "number"}}, ("class_id", "label", "score")
-    )
-    prediction = {
-        "oneOf": [
-            obj({"source": STRING, "classes": {"type": "array", "items": score}}, ("source", "classes")),
-            obj({"source": STRING, "outputs": {"type": "object"}}, ("source", "outputs")),
-            obj({"source": STRING, "error": item_error}, ("source", "error")),
-        ]
-    }
+    failed = obj({"source": STRING, "error": ref("ItemError")}, ("source", "error"))
+    prediction = {"oneOf": [*(kind_item(kind) for kind in OUTPUT_KINDS.values()), failed]}
     tensor = {"type": "object", "required": ["name", "datatype", "shape"]}
     return {
         "PredictAnswer": obj(
@@ -169,7 +173,7 @@ def answer_schemas(models: list[str]) -> dict[str, Schema]:
             {
                 "error": obj(
                     {
-                        "code": {"type": "string", "enum": list(REQUEST_ERROR_CODES)},
+                        "code": {"type": "string", "enum": request_error_codes()},
                         "message": STRING,
                         "request_id": STRING,
                     },
@@ -177,6 +181,9 @@ def answer_schemas(models: list[str]) -> dict[str, Schema]:
                 )
             },
             ("error",),
+        ),
+        "ItemError": obj(
+            {"code": {"type": "string", "enum": item_error_codes()}, "message": STRING}, ("code", "message")
         ),
         "V2Error": obj({"error": STRING}, ("error",)),
         "V2ServerMetadata": obj(

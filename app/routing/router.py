@@ -5,52 +5,50 @@ hashed to a point in [0, 1), and the targets own consecutive ranges of that inte
 configured order, sized by weight. Changing a weight moves only the keys in the range that changed
 hands: going from 10 % to 20 % canary moves 10 % of the keys, all towards the canary.
 
-Each target keeps a sliding window of its last requests: images answered, images the model failed
-(``model_output_invalid``, ``internal_error``, and every image of a request the backend failed), and
-latency. A canary with ``min_samples`` requests in its window whose failure rate exceeds the other
-targets' by ``max_error_rate_increase``, or whose p99 latency exceeds theirs ``max_p99_ratio`` times,
-is rolled back: its weight drops to 0 and stays there until an admin resets the routes.
+Each route keeps its last requests: when answered (on ``clock``), latency, and whether the model or the
+backend failed it. Every ``check_every`` requests of a canary, its last ``window`` requests are compared
+with the other routes' requests over the same time span (``app/routing/analysis.py``); a canary found
+worse by ``consecutive`` checks in a row is rolled back: its weight drops to 0 and stays there until an
+admin resets the routes. A target TF Serving does not have AVAILABLE waits, with no share of the keys,
+until it has (``set_available``, called by ``app/routing/poller.py``).
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
-from collections import deque
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from app.routing.config import RoutesSettings, RouteTarget
+from app.routing.analysis import Check, RequestLog, Requests, compare
+from app.settings import RoutesSettings, RouteTarget
 
 log = logging.getLogger("imagegate")
 
 MODEL_FAILURES = frozenset({"model_output_invalid", "internal_error"})
-
-
-@dataclass
-class _Sample:
-    images: int
-    failed: int
-    seconds: float
+OTHERS_PER_WINDOW = 20  # a route that is no canary keeps this many times ``window`` requests for the comparison
 
 
 @dataclass
 class _Side:
     target: RouteTarget
     weight: int
-    window: deque[_Sample]
+    window: RequestLog
     state: str = "serving"  # serving | rolled_back | promoted
     reason: str = ""
+    requests: int = 0  # recorded since the last reset, or since it stopped waiting
+    worse_checks: int = 0  # checks in a row that found this canary worse
+    waiting: bool = False  # its version or label is not AVAILABLE on TF Serving (app/routing/poller.py)
+
+    @property
+    def share(self) -> int:
+        """Its weight in the split now: none while it waits."""
+        return 0 if self.waiting else self.weight
 
     def failure_rate(self) -> float:
-        images = sum(s.images for s in self.window)
-        return sum(s.failed for s in self.window) / images if images else 0.0
-
-
-def _p99(samples: list[_Sample]) -> float:
-    ordered = sorted(s.seconds for s in samples)
-    return ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))] if ordered else 0.0
+        return float(self.window.since().failed.mean()) if len(self.window) else 0.0
 
 
 @dataclass
@@ -58,55 +56,92 @@ class ModelRouter:
     model: str
     routes: RoutesSettings
     on_rollback: Callable[[str, str], None] = lambda model, target: None
+    clock: Callable[[], float] = time.monotonic  # when a request was answered; the simulation brings its own
     sides: list[_Side] = field(init=False)
 
     def __post_init__(self) -> None:
         self.reset()
 
     def reset(self) -> None:
-        """Back to the configured weights, windows emptied."""
+        """Back to the configured weights, windows emptied; a target that waits for TF Serving still waits."""
         window = self.routes.rollback.window
-        self.sides = [_Side(t, t.weight, deque(maxlen=window)) for t in self.routes.targets]
+        waiting = {side.target.name for side in getattr(self, "sides", ()) if side.waiting}
+        self.sides = [
+            _Side(
+                t, t.weight, RequestLog(window if t.canary else window * OTHERS_PER_WINDOW), waiting=t.name in waiting
+            )
+            for t in self.routes.targets
+        ]
 
     def choose(self, key: str) -> RouteTarget | None:
-        """The target for ``key``; None when the model has no routes (or every weight is 0)."""
-        total = sum(side.weight for side in self.sides)
+        """The target for ``key``; None when the model has no routes (or every weight is 0).
+
+        When every target with a weight waits, they keep their weights: the backend's default version, which
+        may well be the canary, is no better an answer than a target that is not ready.
+        """
+        weights = [side.share for side in self.sides]
+        if not sum(weights):
+            weights = [side.weight for side in self.sides]
+        total = sum(weights)
         if not total:
             return None
         digest = hashlib.blake2b(f"{self.model}\0{key}".encode(), digest_size=8).digest()
         point = int.from_bytes(digest, "big") / 2**64 * total
-        for side in self.sides:
-            if point < side.weight:
+        for side, weight in zip(self.sides, weights, strict=True):
+            if point < weight:
                 return side.target
-            point -= side.weight
+            point -= weight
         return self.sides[-1].target
 
-    def record(self, target: RouteTarget, images: int, failed: int, seconds: float) -> None:
-        side = self._side(target.name)
-        side.window.append(_Sample(images, failed, seconds))
-        if target.canary and side.state == "serving":
-            reason = self._verdict(side)
-            if reason:
-                side.weight, side.state, side.reason = 0, "rolled_back", reason
-                log.warning("rolled back %s route %s: %s", self.model, target.name, reason)
-                self.on_rollback(self.model, target.name)
+    def set_available(self, name: str, available: bool) -> None:
+        """Whether TF Serving has target ``name`` AVAILABLE: it gets no traffic until it has.
 
-    def _verdict(self, canary: _Side) -> str:
-        """Why the canary should be rolled back, or "" while it is no worse than the others."""
+        Its first ``warmup_requests`` after it stops waiting are its warm-up, not judged for latency.
+        """
+        side = self._side(name)
+        if available and side.waiting:
+            side.waiting, side.requests = False, 0
+            log.info("%s route %s is AVAILABLE on TF Serving: it gets its share", self.model, name)
+        elif not available and not side.waiting:
+            side.waiting = True
+            log.warning("%s route %s is not AVAILABLE on TF Serving: no traffic until it is", self.model, name)
+
+    def record(self, target: RouteTarget, images: int, failed: int, seconds: float) -> None:
+        """One request answered by ``target``: ``failed`` of its ``images`` failed by the model or the backend."""
         rules = self.routes.rollback
-        if len(canary.window) < rules.min_samples:
-            return ""
-        others = [s for side in self.sides if not side.target.canary for s in side.window]
-        images = sum(s.images for s in others)
-        stable_rate = sum(s.failed for s in others) / images if images else 0.0
-        rate = canary.failure_rate()
-        if rate - stable_rate > rules.max_error_rate_increase:
-            return f"failure rate {rate:.1%} against {stable_rate:.1%} on the other routes"
-        if len(others) >= rules.min_samples:
-            ours, theirs = _p99(list(canary.window)), _p99(others)
-            if theirs and ours > theirs * rules.max_p99_ratio:
-                return f"p99 latency {ours * 1000:.0f} ms against {theirs * 1000:.0f} ms on the other routes"
-        return ""
+        side = self._side(target.name)
+        side.requests += 1
+        judged = not failed and side.requests > rules.warmup_requests
+        side.window.append(self.clock(), seconds if judged else None, failed > 0)
+        if target.canary and side.state == "serving" and side.requests % rules.check_every == 0:
+            self._judge(side)
+
+    def _judge(self, canary: _Side) -> None:
+        """One check of ``canary``; the ``consecutive``-th worse one in a row rolls it back."""
+        check = self.check(canary.target.name)
+        canary.worse_checks = canary.worse_checks + 1 if check.worse else 0
+        consecutive = self.routes.rollback.consecutive
+        if canary.worse_checks >= consecutive:
+            reason = f"{check.reason}; {consecutive} checks in a row"
+            canary.weight, canary.state, canary.reason = 0, "rolled_back", reason
+            log.warning("rolled back %s route %s: %s", self.model, canary.target.name, reason)
+            self.on_rollback(self.model, canary.target.name)
+
+    def check(self, name: str) -> Check:
+        """The canary ``name``'s window against the other routes' requests answered since its oldest one."""
+        rules, canary = self.routes.rollback, self._side(name).window.since()
+        return compare(
+            canary,
+            self.others_since(canary.at[0] if len(canary) else float("inf")),
+            confidence=rules.confidence,
+            margin=rules.max_latency_ratio,
+            max_error_rate_increase=rules.max_error_rate_increase,
+            min_samples=rules.min_samples,
+        )
+
+    def others_since(self, start: float) -> Requests:
+        """The requests the routes that are no canary answered since ``start``."""
+        return Requests.joined([side.window.since(start) for side in self.sides if not side.target.canary])
 
     def promote(self, name: str) -> None:
         """``name`` takes all the traffic; the others drop to 0."""
@@ -127,9 +162,9 @@ class ModelRouter:
                 "name": s.target.name,
                 "version": s.target.version,
                 "label": s.target.label,
-                "weight": s.weight,
+                "weight": s.share,
                 "canary": s.target.canary,
-                "state": s.state,
+                "state": "waiting" if s.waiting and s.state == "serving" else s.state,
                 "reason": s.reason,
                 "window": {"requests": len(s.window), "failure_rate": round(s.failure_rate(), 4)},
             }

@@ -14,10 +14,10 @@ from collections.abc import Callable, Mapping
 
 import numpy as np
 
-from app.backend.client import Metadata, TFServingClient
+from app.backend.tfserving import Metadata, TFServingClient
 from app.backend.types import ModelRef
 from app.models import ServedModel
-from app.routing.config import ShadowSettings
+from app.settings import ShadowSettings
 from processing.errors import GatewayError
 
 

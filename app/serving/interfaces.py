@@ -13,15 +13,15 @@ from app.openapi.document import ApiConfig, build_document
 from app.settings import Settings
 from handlers.oip import (
     InferHandler,
-    ModelMetadataHandler,
     ModelReadyHandler,
-    NotFoundHandler,
+    OipModelMetadataHandler,
+    OipNotFoundHandler,
     ServerLiveHandler,
     ServerMetadataHandler,
     ServerReadyHandler,
 )
 from handlers.openapi import OpenApiHandler
-from handlers.ports import ModelStatus, PredictPipeline, ProcessState, RequestLimits, TensorModel
+from handlers.ports import ModelCatalog, PredictPipeline, ProcessLifecycle, RequestLimits, TensorModel
 
 V2_MODEL = r"/v2/models/([^/]+)(?:/versions/([0-9]{1,18}))?"
 
@@ -34,7 +34,7 @@ def tier_version() -> str:
 
 
 def tensor_models(models: ModelRegistry) -> dict[str, TensorModel]:
-    return {name: TensorModel(name, m.postprocess.kind, m.output_names) for name, m in models.items()}
+    return {name: TensorModel(name, m.output_kind, m.output_names) for name, m in models.items()}
 
 
 def api_config(settings: Settings) -> ApiConfig:
@@ -55,8 +55,8 @@ def interface_routes(
     settings: Settings,
     models: ModelRegistry,
     pipeline: PredictPipeline,
-    status: ModelStatus,
-    process: ProcessState,
+    status: ModelCatalog,
+    process: ProcessLifecycle,
     limits: RequestLimits,
 ) -> list[Any]:
     """``/openapi.json`` and the ``/v2`` routes."""
@@ -69,6 +69,6 @@ def interface_routes(
         (r"/v2/health/ready", ServerReadyHandler, {"models": status, "process": process}),
         (rf"{V2_MODEL}/ready", ModelReadyHandler, model),
         (rf"{V2_MODEL}/infer", InferHandler, {"pipeline": pipeline, "limits": limits, "tensors": tensors}),
-        (rf"{V2_MODEL}/?", ModelMetadataHandler, model),
-        (r"/v2/.*", NotFoundHandler),  # the protocol's error form for any other /v2/ path
+        (rf"{V2_MODEL}/?", OipModelMetadataHandler, model),
+        (r"/v2/.*", OipNotFoundHandler),  # the protocol's error form for any other /v2/ path
     ]

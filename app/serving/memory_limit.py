@@ -18,7 +18,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from app.serving.cgroup import CGROUP_ROOT, PROC_SELF_CGROUP, cgroup_chain
-from app.settings import Settings, SettingsError, largest_reservation
+from app.settings import Settings, SettingsError
+from app.settings_checks import largest_reservation
 
 MIB = 1 << 20
 HEADROOM_MIN = 64 * MIB

@@ -12,7 +12,7 @@ from __future__ import annotations
 import sys
 from collections.abc import MutableMapping
 
-from app.settings import OPENCV_MAX_PIXELS, OPENCV_MAX_SIDE
+from app.settings_checks import OPENCV_MAX_PIXELS, OPENCV_MAX_SIDE
 
 OPENCV_ENVIRONMENT = {
     "OPENCV_IO_MAX_IMAGE_PIXELS": str(OPENCV_MAX_PIXELS),

@@ -15,14 +15,16 @@ from tornado.http1connection import HTTP1ConnectionParameters
 from tornado.netutil import Resolver, bind_sockets
 
 from app.admission import Admission
-from app.backend.client import TFServingClient
+from app.backend.tfserving import TFServingClient
 from app.batcher import MicroBatcher
-from app.fetch.client import UrlFetcher
+from app.fetch.fetcher import UrlFetcher
 from app.memory import MemoryBudget
 from app.models import load_registry
 from app.observability.metrics import Metrics
 from app.observability.requests import RequestObserver
 from app.pipeline import Pipeline
+from app.routing.poller import TargetPoller
+from app.routing.routed import RoutedPredict
 from app.routing.router import ModelRouter
 from app.routing.shadow import Shadow
 from app.serving.cpus import CGROUP_ROOT, cpu_budget
@@ -62,6 +64,7 @@ class Services:
     state: ProcessState
     metrics: Metrics | None  # None with server.metrics: false
     tracer: RequestTracer | None = None  # None without tracing.otlp_endpoint
+    poller: TargetPoller | None = None  # which route targets TF Serving has AVAILABLE (app/routing/poller.py)
 
     async def render_metrics(self) -> tuple[bytes, str]:
         """The scrape: model states asked of the backend now, the in-flight gauge, then every metric."""
@@ -71,6 +74,8 @@ class Services:
         return self.metrics.render()
 
     async def close(self) -> None:
+        if self.poller is not None:
+            await self.poller.stop()
         await self.fetcher.close()
         await self.client.close()
         self.executor.shutdown(wait=False, cancel_futures=True)
@@ -101,23 +106,29 @@ async def build_services(
     executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="decode")
     fetcher = UrlFetcher.from_settings(settings.fetch, resolver)
     memory = _memory(settings, cgroup_root, metrics, keep.pipeline.memory if keep is not None else None)
+    predictor = RoutedPredict(
+        client=client,
+        batcher=MicroBatcher(client, metrics.observe_batch) if metrics is not None else MicroBatcher(client),
+        routers=make_routers(settings, metrics),
+        shadow=Shadow(client, metrics.observe_shadow) if metrics is not None else Shadow(client),
+        timeout_s=settings.backend.timeout_s,
+    )
     pipeline = Pipeline(
         models=models,
         fetcher=fetcher,
-        client=client,
-        batcher=MicroBatcher(client, metrics.observe_batch) if metrics is not None else MicroBatcher(client),
+        predictor=predictor,
         executor=executor,
         decode_limits=DecodeLimits(settings.decode.max_pixels, settings.decode.max_side),
-        backend_timeout_s=settings.backend.timeout_s,
         fetch_concurrency_per_request=settings.fetch.max_concurrent_per_request,
         admission=Admission(settings.server.max_in_flight_images, settings.server.retry_after_s),
         memory=memory,
-        routers=make_routers(settings, metrics),
-        shadow=Shadow(client, metrics.observe_shadow) if metrics is not None else Shadow(client),
     )
-    status = ModelStatus(models, client, pipeline.routers)
+    status = ModelStatus(models, client, predictor.routers)
     state = keep.state if keep is not None else ProcessState()  # a reload keeps the process's state
-    return Services(settings, client, fetcher, executor, pipeline, status, state, metrics, tracer)
+    poller = TargetPoller(models, predictor.routers, client)
+    await poller.poll()  # before the routes serve: a target that is not AVAILABLE gets nothing from the start
+    poller.start()
+    return Services(settings, client, fetcher, executor, pipeline, status, state, metrics, tracer, poller)
 
 
 def _metrics(settings: Settings, kept: Metrics | None) -> Metrics | None:
@@ -250,5 +261,5 @@ def admin_routes(services: Services) -> list[Any]:
     token = services.settings.server.admin_token
     if not token:
         return []
-    admin = {"routers": services.pipeline.routers, "token": token}
+    admin = {"routers": services.pipeline.predictor.routers, "token": token}
     return [(rf"{MODEL}/routes(?:/([^/:]+))?:(promote|reset)".replace("/v1/", "/admin/", 1), RouteAdminHandler, admin)]

@@ -6,7 +6,6 @@
 "use strict";
 
 (() => {
-  let MAX_UPLOAD_BYTES = 20 * 1024 * 1024; // the server's default; replaced by GET /v1/models's limits
   const MAX_IN_FLIGHT = 4; // requests at a time; each upload is its own request
   const URLS_PER_REQUEST = 4; // small groups, so results arrive steadily
   const MAX_RETRIES = 2; // for 503 answers that carry Retry-After
@@ -18,6 +17,7 @@
     model: document.getElementById("model"),
     modelStatus: document.getElementById("model-status"),
     dropZone: document.getElementById("drop-zone"),
+    dropHint: document.getElementById("drop-hint"),
     files: document.getElementById("files"),
     camera: document.getElementById("camera"),
     fileSummary: document.getElementById("file-summary"),
@@ -32,6 +32,8 @@
   };
 
   const state = { models: new Map(), files: [], running: false, objectUrls: [] };
+  // The server's own limits, as GET /v1/models tells them; the page assumes none of its own.
+  const limits = { maxUploadBytes: null, maxImagesPerRequest: null };
 
   // ---- small DOM helpers (text only) ----
 
@@ -43,7 +45,7 @@
   }
 
   function formatBytes(n) {
-    if (n >= 1024 * 1024) return `${(n / (1024 * 1024)).toFixed(1)} MiB`;
+    if (n >= 1024 * 1024) return `${Number((n / (1024 * 1024)).toFixed(1))} MiB`;
     if (n >= 1024) return `${Math.round(n / 1024)} KiB`;
     return `${n} bytes`;
   }
@@ -125,8 +127,7 @@
       const { response, body } = await requestJson("v1/models");
       if (!response.ok) throw errorFromBody(response, body);
       const list = body && Array.isArray(body.models) ? body.models : [];
-      const limit = body && body.limits ? body.limits.max_upload_bytes : undefined;
-      if (Number.isSafeInteger(limit) && limit > 0) MAX_UPLOAD_BYTES = limit;
+      readLimits(body && body.limits);
       models = list.filter((m) => m && typeof m.name === "string" && m.name);
     } catch (error) {
       showNoModels(`Could not load the list of models: ${error.message || error} Reload the page to try again.`);
@@ -144,6 +145,15 @@
     ui.model.disabled = false;
     ui.classify.disabled = false;
     describeModel();
+  }
+
+  function readLimits(given) {
+    const positive = (value) => (Number.isSafeInteger(value) && value > 0 ? value : null);
+    limits.maxUploadBytes = positive(given && given.max_upload_bytes);
+    limits.maxImagesPerRequest = positive(given && given.max_images_per_request);
+    if (limits.maxUploadBytes !== null) {
+      ui.dropHint.textContent = `Up to ${formatBytes(limits.maxUploadBytes)} per image. ${ui.dropHint.textContent}`;
+    }
   }
 
   function showNoModels(text) {
@@ -477,20 +487,17 @@
     const jobs = [];
     for (const file of state.files) {
       const card = new Card(run, { file });
-      if (file.size > MAX_UPLOAD_BYTES) {
-        card.fail(
-          apiError(
-            "too_large",
-            `Too large: ${formatBytes(file.size)}; the limit is ${formatBytes(MAX_UPLOAD_BYTES)} per image. Not sent.`,
-          ),
-        );
+      if (limits.maxUploadBytes !== null && file.size > limits.maxUploadBytes) {
+        const sizes = `${formatBytes(file.size)}; the limit is ${formatBytes(limits.maxUploadBytes)} per image`;
+        card.fail(apiError("too_large", `Too large: ${sizes}. Not sent.`));
       } else {
         jobs.push([card]);
       }
     }
     const urlCards = parseUrls(ui.urls.value).map((url) => new Card(run, { url }));
-    for (let i = 0; i < urlCards.length; i += URLS_PER_REQUEST) {
-      jobs.push(urlCards.slice(i, i + URLS_PER_REQUEST));
+    const perRequest = Math.min(URLS_PER_REQUEST, limits.maxImagesPerRequest || URLS_PER_REQUEST);
+    for (let i = 0; i < urlCards.length; i += perRequest) {
+      jobs.push(urlCards.slice(i, i + perRequest));
     }
     return jobs;
   }

@@ -15,7 +15,7 @@ import pytest
 import tornado.ioloop
 from tornado.httpclient import AsyncHTTPClient
 
-from app.backend.client import TFServingClient
+from app.backend.tfserving import TFServingClient
 from app.backend.types import ModelRef, PredictResult
 from app.batcher import MicroBatcher
 from app.errors import BackendFailed, BackendTimeout

@@ -1,4 +1,5 @@
-"""A client that disconnects cancels its downloads."""
+"""A client that disconnects cancels its downloads, on v1 predict and on v2 infer (both take their body through
+handlers/intake.py)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import asyncio
 import json
 import socket
 import threading
+from collections.abc import Callable
 
 import pytest
 
@@ -13,8 +15,21 @@ from tests.conftest import Tier
 from tests.support.imageserver import ImageServer, _Handler
 
 
+def v1_predict(url: str) -> tuple[str, bytes]:
+    return "/v1/models/tiny:predict", json.dumps([url]).encode()
+
+
+def v2_infer(url: str) -> tuple[str, bytes]:
+    tensor = {"name": "image", "datatype": "BYTES", "shape": [1], "data": [url]}
+    return "/v2/models/tiny/infer", json.dumps({"inputs": [tensor], "parameters": {"image_source": "url"}}).encode()
+
+
+REQUESTS: dict[str, Callable[[str], tuple[str, bytes]]] = {"v1": v1_predict, "v2": v2_infer}
+
+
+@pytest.mark.parametrize("protocol", REQUESTS)
 @pytest.mark.gen_test(timeout=30)
-async def test_disconnect_cancels_the_download(tier: Tier, images: ImageServer) -> None:
+async def test_disconnect_cancels_the_download(tier: Tier, images: ImageServer, protocol: str) -> None:
     started = threading.Event()
     cut_off = threading.Event()
 
@@ -35,13 +50,13 @@ async def test_disconnect_cancels_the_download(tier: Tier, images: ImageServer) 
         except (BrokenPipeError, ConnectionResetError):
             cut_off.set()
 
-    images.route("trickle.jpg", trickle)
-    body = json.dumps([images.url("trickle.jpg")]).encode()
+    name = f"trickle-{protocol}.jpg"
+    images.route(name, trickle)
+    path, body = REQUESTS[protocol](images.url(name))
     host, port = tier.base_url.removeprefix("http://").split(":")
     client = socket.create_connection((host, int(port)))
     request = (
-        f"POST /v1/models/tiny:predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-        f"Content-Length: {len(body)}\r\n\r\n"
+        f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
     ).encode()
     client.sendall(request + body)
     assert await asyncio.to_thread(started.wait, 5), "the tier never started the download"

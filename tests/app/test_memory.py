@@ -208,8 +208,8 @@ async def test_seeded_bursts_are_granted_in_arrival_order_never_beyond_the_budge
 
 @pytest.mark.gen_test
 async def test_the_budget_is_what_the_handlers_port_asks_for() -> None:
-    budget: ports.MemoryBudget = MemoryBudget(100, LONG, retry_after_s=1)  # mypy checks the shape
-    hold: ports.MemoryHold = await budget.reserve(10)
+    budget: ports.MemoryGate = MemoryBudget(100, LONG, retry_after_s=1)  # mypy checks the shape
+    hold: ports.HeldMemory = await budget.reserve(10)
     await hold.grow(5)
     hold.release()
     assert budget.open().nbytes == 0

@@ -9,17 +9,19 @@ from __future__ import annotations
 import dataclasses
 import socket
 import time
+import typing
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import pytest
 import tornado.ioloop
 
-from app.backend.client import TFServingClient
+from app.backend.tfserving import TFServingClient
 from app.backend.types import ModelMetadata, SignatureInfo, TensorInfo
 from app.errors import ModelNotFound
 from app.models import ModelRegistry, ServedModel, build_served_model, load_registry
-from app.settings import Settings, SettingsError, load_settings
+from app.settings import PostprocessSettings, Settings, SettingsError, load_settings
+from processing.kinds.registry import OUTPUT_KINDS
 from tests.conftest import dev_settings
 from tests.support.backend import LocalBackend
 from tests.support.specs import postprocess_spec, preprocess_spec
@@ -120,12 +122,26 @@ def test_several_inputs_are_told_apart_by_the_configured_name() -> None:
     assert message.startswith("models.m.input.name: the signature has 2 tensors (images, mask)")
 
 
-def test_raw_postprocess_takes_every_output_sorted_by_name() -> None:
+def test_the_tensors_kind_takes_every_output_sorted_by_name() -> None:
     outputs = [tensor(n, "float32", (-1, 4)) for n in ("scores", "boxes", "classes")]
     meta = metadata(serving_default=signature([tensor("images")], outputs))
-    assert build(meta, "postprocess.kind=raw").output_names == ("boxes", "classes", "scores")
-    assert build(meta, "postprocess.kind=raw", "output=scores").output_names == ("scores",)
+    assert build(meta, "postprocess.kind=tensors").output_names == ("boxes", "classes", "scores")
+    assert build(meta, "postprocess.kind=tensors", "output=scores").output_names == ("scores",)
     assert build(meta, "output=classes").output_names == ("classes",)
+
+
+def test_raw_the_former_name_of_the_tensors_kind_still_works() -> None:
+    outputs = [tensor(n, "float32", (-1, 4)) for n in ("scores", "boxes")]
+    model = build(metadata(serving_default=signature([tensor("images")], outputs)), "postprocess.kind=raw")
+    assert model.output_kind is OUTPUT_KINDS["tensors"]
+    assert model.describe()["output"] == {"kind": "tensors", "names": ["boxes", "scores"]}
+
+
+def test_every_kind_the_settings_accept_is_an_output_kind() -> None:
+    accepted = typing.get_args(typing.get_type_hints(PostprocessSettings)["kind"])  # the Literal's values
+    assert set(accepted) == {*OUTPUT_KINDS, "raw"}
+    for kind in accepted:
+        assert PostprocessSettings(kind=kind).kind in OUTPUT_KINDS
 
 
 def test_labels_are_read_from_the_configured_file(tmp_path: Path) -> None:

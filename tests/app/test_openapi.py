@@ -8,24 +8,34 @@ import json
 import re
 from typing import Any
 
+import jsonschema  # type: ignore[import-untyped]  # openapi-spec-validator's, which has no stubs
+import numpy as np
 import pytest
 from openapi_spec_validator import validate
 from tornado.httpclient import AsyncHTTPClient
 from tornado.routing import PathMatches, Rule
 from tornado.web import RequestHandler
 
-from app.openapi.schemas import ITEM_ERROR_CODES, REQUEST_ERROR_CODES
+from app.openapi.document import ApiConfig, build_document
+from app.openapi.schemas import item_error_codes, request_error_codes
 from app.serving.server import make_app
 from handlers.base import NotFoundHandler
-from handlers.oip import NotFoundHandler as V2NotFoundHandler
+from handlers.oip import OipNotFoundHandler
 from handlers.page import PageFileHandler
+from processing.errors import ImageDecodeFailed, ItemError
+from processing.kinds.base import ItemAnswer
+from processing.kinds.classification import Classes, ScoredClass
+from processing.kinds.registry import OUTPUT_KINDS
+from processing.kinds.tensors import Tensors
+from processing.prediction import ItemResult
+from processing.v1 import item_document
 from tests.conftest import Tier
 from tests.support.tier import ROOT
 
 METHODS = ("get", "post", "put", "delete", "patch", "head", "options")
 EXAMPLE_VALUES = {"model": "digits", "version": "1", "label": "stable", "route": "canary"}
 # Left out on purpose: the browser page's files (a page, not an API) and the v2 catch-all (not an operation).
-UNDOCUMENTED = {PageFileHandler, V2NotFoundHandler}
+UNDOCUMENTED = {PageFileHandler, OipNotFoundHandler}
 BACKEND = {"500", "502", "503", "504"}
 PREDICT = {"200", "400", "404", "413", "415", *BACKEND}
 LOOKUP = {"200", "400", "404", *BACKEND}
@@ -101,7 +111,7 @@ async def test_every_route_and_method_is_documented_and_nothing_else(make_tier: 
     documented: dict[int, set[str]] = {}
     for template, item in document["paths"].items():
         rule = target(app_rules, concrete(template))
-        assert rule.target not in (NotFoundHandler, V2NotFoundHandler, *UNDOCUMENTED), template
+        assert rule.target not in (NotFoundHandler, OipNotFoundHandler, *UNDOCUMENTED), template
         methods = {m for m in item if m in METHODS}
         assert methods <= implemented(rule.target), (template, methods)
         documented.setdefault(id(rule), set()).update(methods)
@@ -127,6 +137,22 @@ async def test_each_operation_documents_the_statuses_it_can_answer(tier: Tier) -
     assert found == STATUSES
 
 
+def test_every_output_kinds_answer_is_a_documented_item() -> None:
+    """Each kind's answer schema (processing/kinds) is in the document: its answer, as v1 renders it, validates."""
+    document = build_document(ApiConfig(("m",), 8, 1, 1, 1, metrics=False, admin=False, version="0"))
+    items = {"$ref": "#/components/schemas/PredictAnswer/properties/predictions/items", **document}
+    answers: dict[str, ItemAnswer] = {
+        "classification": Classes((ScoredClass(1, "b", 0.5),), np.array([0.5, 0.5])),
+        "tensors": Tensors({"boxes": np.zeros((2, 4)), "count": np.array(2)}),
+    }
+    assert set(answers) == set(OUTPUT_KINDS), "a new output kind needs an example answer here"
+    failed: list[ItemAnswer | ItemError] = [ImageDecodeFailed("not an image")]
+    for answer in [*answers.values(), *failed]:
+        jsonschema.validate(item_document(ItemResult("source", answer)), items)
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate({"source": "s", "classes": [], "outputs": {}}, items)
+
+
 def table_codes(heading: str) -> set[str]:
     text = (ROOT / "docs" / "errors.md").read_text(encoding="utf-8")
     (table,) = re.findall(rf"^## {heading}.*?(?=^## )", text, flags=re.MULTILINE | re.DOTALL)
@@ -134,8 +160,8 @@ def table_codes(heading: str) -> set[str]:
 
 
 def test_the_error_codes_are_those_of_docs_errors_md() -> None:
-    assert set(REQUEST_ERROR_CODES) == table_codes("Request errors")
-    assert set(ITEM_ERROR_CODES) == table_codes("Item errors")
+    assert set(request_error_codes()) == table_codes("Request errors")
+    assert set(item_error_codes()) == table_codes("Item errors")
 
 
 @pytest.mark.gen_test

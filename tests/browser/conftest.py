@@ -28,6 +28,9 @@ CHROMIUM_ARGS = [
 ]
 ARTIFACTS = ROOT / "test-artifacts" / "browser"
 XSS = "<img src=x onerror=window.__xss=1>"
+# The tier's limits under test, neither of them the default: the page must show and keep the tier's own.
+MAX_UPLOAD_BYTES = 3 << 20
+MAX_IMAGES_PER_REQUEST = 2
 
 # Runs before the page's own script: records CSP violations so a test can assert there are none.
 RECORD_CSP_VIOLATIONS = """
@@ -60,8 +63,13 @@ def hostile_labels(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def tier_process(local_backend: LocalBackend, hostile_labels: Path) -> Iterator[TierProcess]:
-    """The dev configuration, with the tiny model's labels replaced by hostile ones."""
-    process = start_tier(local_backend.address, overrides=[f"models.tiny.postprocess.labels={hostile_labels}"])
+    """The dev configuration, with the tiny model's labels replaced by hostile ones, and limits of its own."""
+    overrides = [
+        f"models.tiny.postprocess.labels={hostile_labels}",
+        f"server.max_upload_bytes={MAX_UPLOAD_BYTES}",
+        f"server.max_images_per_request={MAX_IMAGES_PER_REQUEST}",
+    ]
+    process = start_tier(local_backend.address, overrides=overrides)
     yield process
     process.stop()
 

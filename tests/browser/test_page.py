@@ -9,14 +9,14 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Browser, Locator, Page, Request, Route, expect
 
-from tests.browser.conftest import XSS
+from app.settings import ServerSettings
+from tests.browser.conftest import MAX_IMAGES_PER_REQUEST, MAX_UPLOAD_BYTES, XSS
 from tests.support.imageserver import FIXTURES, ImageServer
 from tests.support.tier import TierProcess
 
 pytestmark = pytest.mark.browser
 
 PREDICT = re.compile(r"/v1/models/[^/]+:predict$")
-MAX_UPLOAD_BYTES = 20 * 1024 * 1024
 
 DROP_FILES = """
 ([files]) => {
@@ -192,7 +192,20 @@ def test_hostile_labels_and_file_names_stay_text(page: Page, tier_process: TierP
     assert_no_csp_violations(page)
 
 
-def test_a_file_over_20_mib_is_refused_without_a_request(page: Page, tier_process: TierProcess, tmp_path: Path) -> None:
+def test_the_limits_are_the_tiers_own() -> None:
+    defaults = ServerSettings()
+    assert defaults.max_upload_bytes != MAX_UPLOAD_BYTES
+    assert defaults.max_images_per_request != MAX_IMAGES_PER_REQUEST
+
+
+def test_the_hint_says_the_tiers_upload_limit(page: Page, tier_process: TierProcess) -> None:
+    open_page(page, tier_process)
+    expect(page.locator("#drop-hint")).to_have_text("Up to 3 MiB per image. You can also paste an image.")
+
+
+def test_a_file_over_the_tiers_limit_is_refused_without_a_request(
+    page: Page, tier_process: TierProcess, tmp_path: Path
+) -> None:
     huge = tmp_path / "huge.jpg"
     with huge.open("wb") as f:
         f.truncate(MAX_UPLOAD_BYTES + 1)  # sparse: nothing is written
@@ -203,13 +216,25 @@ def test_a_file_over_20_mib_is_refused_without_a_request(page: Page, tier_proces
 
     expect(page.locator("#progress-count")).to_have_text("2 of 2 done")
     refused, sent = cards(page).nth(0), cards(page).nth(1)
-    expect(refused.locator(".error-message")).to_contain_text("Too large")
+    expect(refused.locator(".error-message")).to_contain_text("the limit is 3 MiB per image. Not sent.")
     expect(refused.locator(".error-code code")).to_have_text("too_large")
     expect(top_label(sent)).to_have_text("espresso")
     assert len(requests) == 1
     answer = requests[0].response()
     assert answer is not None
     assert [item["source"] for item in answer.json()["predictions"]] == ["coffee.jpg"]
+
+
+def test_urls_go_in_groups_the_tier_takes(page: Page, tier_process: TierProcess, image_server: ImageServer) -> None:
+    requests = record_predicts(page)
+    open_page(page, tier_process)
+    names = ("coffee.jpg", "chelsea.jpg", "rocket.jpg")
+    page.get_by_label("Image URLs, one per line").fill("\n".join(image_server.url(n) for n in names))
+    classify(page)
+
+    expect(page.locator("#progress-count")).to_have_text("3 of 3 done")
+    expect(page.locator("#progress-failed")).to_have_text("")
+    assert [len(r.post_data_json["instances"]) for r in requests] == [MAX_IMAGES_PER_REQUEST, 1]
 
 
 def test_a_tier_without_models_says_so(page: Page, empty_tier_process: TierProcess) -> None:

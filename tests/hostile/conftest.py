@@ -9,7 +9,7 @@ import pytest
 import tornado.ioloop
 from tornado.netutil import Resolver
 
-from app.fetch.client import UrlFetcher
+from app.fetch.fetcher import UrlFetcher
 from app.fetch.policy import AddressPolicy
 from tests.hostile.traps import ConnectionTrap
 from tests.support.specs import url_fetcher

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from app.settings import OPENCV_MAX_PIXELS
+from app.settings_checks import OPENCV_MAX_PIXELS
 from processing.errors import ImageTooLarge
 from processing.image import check_dimensions, decode_image
 from processing.sniff import ImageHeader, read_header

@@ -9,14 +9,14 @@ from typing import Any, TypeVar
 
 from tornado.httpclient import AsyncHTTPClient
 
-from app.openapi.schemas import ITEM_ERROR_CODES
+from app.openapi.schemas import item_error_codes
 from tests.conftest import Tier
 
 PREDICT = "/v1/models/mobilenet_v2:predict"
 T = TypeVar("T")
 
 # The documented codes (docs/errors.md): per item, and per request with their statuses.
-ITEM_CODES = frozenset(ITEM_ERROR_CODES)
+ITEM_CODES = frozenset(item_error_codes())
 REQUEST_STATUS = {"invalid_request": 400, "payload_too_large": 413, "unsupported_media_type": 415}
 
 

@@ -9,13 +9,13 @@ import numpy as np
 import pytest
 
 from processing.errors import InvalidRequest, PayloadTooLarge
+from processing.kinds.classification import Classes, ScoredClass
 from processing.oip import (
-    classification_tensor,
     decode_bytes_tensor,
     encode_bytes_tensor,
     encode_infer_response,
+    output_tensor,
     parse_infer_request,
-    scores_tensor,
 )
 
 
@@ -78,22 +78,15 @@ def test_sources_as_urls_and_base64() -> None:
 
 
 def test_classification_strings_and_scores_as_triton_writes_them() -> None:
-    predictions = [
-        {
-            "classes": [
-                {"class_id": 2, "label": "c", "score": 0.75},
-                {"class_id": 0, "label": "a", "score": 0.25},
-                {"class_id": 1, "label": "b", "score": 0.0},
-            ]
-        }
-    ]
-    assert classification_tensor("out", predictions, 1).data == ["0.750000:2:c"]
-    scores = scores_tensor("out", predictions)
+    classes = (ScoredClass(2, "c", 0.75), ScoredClass(0, "a", 0.25), ScoredClass(1, "b", 0.0))
+    answers = [Classes(classes, np.array([0.25, 0.0, 0.75]))]
+    assert output_tensor("out", answers, 1).data == ["0.750000:2:c"]
+    scores = output_tensor("out", answers)
     assert scores.shape == (1, 3) and isinstance(scores.data, np.ndarray) and list(scores.data[0]) == [0.25, 0.0, 0.75]
 
 
 def test_binary_outputs_follow_the_json_header() -> None:
-    tensor = classification_tensor("out", [{"classes": [{"class_id": 1, "label": "b", "score": 1.0}]}], 1)
+    tensor = output_tensor("out", [Classes((ScoredClass(1, "b", 1.0),), np.array([0.0, 1.0]))], 1)
     body, length = encode_infer_response({"model_name": "m"}, [tensor], [True])
     assert length is not None
     header = json.loads(body[:length])

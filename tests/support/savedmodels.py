@@ -2,7 +2,10 @@
 
 ``python -m tests.support.savedmodels OUT_DIR VERSION [VERSION ...]`` writes the "affine" test model into
 ``OUT_DIR/<version>/`` for each version, through a temporary directory and a rename, so a polling server
-never sees half a model. Version ``v`` adds ``v``, so every answer tells which version produced it:
+never sees half a model. ``--warmup=good`` first also gives each version two TF Serving warm-up records (one
+on ``serving_default``, one on the DT_STRING ``lengths``); ``--warmup=bad`` one whose ``x`` has 4 columns.
+
+Version ``v`` adds ``v``, so every answer tells which version produced it:
 
 - ``serving_default``: ``x`` float32 [-1, 3] -> ``y`` = 2x + v float32 [-1, 3], ``total`` = row sums of y [-1]
 - ``serving_int``: ``x`` int32 [-1, 3] -> ``y`` = 2x + v float32 [-1, 3]
@@ -20,12 +23,17 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
-def write_affine_versions(out_dir: Path, versions: Sequence[int], timeout: float = 180.0) -> None:
+def write_affine_versions(
+    out_dir: Path, versions: Sequence[int], timeout: float = 180.0, warmup: str | None = None
+) -> None:
     """Write affine model ``versions`` under ``out_dir`` by running this module in a subprocess."""
-    command = [sys.executable, "-m", "tests.support.savedmodels", str(out_dir), *map(str, versions)]
+    flags = [f"--warmup={warmup}"] if warmup else []
+    command = [sys.executable, "-m", "tests.support.savedmodels", *flags, str(out_dir), *map(str, versions)]
     done = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=timeout, check=False)
     if done.returncode != 0:
         raise RuntimeError(f"{' '.join(command)} exited {done.returncode}:\n{done.stderr[-4000:]}")
@@ -66,8 +74,19 @@ def _affine_module(version: int) -> Any:
     return Affine()
 
 
-def _save(out_dir: Path, version: int) -> None:
+WARMUP_REQUESTS: dict[str, list[tuple[str, dict[str, Any]]]] = {
+    "good": [
+        ("serving_default", {"x": np.array([[1, 2, 3]], np.float32)}),
+        ("lengths", {"s": np.array([b"an encoded image, say"])}),
+    ],
+    "bad": [("serving_default", {"x": np.array([[1, 2, 3, 4]], np.float32)})],
+}
+
+
+def _save(out_dir: Path, version: int, warmup: str | None) -> None:
     import tensorflow as tf
+
+    from tools.modelbuild.warmup import write_warmup_requests
 
     module = _affine_module(version)
     signatures = {
@@ -78,18 +97,22 @@ def _save(out_dir: Path, version: int) -> None:
     }
     staging = Path(tempfile.mkdtemp(prefix=f".staging-{version}-", dir=out_dir))
     tf.saved_model.save(module, str(staging / "model"), signatures=signatures)
+    if warmup is not None:
+        write_warmup_requests(staging / "model", "affine", WARMUP_REQUESTS[warmup])
     os.rename(staging / "model", out_dir / str(version))
     staging.rmdir()
 
 
 def main(argv: Sequence[str]) -> int:
-    if len(argv) < 2:
+    warmup = argv[0].removeprefix("--warmup=") if argv and argv[0].startswith("--warmup=") else None
+    argv = argv[1:] if warmup is not None else argv
+    if len(argv) < 2 or warmup not in (None, *WARMUP_REQUESTS):
         print(__doc__, file=sys.stderr)
         return 2
     out_dir = Path(argv[0])
     out_dir.mkdir(parents=True, exist_ok=True)
     for version in argv[1:]:
-        _save(out_dir, int(version))
+        _save(out_dir, int(version), warmup)
     return 0
 
 

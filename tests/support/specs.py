@@ -12,7 +12,7 @@ from typing import Any
 
 from tornado.netutil import Resolver
 
-from app.fetch.client import UrlFetcher
+from app.fetch.fetcher import UrlFetcher
 from app.fetch.limits import FetchLimits, PoolLimits
 from app.fetch.policy import AddressPolicy
 from app.settings import DecodeSettings, FetchSettings, InputSettings, PostprocessSettings

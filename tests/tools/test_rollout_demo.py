@@ -15,7 +15,7 @@ def test_the_demo_shows_a_better_canary_promoted_and_a_broken_one_rolled_back(tm
     out = io.StringIO()
     demo = Demo(tmp_path, 150)
     with demo.running():
-        one, two, three, four, after = demo.run(out)
+        one, two, three, four, five, after = demo.run(out)
         canary = {r["name"]: r for r in demo.routes()}["canary"]
 
     assert set(one.versions()) == {1} and not one.failures()
@@ -25,13 +25,16 @@ def test_the_demo_shows_a_better_canary_promoted_and_a_broken_one_rolled_back(tm
     assert set(three.versions()) == {2} and not three.failures()  # promoted: everyone on v2
     assert three.error_rate(2) < 0.1
 
+    assert set(four.versions()) == {2} and not four.failures()  # v3 not on the backend: the canary waits
+    assert four.note == "canary waiting, weight 0"
+
     assert (canary["state"], canary["weight"], canary["version"]) == ("rolled_back", 0, 3)
-    failures = four.failures()
-    assert MIN_SAMPLES <= len(failures) <= WINDOW  # only the canary's own calls, until its window judged it
-    assert all(o.status == 404 and "version 3" in o.error for o in failures)
-    assert set(four.versions()) == {2}
+    failures = five.failures()
+    assert MIN_SAMPLES <= len(failures) <= WINDOW  # only the canary's own, until two checks in a row judged it
+    assert all(o.status == 200 and o.error == "item model_output_invalid" for o in failures)
+    assert set(five.versions()) == {2}
     assert set(after.versions()) == {2} and not after.failures()
-    assert "== 4b. after the rollback" in out.getvalue()
+    assert "== 5b. after the rollback" in out.getvalue()
 
 
 def test_the_command_line_refuses_an_unknown_flag() -> None:

@@ -32,8 +32,9 @@ from typing import Any
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[2]
-ADDRESS = re.compile(r" on (127\.0\.0\.1:\d+)")
+from tools.process import ROOT, start_child
+
+ADDRESS = re.compile(r"^(?:localserving: ready|canned answers) on (127\.0\.0\.1:\d+)")
 RUN_SECONDS_KEY = "localserving-run-seconds"
 BATCH_SIZES = (1, 32)
 INPUT_SHAPE = (224, 224, 3)
@@ -178,18 +179,13 @@ def run_in_process_child(version_dir: Path, signature: str, iterations: int) -> 
 
 
 @contextmanager
-def running(command: Sequence[str]) -> Iterator[str]:
-    """A server process, yielding the address from its first line; stopped on exit."""
-    proc = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+def running(name: str, command: Sequence[str]) -> Iterator[str]:
+    """A server process, yielding the address its ready line announces; stopped on exit."""
+    child = start_child(name, command, ADDRESS)
     try:
-        assert proc.stdout is not None
-        found = ADDRESS.search(proc.stdout.readline())
-        if found is None:
-            raise SystemExit(f"{' '.join(command)} did not start (exit code {proc.wait()})")
-        yield found.group(1)
+        yield child.match.group(1)
     finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+        child.stop(30)
 
 
 def report(model: str, direct: Results, served: Results, floor: Results) -> str:
@@ -248,8 +244,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     localserving = [sys.executable, "-m", "tools.localserving", "--port=0", f"--model_name={args.model}"]
     canned = [sys.executable, "-m", "tools.bench.backend_latency", "--canned-server"]
     with ExitStack() as stack:
-        served = stack.enter_context(running([*localserving, f"--model_base_path={base_path}"]))
-        floor = stack.enter_context(running(canned))
+        served = stack.enter_context(running("localserving", [*localserving, f"--model_base_path={base_path}"]))
+        floor = stack.enter_context(running("canned answers", canned))
         calls = {
             name: predict_call(address, args.model, args.signature, stack)
             for name, address in (("served", served), ("floor", floor))

@@ -22,6 +22,7 @@ from tools.bench import procs
 from tools.bench.imagehost import start_image_host
 from tools.bench.images import make_workload
 from tools.bench.run import FULL, OUT, QUICK, Harness, _cpu_per_image, _summary
+from tools.fakeserving import start_fakeserving
 
 
 def run_pairs(h: Harness, sets: dict[str, list[str]], pairs: int, large: bool = False) -> list[dict[str, float]]:
@@ -58,9 +59,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     workload = make_workload(OUT / "images")
     host = start_image_host(workload.directory)
     try:
-        backend = procs.start(
-            "fakeserving", ["-m", "tools.fakeserving", "--port", "0", "--model", "tiny:8"], r"ready on (\S+)"
-        )
+        backend = start_fakeserving()
         try:
             h = Harness(QUICK if args.quick else FULL, workload, host, backend)
             pairs = run_pairs(h, {"a": args.a, "b": args.b}, args.pairs, args.large)

@@ -23,6 +23,7 @@ import cv2
 import numpy as np
 import simplejpeg
 
+from app.settings import DecodeSettings
 from processing.image import (
     DecodeLimits,
     PreprocessSpec,
@@ -40,7 +41,7 @@ from tools.bench.images import make_workload
 
 Contender = Callable[[bytes, PreprocessSpec], np.ndarray]
 
-LIMITS = DecodeLimits(max_pixels=16_777_216, max_side=16_384)
+LIMITS = DecodeLimits(DecodeSettings().max_pixels, DecodeSettings().max_side)  # the tier's defaults
 SPECS = {
     "tiny": PreprocessSpec(224, 224, "stretch", None, "rgb", "uint8", 1.0, (0.0,), (1.0,), "nhwc", 0),
     "mobilenet_v2": PreprocessSpec(224, 224, "crop", 256, "rgb", "uint8", 1.0, (0.0,), (1.0,), "nhwc", 0),

@@ -27,12 +27,12 @@ import aiohttp
 import pycurl
 from tornado.curl_httpclient import CurlAsyncHTTPClient
 
-from app.fetch.client import UrlFetcher
+from app.fetch.fetcher import UrlFetcher
 from app.settings import FetchSettings
 from tools.bench import procs
 from tools.bench.imagehost import start_image_host
 from tools.bench.images import make_workload
-from tools.bench.procs import ROOT
+from tools.process import ROOT
 
 IN_FLIGHT = 16
 

@@ -14,13 +14,15 @@ lever's figure is its lowest over the rounds.
 from __future__ import annotations
 
 import subprocess
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tools.bench import procs
-from tools.bench.procs import ROOT
+from tools.process import ROOT, Child, start_child
+from tools.tier import READY as TIER_READY
 
 if TYPE_CHECKING:
     from tools.bench.run import Harness
@@ -66,10 +68,10 @@ def checkout(commit: str) -> Path:
     return path
 
 
-def start(h: Harness, lever: Lever, config: Path) -> tuple[procs.Child, str]:
+def start(h: Harness, lever: Lever, config: Path) -> tuple[Child, str]:
     cwd = checkout(lever.commit) if lever.commit is not None else ROOT
-    args = ["-m", lever.module, "--config", str(config), "--port", "0", "--log-level", "WARNING"]
-    child = procs.start("tier", args, r"imagegate: ready on (http://\S+)", cwd=cwd)
+    args = [sys.executable, "-m", lever.module, "--config", str(config), "--port", "0", "--log-level", "WARNING"]
+    child = start_child("tier", args, TIER_READY, cwd=cwd)
     return child, f"{child.match.group(1)}/v1/models/tiny:predict"
 
 

@@ -39,7 +39,9 @@ from tools.bench import procs
 from tools.bench.imagehost import ImageHost, start_image_host
 from tools.bench.images import FIXTURES, _read, photo_like
 from tools.bench.load import read_response
-from tools.bench.procs import MIB, ROOT, Child
+from tools.bench.procs import MIB
+from tools.fakeserving import start_fakeserving
+from tools.process import ROOT, Child, start_child
 
 OUT = ROOT / "build" / "bench" / "memory"
 BODY_BYTES = 19 * MIB
@@ -212,7 +214,7 @@ def one_run(args: argparse.Namespace, image: str, concurrency: int, paths: dict[
         if args.mode == "urls":
             host = start_image_host(OUT)
             stack.callback(host.stop)
-        tier = procs.start("tier", command, TIER_READY, cwd=args.tier_root)
+        tier = start_child("tier", [sys.executable, *command], TIER_READY, cwd=args.tier_root)
         stack.callback(tier.stop)
         measure(tier, tier.match.group(1), run, paths[image], host, args.settle, args.timeout)
     return run
@@ -254,7 +256,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     paths = make_images()
-    backend = procs.start("fakeserving", ["-m", "tools.fakeserving", "--model", "tiny:8"], r"ready on (\S+)")
+    backend = start_fakeserving()
     runs: list[Run] = []
     try:
         for image in args.image:

@@ -26,6 +26,7 @@ import uvloop
 from app.backend.protos import predict_pb2
 from app.backend.tensors import encode_predict_request
 from tools.bench import procs
+from tools.fakeserving import start_fakeserving
 
 PREDICT = "/tensorflow.serving.PredictionService/Predict"
 OPTIONS = [("grpc.max_send_message_length", 64 << 20), ("grpc.max_receive_message_length", 64 << 20)]
@@ -106,9 +107,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--calls", type=int, default=2000)
     args = parser.parse_args(argv)
-    backend = procs.start(
-        "fakeserving", ["-m", "tools.fakeserving", "--port", "0", "--model", "tiny:8"], r"fakeserving: ready on (\S+)"
-    )
+    backend = start_fakeserving()
     request = predict_request()
     answer = {
         "model": {"name": "tiny", "version": 1},

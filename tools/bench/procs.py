@@ -1,100 +1,17 @@
-"""Child processes for the benchmark: start one, wait for its readiness line, sample its memory, stop it."""
+"""What the benchmark reads of a running process (``tools.process`` starts and stops them): its process tree,
+memory and CPU from ``/proc``; and the Markdown table the in-process tools print."""
 
 from __future__ import annotations
 
 import os
-import re
-import socket
 import statistics
-import subprocess
-import sys
 import threading
-import time
-from collections.abc import Sequence
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tools.process import stop_process
-
-ROOT = Path(__file__).resolve().parents[2]
 MIB = 1 << 20
-
-
-@dataclass
-class Child:
-    """A started process, its readiness match and how long it took to get there."""
-
-    proc: subprocess.Popen[str]
-    name: str
-    match: re.Match[str]
-    ready_s: float
-    output: list[str] = field(default_factory=list)
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    def stop(self) -> None:
-        stop_process(self.proc)
-
-    def tail(self, lines: int = 20) -> str:
-        return "".join(self.output[-lines:])
-
-
-def start(
-    name: str,
-    args: Sequence[str],
-    ready: str,
-    timeout: float = 120.0,
-    env: dict[str, str] | None = None,
-    count: int = 1,
-    python: Path | None = None,
-    cwd: Path = ROOT,
-) -> Child:
-    """Start ``args`` (a Python module run from ``cwd``, the repository unless given) and wait for ``count``
-    lines matching ``ready``.
-
-    ``python`` is the interpreter, this one's unless given (the KServe peer runs in its own virtualenv).
-    """
-    pattern = re.compile(ready)
-    started = time.perf_counter()
-    proc = subprocess.Popen(
-        [str(python or sys.executable), *args],
-        cwd=cwd,
-        env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    output: list[str] = []
-    found: list[tuple[re.Match[str], float]] = []
-    event = threading.Event()
-
-    def pump() -> None:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            if len(output) < 2000:
-                output.append(line)
-            match = pattern.search(line)
-            if match and not event.is_set():
-                found.append((match, time.perf_counter() - started))
-                if len(found) >= count:
-                    event.set()
-        event.set()
-
-    threading.Thread(target=pump, daemon=True).start()
-    if not event.wait(timeout) or len(found) < count:
-        proc.kill()
-        proc.wait()
-        raise RuntimeError(f"{name} did not become ready:\n" + "".join(output[-40:]))
-    match, ready_s = found[0][0], found[-1][1]
-    return Child(proc, name, match, ready_s, output)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def process_tree(pid: int) -> list[int]:
@@ -121,33 +38,39 @@ def memory(pid: int) -> tuple[int, int]:
     return values["VmRSS"], values["VmHWM"]
 
 
-class MemorySampler:
-    """Samples the RSS of a process tree while a load runs: the largest process and the sum."""
+@dataclass
+class MemorySamples:
+    """The RSS of a process tree while a load ran: the largest process and the sum at their highest, and each
+    sample's largest process."""
 
-    def __init__(self, pid: int, interval_s: float = 0.1) -> None:
-        self.pid = pid
-        self.interval_s = interval_s
-        self.max_process_rss = 0
-        self.max_total_rss = 0
-        self.samples: list[int] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
+    max_process_rss: int = 0
+    max_total_rss: int = 0
+    samples: list[int] = field(default_factory=list)
 
-    def __enter__(self) -> MemorySampler:
-        self._thread.start()
-        return self
+    def add(self, rss: list[int]) -> None:
+        self.max_process_rss = max(self.max_process_rss, *rss)
+        self.max_total_rss = max(self.max_total_rss, sum(rss))
+        self.samples.append(max(rss))
 
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
 
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            rss = [memory(p)[0] for p in process_tree(self.pid)]
-            self.max_process_rss = max(self.max_process_rss, *rss)
-            self.max_total_rss = max(self.max_total_rss, sum(rss))
-            self.samples.append(max(rss))
-            self._stop.wait(self.interval_s)
+@contextmanager
+def sampling_memory(pid: int, interval_s: float = 0.1) -> Iterator[MemorySamples]:
+    """Samples the RSS of ``pid``'s tree every ``interval_s`` on a thread, for as long as the block runs."""
+    found = MemorySamples()
+    stop = threading.Event()
+
+    def sample() -> None:
+        while not stop.is_set():
+            found.add([memory(p)[0] for p in process_tree(pid)])
+            stop.wait(interval_s)
+
+    thread = threading.Thread(target=sample, name="memory-sampler", daemon=True)
+    thread.start()
+    try:
+        yield found
+    finally:
+        stop.set()
+        thread.join()
 
 
 def cpu_seconds(pid: int) -> float:

@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import collections
 import shutil
-import subprocess
 import sys
 from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from tools.bench import procs
-from tools.bench.procs import ROOT
+from tools.process import ROOT, start_child
+from tools.tier import READY as TIER_READY
 
 if TYPE_CHECKING:
     from tools.bench.run import Harness
@@ -73,14 +72,13 @@ def profile_tier(h: Harness, tool: str, per_request: int = 4, concurrency: int =
         seconds = int(h.timing.duration_s + h.timing.warmup_s)
         args = [py_spy, "record", "--pid", str(child.pid), "--format", "raw", "--rate", "250"]
         args += ["--duration", str(seconds), "--output", str(raw), "--nonblocking", *extra]
-        recorder = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        recorder = start_child("py-spy", args, None)
         try:
             result = h.load(url, bodies, concurrency=concurrency)
-            recorder.wait(timeout=seconds + 60)
+            recorder.proc.wait(timeout=seconds + 60)
         finally:
             child.stop()
-        _out, errors = recorder.communicate()
-        summary = fold(raw.read_text().splitlines()) if raw.is_file() else errors
+        summary = fold(raw.read_text().splitlines()) if raw.is_file() else recorder.tail()
         report = f"# py-spy, {mode}: {result['images_per_s']:.0f} img/s during the profile\n\n{summary}"
         (OUT / f"profile_{mode}_c{concurrency}_top.txt").write_text(report)
         print(report, flush=True)
@@ -88,9 +86,9 @@ def profile_tier(h: Harness, tool: str, per_request: int = 4, concurrency: int =
 
 def _pyinstrument(h: Harness, config: Path, bodies: Path, concurrency: int) -> None:
     html = OUT / "profile_pyinstrument.html"
-    args = ["-m", "pyinstrument", "-r", "html", "-o", str(html), "-m", "app", "--config", str(config)]
+    args = [sys.executable, "-m", "pyinstrument", "-r", "html", "-o", str(html), "-m", "app", "--config", str(config)]
     args += ["--port", "0", "--log-level", "WARNING"]
-    child = procs.start("tier", args, r"imagegate: ready on (http://\S+)")
+    child = start_child("tier", args, TIER_READY)
     try:
         result = h.load(f"{child.match.group(1)}/v1/models/tiny:predict", bodies, concurrency=concurrency)
     finally:

@@ -30,11 +30,14 @@ from tools.bench import procs
 from tools.bench.imagehost import ImageHost, start_image_host
 from tools.bench.images import Workload, make_workload
 from tools.bench.levers import scenario_levers
-from tools.bench.procs import MIB, ROOT, Child
+from tools.bench.procs import MIB
+from tools.fakeserving import start_fakeserving
+from tools.localserving.launcher import start_local_backend
+from tools.process import ROOT, Child, free_port, start_child
+from tools.tier import start_tier
 
 OUT = ROOT / "build" / "bench"
 MODELS = ROOT / "build" / "models"
-TIER_READY = r"imagegate: ready on (http://\S+)"
 SCENARIOS = (
     "throughput",
     "large",
@@ -56,6 +59,7 @@ CONTENDER_NAMES = {
     PEER: "KServe peer",
 }
 PEER_VENV = ROOT / "build" / "bench" / "kserve-venv"
+KEEP_LINES = 2000
 PEER_MISSING = f"not run: the KServe peer's virtualenv {PEER_VENV.relative_to(ROOT)} is missing (make bench-peer)"
 
 
@@ -177,33 +181,29 @@ class Harness:
         workers: int = 1,
         model: str = "tiny",
     ) -> tuple[Child, str]:
-        args = ["-m", "app", "--config", str(config), "--port", "0", "--log-level", "WARNING"]
-        if workers > 1:
-            args += ["--workers", str(workers)]
-        for item in sets:
-            args += ["--set", item]
-        child = procs.start("tier", args, TIER_READY, count=workers)
-        return child, f"{child.match.group(1)}/v1/models/{model}:predict"
+        tier = start_tier(None, config=config, overrides=sets, workers=workers, extra_args=["--log-level", "WARNING"])
+        return tier, f"{tier.base_url}/v1/models/{model}:predict"
 
     def start_baseline(self, kind: str, signature: str = "serving_uint8") -> tuple[Child, str]:
-        port = procs.free_port()
+        port = free_port()
         module = {"flask": "tools.bench.baselines.flask_sync", "tornado": "tools.bench.baselines.tornado_naive"}[kind]
         args = ["-m", module, "--port", str(port), "--backend", self.backend_address, "--signature", signature]
         labels = MODELS / "tiny" / "labels.txt"
         if labels.is_file():
             args += ["--labels", str(labels)]
         ready = r"Running on (http://\S+)" if kind == "flask" else r"baseline: ready on (http://\S+)"
-        child = procs.start(kind, [*args, "--softmax"], ready)
+        # Flask's development server logs every request: the first lines are enough for a failure message.
+        child = start_child(kind, [sys.executable, *args, "--softmax"], ready, keep_lines=KEEP_LINES)
         return child, f"http://127.0.0.1:{port}/v1/models/tiny:predict"
 
     def start_peer(self) -> tuple[Child, str]:
-        port = procs.free_port()
+        port = free_port()
         args = ["-m", "tools.bench.baselines.kserve_peer", "--port", str(port), "--backend", self.backend_address]
         labels = MODELS / "tiny" / "labels.txt"
         if labels.is_file():
             args += ["--labels", str(labels)]
         ready = r"Uvicorn running on (http://\S+)"
-        child = procs.start(PEER, [*args, "--softmax"], ready, python=PEER_VENV / "bin" / "python")
+        child = start_child(PEER, [PEER_VENV / "bin" / "python", *args, "--softmax"], ready, keep_lines=KEEP_LINES)
         return child, f"http://127.0.0.1:{port}/v1/models/tiny:predict"
 
     @contextmanager
@@ -233,7 +233,7 @@ def compare_run(h: Harness, label: str, bodies: Path, concurrency: int) -> dict[
         for kind in kinds:
             with h.contender(kind) as (child, url):
                 cpu = procs.cpu_seconds(child.pid)
-                with procs.MemorySampler(child.pid) as sampler:
+                with procs.sampling_memory(child.pid) as sampler:
                     result = h.load(url, h.bodies_for(kind, bodies), concurrency)
                 result["cpu_ms_per_image"] = _cpu_per_image(procs.cpu_seconds(child.pid) - cpu, result)
                 result["max_rss_mb"] = sampler.max_process_rss / MIB
@@ -490,8 +490,6 @@ def scenario_startup(h: Harness) -> None:
 
 
 def scenario_batching(h: Harness) -> None:
-    from tests.support.backend import start_local_backend
-
     base = MODELS / "mobilenet_v2"
     if not base.is_dir():
         h.add("6 micro-batching", ">= 1.5x", "build/models/mobilenet_v2 missing (make models)", "", "MISS")
@@ -548,7 +546,7 @@ def scenario_backpressure(h: Harness) -> None:
     try:
         h.load(url, bodies, concurrency=BACKPRESSURE_LIMIT, duration_s=2.0)  # warm: pools, connections
         before = max(procs.idle_rss(child.pid)) / MIB
-        with procs.MemorySampler(child.pid) as sampler:
+        with procs.sampling_memory(child.pid) as sampler:
             result = h.load(url, bodies, concurrency=concurrency)
         after = max(procs.idle_rss(child.pid)) / MIB
     finally:
@@ -642,7 +640,7 @@ def scenario_extras(h: Harness) -> None:
         for count in ("1", "2"):
             child, url = h.start_tier(config, workers=int(count))
             try:
-                with procs.MemorySampler(child.pid) as sampler:
+                with procs.sampling_memory(child.pid) as sampler:
                     small = h.load(url, bodies, concurrency=16)
                     big = h.load(url, large, concurrency=8)
             finally:
@@ -754,11 +752,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     host = start_image_host(workload.directory)
     print(f"bench: images served by {host.kind} on port {host.port}", flush=True)
     try:
-        backend = procs.start(
-            "fakeserving",
-            ["-m", "tools.fakeserving", "--port", "0", "--model", "tiny:8"],
-            r"fakeserving: ready on (\S+)",
-        )
+        backend = start_fakeserving()
         try:
             h = Harness(QUICK if args.quick else FULL, workload, host, backend)
             if args.profile:

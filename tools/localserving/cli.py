@@ -64,6 +64,7 @@ def parse_options(argv: Sequence[str] | None = None) -> ServerOptions:
         model_config_file=args.model_config_file,
         config_poll_wait_seconds=_config_poll_wait(args),
         allow_unavailable_labels=args.allow_version_labels_for_unavailable_models,
+        model_warmup=args.enable_model_warmup,
     )
 
 
@@ -110,6 +111,14 @@ def _parser() -> argparse.ArgumentParser:
     add("--enable_batching", type=_flag_bool, nargs="?", const=True, default=False)
     add("--batching_parameters_file", type=Path, help="BatchingParameters in protobuf text format")
     add(LABELS_FLAG, type=_flag_bool, nargs="?", const=True, default=False)
+    add(
+        "--enable_model_warmup",
+        type=_flag_bool,
+        nargs="?",
+        const=True,
+        default=True,
+        help="run each version's assets.extra/tf_serving_warmup_requests before it is AVAILABLE (default true)",
+    )
     add("--grpc_max_threads", type=int, default=64, help="threads answering gRPC calls (default 64)")
     add(
         "--grpc_channel_arguments",

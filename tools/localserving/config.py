@@ -79,6 +79,7 @@ class ServerOptions:
     model_config_file: Path | None = None
     config_poll_wait_seconds: float = 0.0  # --model_config_file_poll_wait_seconds; 0 reads the file only at start
     allow_unavailable_labels: bool = False  # --allow_version_labels_for_unavailable_models
+    model_warmup: bool = True  # --enable_model_warmup: run assets.extra/tf_serving_warmup_requests before AVAILABLE
 
 
 def single_model_config(name: str, base_path: str) -> ModelConfig:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import signal
 import sys
@@ -20,11 +21,10 @@ from tools.localserving.reload import ConfigFilePoller, ConfigReloader
 from tools.localserving.servable import load_servable
 from tools.localserving.service import BatchingRunner, Runner, add_services, run_directly
 from tools.localserving.signals import StopSignal
-from tools.localserving.transport import HOST, server_options
+from tools.localserving.transport import HOST, READY_PREFIX, server_options
 
 log = logging.getLogger("localserving")
 
-READY_PREFIX = "localserving: ready on "
 STOP_GRACE_SECONDS = 5.0
 # What --enable_grpc_healthcheck_service reports: "" is the server as a whole (what a Kubernetes gRPC probe
 # asks for); TF Serving also marks its two services, by these unqualified names.
@@ -38,7 +38,7 @@ class StartupError(Exception):
 def serve(options: ServerOptions, stop: StopSignal) -> int:
     """Serve until SIGTERM or SIGINT; returns the exit code."""
     with contextlib.redirect_stdout(sys.stderr):  # stdout carries the readiness line only
-        models = load_models(options.models, stop)
+        models = load_models(options.models, stop, options.model_warmup)
     if stop.is_set():
         return 0
     scheduler = BatchScheduler(options.batching) if options.batching else None
@@ -92,20 +92,24 @@ def _shut_down(
     log.info("stopped")
 
 
-def load_models(configs: Sequence[ModelConfig], stop: StopSignal) -> ModelSet:
-    """Load every model's aspired versions; StartupError if any fails or a model has nothing to serve."""
+def load_models(configs: Sequence[ModelConfig], stop: StopSignal, warmup: bool = True) -> ModelSet:
+    """Load every model's aspired versions; StartupError if any fails or a model has nothing to serve.
+
+    ``warmup``: run each version's warm-up records, where it has them (``--enable_model_warmup``).
+    """
+    load = functools.partial(load_servable, warmup=warmup)
     served: list[ServedModel] = []
     for config in configs:
         if stop.is_set():
             break
-        model = ServedModel(config, load_servable)
+        model = ServedModel(config, load)
         errors = model.refresh()
         if errors:
             raise StartupError("; ".join(errors))
         if not model.available():
             raise StartupError(nothing_to_serve(config))
         served.append(model)
-    return ModelSet(served, load_servable)
+    return ModelSet(served, load)
 
 
 def _start_server(

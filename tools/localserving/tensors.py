@@ -33,23 +33,34 @@ class DType:
     field: str
 
 
-DTYPES = (
-    DType(1, "DT_FLOAT", np.dtype(np.float32), "float_val"),
-    DType(2, "DT_DOUBLE", np.dtype(np.float64), "double_val"),
-    DType(3, "DT_INT32", np.dtype(np.int32), "int_val"),
-    DType(4, "DT_UINT8", np.dtype(np.uint8), "int_val"),
-    DType(5, "DT_INT16", np.dtype(np.int16), "int_val"),
-    DType(6, "DT_INT8", np.dtype(np.int8), "int_val"),
-    DType(7, "DT_STRING", np.dtype(object), "string_val"),
-    DType(8, "DT_COMPLEX64", np.dtype(np.complex64), "scomplex_val"),
-    DType(9, "DT_INT64", np.dtype(np.int64), "int64_val"),
-    DType(10, "DT_BOOL", np.dtype(np.bool_), "bool_val"),
-    DType(14, "DT_BFLOAT16", np.dtype(ml_dtypes.bfloat16), "half_val"),
-    DType(17, "DT_UINT16", np.dtype(np.uint16), "int_val"),
-    DType(18, "DT_COMPLEX128", np.dtype(np.complex128), "dcomplex_val"),
-    DType(19, "DT_HALF", np.dtype(np.float16), "half_val"),
-    DType(22, "DT_UINT32", np.dtype(np.uint32), "uint32_val"),
-    DType(23, "DT_UINT64", np.dtype(np.uint64), "uint64_val"),
+# The DataTypes this module converts: enum value, name, numpy dtype, the TensorProto field of typed values.
+DTYPE_TABLE = """
+1   DT_FLOAT       float32     float_val
+2   DT_DOUBLE      float64     double_val
+3   DT_INT32       int32       int_val
+4   DT_UINT8       uint8       int_val
+5   DT_INT16       int16       int_val
+6   DT_INT8        int8        int_val
+7   DT_STRING      object      string_val
+8   DT_COMPLEX64   complex64   scomplex_val
+9   DT_INT64       int64       int64_val
+10  DT_BOOL        bool        bool_val
+14  DT_BFLOAT16    bfloat16    half_val
+17  DT_UINT16      uint16      int_val
+18  DT_COMPLEX128  complex128  dcomplex_val
+19  DT_HALF        float16     half_val
+22  DT_UINT32      uint32      uint32_val
+23  DT_UINT64      uint64      uint64_val
+"""
+
+
+def _numpy_dtype(name: str) -> np.dtype[Any]:
+    return np.dtype(ml_dtypes.bfloat16) if name == "bfloat16" else np.dtype(name)
+
+
+DTYPES = tuple(
+    DType(int(enum), name, _numpy_dtype(numpy), field)
+    for enum, name, numpy, field in (line.split() for line in DTYPE_TABLE.strip().splitlines())
 )
 BY_ENUM = {dtype.enum: dtype for dtype in DTYPES}
 BY_NUMPY = {dtype.numpy: dtype for dtype in DTYPES}

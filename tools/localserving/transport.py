@@ -1,10 +1,12 @@
-"""How localserving listens: address and gRPC server options (no TensorFlow here, the benchmark reuses them)."""
+"""How localserving listens: address, readiness line and gRPC server options (no TensorFlow here: the benchmark
+and the launcher reuse them)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
 HOST = "127.0.0.1"
+READY_PREFIX = "localserving: ready on "  # then "<host>:<port> models=<name>:<versions>,...", once all are loaded
 GRPC_OPTIONS = (
     # TF Serving takes messages of any size; a batch of 32 224x224 float images is 19 MB.
     ("grpc.max_receive_message_length", -1),

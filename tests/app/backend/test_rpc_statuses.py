@@ -1,6 +1,6 @@
 """gRPC statuses from the backend, seen through real HTTP: each becomes our error code and HTTP status.
 
-The mapping lives in ``app/backend/rpc_errors.py``; the label re-check in ``app/backend/client.py``.
+The mapping lives in ``app/backend/rpc_errors.py``; the label re-check in ``app/backend/tfserving.py``.
 Statuses the real local backend answers for real (NOT_FOUND for an unknown version, INVALID_ARGUMENT
 for an unknown label) are asked of it; the others are injected with the fake TF-Serving backend
 from ``tools/fakeserving.py`` (``log.fail_with``, ``log.delay_s``), a dev tool, not a real server.

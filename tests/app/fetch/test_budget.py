@@ -12,7 +12,7 @@ import pytest
 import tornado.ioloop
 
 from app.errors import Overloaded
-from app.fetch.client import READ_AHEAD_BYTES, UrlFetcher
+from app.fetch.fetcher import READ_AHEAD_BYTES, UrlFetcher
 from app.fetch.policy import AddressPolicy
 from app.memory import MemoryBudget
 from tests.support.imageserver import FIXTURES, ImageServer

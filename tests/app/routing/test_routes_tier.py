@@ -71,7 +71,7 @@ async def test_a_broken_canary_is_rolled_back_within_its_window(make_tier: TierF
             "models.tiny.signature=serving_uint8",
             "models.tiny.routes.targets=[{name: stable, version: 1, weight: 50},"
             " {name: canary, version: 2, weight: 50, canary: true}]",
-            "models.tiny.routes.rollback={window: 20, min_samples: 10}",
+            "models.tiny.routes.rollback={window: 20, min_samples: 10, check_every: 5, consecutive: 2}",
         ],
     )
     tier = await make_tier(settings=settings)
@@ -83,7 +83,7 @@ async def test_a_broken_canary_is_rolled_back_within_its_window(make_tier: TierF
         item = answer["predictions"][0]
         outcomes.append((answer["model"]["version"], item.get("error", {}).get("code")))
     broken = [o for o in outcomes if o[1] == "model_output_invalid"]
-    assert 10 <= len(broken) <= 20  # the canary's own items, until its window judged it
+    assert 10 <= len(broken) <= 20  # the canary's own items, until two checks in a row (15th request) judged it
     assert all(version == 2 for version, _ in broken)
     assert outcomes[-30:] == [(1, None)] * 30  # rolled back: everything on stable since
 

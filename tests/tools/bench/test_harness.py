@@ -20,6 +20,8 @@ from tools.bench.levers import LEVERS
 from tools.bench.levers import start as start_lever
 from tools.bench.profile import fold
 from tools.bench.run import METRICS, PEER, PEER_MISSING, Harness, Row, Timing, peer_row, table
+from tools.fakeserving import start_fakeserving
+from tools.process import ROOT
 
 SMOKE = Timing(warmup_s=0.0, duration_s=30.0, starts=1, latency_s=1.0)
 
@@ -29,9 +31,7 @@ def harness(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Harness]:
     out = tmp_path_factory.mktemp("bench")
     workload = make_workload(out / "images", small_count=2, large_count=0)
     host = start_image_host(workload.directory, install=False)
-    backend = procs.start(
-        "fakeserving", ["-m", "tools.fakeserving", "--port", "0", "--model", "tiny:8"], r"fakeserving: ready on (\S+)"
-    )
+    backend = start_fakeserving()
     try:
         yield Harness(SMOKE, workload, host, backend, out=out)
     finally:
@@ -127,14 +127,14 @@ def test_the_bench_never_loads_tensorflow() -> None:
         "import sys, tools.bench.run, tools.fakeserving, tools.bench.baselines.common, app.batcher; "
         "sys.exit('tensorflow.python' in sys.modules)"
     )
-    assert subprocess.run([sys.executable, "-c", code], cwd=procs.ROOT, check=False).returncode == 0
+    assert subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=False).returncode == 0
 
 
 def test_every_lever_of_scenario_9_names_a_commit_of_this_repository() -> None:
     """Scenario 9 checks each lever's commit out; a rewritten history would leave it measuring nothing."""
     for lever in LEVERS:
         if lever.commit is not None:
-            found = subprocess.run(["git", "cat-file", "-e", f"{lever.commit}^{{commit}}"], cwd=procs.ROOT)
+            found = subprocess.run(["git", "cat-file", "-e", f"{lever.commit}^{{commit}}"], cwd=ROOT)
             assert found.returncode == 0, f"{lever.name}: commit {lever.commit} is not in this repository"
     assert [lever.module for lever in LEVERS if not lever.kept] == [
         "tools.bench.uvloop_tier",
@@ -148,7 +148,7 @@ def test_the_uvloop_launcher_runs_the_tier_under_uvloops_policy() -> None:
         "runpy.run_module = lambda name, **k: print(name, type(asyncio.get_event_loop_policy()).__module__); "
         "launcher.main()"
     )
-    done = subprocess.run([sys.executable, "-c", code], cwd=procs.ROOT, capture_output=True, text=True, timeout=60)
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert done.stdout.split() == ["app", "uvloop"], done.stderr[-2000:]
 
 
@@ -156,7 +156,7 @@ def table_rows(module: str, *args: str) -> list[float]:
     """The medians column of the Markdown table ``python -m module args`` prints."""
     done = subprocess.run(
         [sys.executable, "-m", module, "--rounds", "1", *args],
-        cwd=procs.ROOT,
+        cwd=ROOT,
         capture_output=True,
         text=True,
         timeout=120,
@@ -192,7 +192,7 @@ def test_the_memory_burst_tool_answers_and_measures(tmp_path: Path, mode: str) -
     args = ["--concurrency", "2", "--rounds", "1", "--settle", "1", "--image", "noise", "--mode", mode]
     done = subprocess.run(
         [sys.executable, "-m", "tools.bench.memory", *args, "--budget", str(256 << 20), "--json", str(out)],
-        cwd=procs.ROOT,
+        cwd=ROOT,
         capture_output=True,
         text=True,
         timeout=180,

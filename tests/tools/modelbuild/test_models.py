@@ -84,7 +84,7 @@ def test_configs_parse_with_tf_serving_protos(report: dict[str, Any]) -> None:
 def test_labels_files() -> None:
     imagenet = (MODELS / "mobilenet_v2" / "labels.txt").read_text(encoding="utf-8").splitlines()
     assert len(imagenet) == 1000
-    assert imagenet[967] == "espresso"
+    assert imagenet[967] == "espresso" and imagenet[282] == "tiger cat"
     assert (MODELS / "digits" / "labels.txt").read_text(encoding="utf-8").splitlines() == list("0123456789")
     assert len((MODELS / "tiny" / "labels.txt").read_text(encoding="utf-8").splitlines()) == 8
 

@@ -12,7 +12,8 @@ import numpy as np
 
 from app.backend.protos import predict_pb2
 from app.backend.tensors import from_tensor_proto
-from processing.postprocess import PostprocessSpec, classify_batch, parse_labels
+from processing.kinds.classification import Classes, classify_batch
+from processing.postprocess import PostprocessSpec, parse_labels
 from tools.localserving.tensors import fill_tensor_proto
 
 SIZE = (224, 224)
@@ -55,7 +56,12 @@ def predict_request(args: argparse.Namespace, batch: np.ndarray) -> Any:
 def answer(args: argparse.Namespace, spec: PostprocessSpec, urls: list[str], response: Any) -> dict[str, Any]:
     logits = from_tensor_proto(response.outputs[args.output])
     items = [
-        {"source": url, **(item if isinstance(item, dict) else {"error": {"code": item.code, "message": item.message}})}
+        {
+            "source": url,
+            **(
+                item.to_json() if isinstance(item, Classes) else {"error": {"code": item.code, "message": item.message}}
+            ),
+        }
         for url, item in zip(urls, classify_batch(logits, spec), strict=True)
     ]
     return {"model": {"name": args.model, "version": int(response.model_spec.version.value)}, "predictions": items}

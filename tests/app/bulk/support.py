@@ -9,7 +9,7 @@ import socket
 from dataclasses import dataclass
 from typing import Any
 
-from app.client.cli import main
+from app.bulk.cli import main
 
 CLASSIFIED_FIXTURES = 8  # tests/fixtures/images
 

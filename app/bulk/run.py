@@ -8,8 +8,8 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from itertools import islice
 
-from app.client.inputs import Input
-from app.client.predict import Line
+from app.bulk.inputs import Input
+from app.bulk.predict import Line
 
 Batch = Sequence[Input]
 

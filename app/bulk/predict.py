@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from app.client.inputs import Input
-from app.client.transport import Answer, TierClient
+from app.bulk.inputs import Input
+from app.bulk.transport import Answer, TierClient
 
 Line = dict[str, Any]  # one line of the output: source, model, version, then classes or error
 

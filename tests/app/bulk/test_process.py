@@ -1,5 +1,5 @@
-"""The client as a process: ``python -m app.client`` and the ``imagegate`` console script, what it prints
-to a terminal and to a log, Ctrl-C and --resume, and what importing it costs."""
+"""The client as a process: ``python -m app.bulk``, its former name ``python -m app.client`` and the ``imagegate``
+console script, what it prints to a terminal and to a log, Ctrl-C and --resume, and what importing it costs."""
 
 from __future__ import annotations
 
@@ -13,22 +13,27 @@ import shutil
 import signal
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 import app.console
-from tests.app.client.support import CLASSIFIED_FIXTURES, read_lines
+from tests.app.bulk.support import CLASSIFIED_FIXTURES, read_lines
 from tests.conftest import Tier
 from tests.support.imageserver import FIXTURES
 from tests.support.tier import ROOT
 
-CLIENT = (sys.executable, "-m", "app.client")
+CLIENT = (sys.executable, "-m", "app.bulk")
+FORMER_CLIENT = (sys.executable, "-m", "app.client")
+CONSOLE_SCRIPT = Path(sys.executable).parent / "imagegate"  # where pip install puts it, beside the interpreter
 PLAIN_LINE = re.compile(r"^imagegate classify: (\d+)/(\d+) \(\d+%\), \d+ failed, [\d.]+ images/s, ETA .+$")
 
 
 def test_importing_the_client_loads_none_of_the_server() -> None:
-    code = "import json, sys, app.client.cli, app.client.__main__, app.console; print(json.dumps(sorted(sys.modules)))"
+    imports = "app.bulk.cli, app.bulk.__main__, app.client.__main__, app.console"
+    code = f"import json, sys, {imports}; print(json.dumps(sorted(sys.modules)))"
     loaded = json.loads(subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, check=True).stdout)
     heavy = ("tornado", "grpc", "cv2", "numpy", "yaml", "google", "tensorflow_serving", "tqdm", "handlers")
     server = ("app.settings", "app.pipeline", "app.serving", "app.backend", "app.fetch", "app.observability")
@@ -70,6 +75,37 @@ async def test_the_console_function_classifies(tier: Tier, tmp_path: Path) -> No
     args = ["classify", str(FIXTURES), "--server", tier.base_url, "--model", "tiny", "-o", str(results)]
     code = await asyncio.get_running_loop().run_in_executor(None, app.console.main, args)
     assert code == 0 and len(read_lines(results)) == CLASSIFIED_FIXTURES
+
+
+async def classify_fixtures(command: Sequence[str | Path], tier: Tier, output: Path, **kwargs: Any) -> list[str]:
+    """The lines ``command`` writes to stderr classifying the fixtures; asserts every input has its result."""
+    args = ["--server", tier.base_url, "--model", "tiny", "-o", str(output)]
+    proc = await asyncio.create_subprocess_exec(
+        *command, str(FIXTURES), *args, cwd=ROOT, stderr=asyncio.subprocess.PIPE, **kwargs
+    )
+    _, stderr = await proc.communicate()
+    assert proc.returncode == 0, stderr
+    assert len(read_lines(output)) == CLASSIFIED_FIXTURES
+    return stderr.decode().splitlines()
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_the_former_name_python_m_app_client_still_classifies_and_names_the_new_one(
+    tier: Tier, tmp_path: Path
+) -> None:
+    notice, *rest = await classify_fixtures(FORMER_CLIENT, tier, tmp_path / "out.jsonl")
+    assert notice == "imagegate classify: python -m app.client is now python -m app.bulk (or imagegate classify)"
+    assert not any("app.client" in line for line in rest)  # said once
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_the_installed_console_script_classifies(tier: Tier, tmp_path: Path) -> None:
+    # This checkout's code first, whichever checkout the virtualenv was installed from.
+    path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+    command: list[str | Path] = [CONSOLE_SCRIPT, "classify"]
+    lines = await classify_fixtures(command, tier, tmp_path / "out.jsonl", env={**os.environ, "PYTHONPATH": path})
+    assert lines[-1].startswith(f"imagegate classify: {CLASSIFIED_FIXTURES} classified, 0 failed in ")
+    assert not any("app.client" in line for line in lines)
 
 
 @pytest.mark.gen_test(timeout=60)

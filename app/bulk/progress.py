@@ -12,6 +12,8 @@ import time
 from collections.abc import Callable
 from typing import Protocol, TextIO
 
+from app.bulk import PROG
+
 
 class Progress(Protocol):
     def advance(self, done: int, failed: int) -> None:
@@ -87,8 +89,7 @@ class PlainProgress:
         eta = f"{left / rate:.0f} s" if rate > 0 else "unknown"
         percent = 100 * self.done / self._total if self._total else 100.0
         return (
-            f"imagegate classify: {self.done}/{self._total} ({percent:.0f}%), {self.failed} failed, "
-            f"{rate:.1f} images/s, ETA {eta}"
+            f"{PROG}: {self.done}/{self._total} ({percent:.0f}%), {self.failed} failed, {rate:.1f} images/s, ETA {eta}"
         )
 
     def close(self) -> None:

@@ -43,7 +43,7 @@ from app.fetch.errors import (
     TooManyRedirects,
     UrlInvalid,
 )
-from app.fetch.limits import FetchLimits, MemoryHold, PoolLimits
+from app.fetch.limits import DownloadHold, FetchLimits, PoolLimits
 from app.fetch.policy import AddressPolicy
 from app.fetch.resolver import GuardedResolver
 from app.fetch.response import check_head, read_body
@@ -121,7 +121,7 @@ class UrlFetcher:
             )
         return self._session
 
-    async def fetch(self, url: str, hold: MemoryHold | None = None) -> bytes:
+    async def fetch(self, url: str, hold: DownloadHold | None = None) -> bytes:
         """The body of ``url`` after following allowed redirects; raises an ItemError.
 
         With ``hold``, the body's bytes are added to it before they are read (``app.fetch.response``), and stay
@@ -143,7 +143,7 @@ class UrlFetcher:
             hop = _redirect_target(hop, answer)
         raise TooManyRedirects(f"more than {self.limits.max_redirects} redirects")
 
-    async def _fetch_hop(self, hop: Hop, deadline: float, hold: MemoryHold | None) -> bytes | _Redirect:
+    async def _fetch_hop(self, hop: Hop, deadline: float, hold: DownloadHold | None) -> bytes | _Redirect:
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             raise _timeout(self.limits)
@@ -159,7 +159,7 @@ class UrlFetcher:
         except TimeoutError as exc:
             raise _timeout(self.limits, "total timeout") from exc
 
-    async def _get(self, hop: Hop, deadline: float, hold: MemoryHold | None) -> bytes | _Redirect:
+    async def _get(self, hop: Hop, deadline: float, hold: DownloadHold | None) -> bytes | _Redirect:
         """One GET, to the first of the host's checked addresses that answers."""
         connect_by = min(time.monotonic() + self.limits.connect_timeout_s, deadline)  # resolving and dialling
         addresses = self._resolver.literal(hop.host, hop.port)  # an IP literal: checked, no lookup to time
@@ -185,7 +185,7 @@ class UrlFetcher:
         raise SourceUnreachable("the connection to the source failed", log_message=repr(failure))
 
     async def _exchange(
-        self, hop: Hop, address: str, port: int, connect_s: float, hold: MemoryHold | None
+        self, hop: Hop, address: str, port: int, connect_s: float, hold: DownloadHold | None
     ) -> bytes | _Redirect:
         netloc = f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
         target = URL(f"{hop.scheme}://{netloc}{hop.target}", encoded=True)

@@ -34,7 +34,7 @@ class Stopped(Exception):
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    retries: int = 10
+    retries: int  # the command's --retries (its default is in app/bulk/cli.py's Options)
     base_s: float = 0.5
     cap_s: float = 30.0
 
@@ -78,7 +78,7 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
 class TierClient:
     """Requests to one tier from many threads; each thread keeps its own connection."""
 
-    def __init__(self, base_url: str, timeout_s: float = 60.0, policy: RetryPolicy | None = None) -> None:
+    def __init__(self, base_url: str, timeout_s: float, policy: RetryPolicy) -> None:
         parts = urlsplit(base_url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"not an http or https URL: {base_url!r}")
@@ -88,7 +88,7 @@ class TierClient:
         self._port = parts.port
         self._prefix = parts.path.rstrip("/")
         self._timeout_s = timeout_s
-        self.policy = policy or RetryPolicy()
+        self.policy = policy
         self.stopped = threading.Event()
         self.retried: Counter[str] = Counter()  # why requests were retried: an error code, or "connection"
         self._lock = threading.Lock()

@@ -11,14 +11,15 @@ from typing import TypeVar
 import grpc
 import pytest
 
-from app.client.transport import Answer, RetryPolicy, TierClient, TierUnreachable
+from app.bulk.transport import Answer, RetryPolicy, TierClient, TierUnreachable
 from app.settings import load_settings
-from tests.app.client.support import free_port
+from tests.app.bulk.support import free_port
 from tests.conftest import Tier, TierFactory
 from tests.support.imageserver import FIXTURES
 from tools.fakeserving import FakeBackend, FakeModel, start_fake_backend
 
 T = TypeVar("T")
+ANSWER_TIMEOUT_S = 10.0  # far above what the tier takes here; the tests below are about retries
 
 
 class RecordedWaits(threading.Event):
@@ -43,7 +44,7 @@ def upload(client: TierClient, model: str) -> Answer:
 
 @pytest.mark.gen_test(timeout=60)
 async def test_a_4xx_is_answered_at_once_never_retried(tier: Tier) -> None:
-    client = TierClient(tier.base_url, policy=RetryPolicy(retries=5))
+    client = TierClient(tier.base_url, ANSWER_TIMEOUT_S, RetryPolicy(retries=5))
     answer = await in_thread(lambda: upload(client, "no_such_model"))
     assert answer.status == 404 and answer.error()[0] == "model_not_found"
     assert client.retried == Counter()
@@ -63,7 +64,7 @@ async def test_a_504_is_retried_after_its_retry_after(make_tier: TierFactory, fa
     failing_backend.log.fail_with = grpc.StatusCode.DEADLINE_EXCEEDED
     overrides = [f"backend.address={failing_backend.address}", "server.port=0", "models.tiny.signature=serving_uint8"]
     tier = await make_tier(settings=load_settings(None, {}, overrides))
-    client = TierClient(tier.base_url, policy=RetryPolicy(retries=2))
+    client = TierClient(tier.base_url, ANSWER_TIMEOUT_S, RetryPolicy(retries=2))
     client.stopped = waits = RecordedWaits()
     answer = await in_thread(lambda: upload(client, "tiny"))
     assert (answer.status, answer.error()[0], answer.retry_after) == (504, "backend_timeout", 1.0)
@@ -73,7 +74,7 @@ async def test_a_504_is_retried_after_its_retry_after(make_tier: TierFactory, fa
 
 @pytest.mark.gen_test(timeout=60)
 async def test_connection_failures_back_off_then_give_up() -> None:
-    client = TierClient(f"http://127.0.0.1:{free_port()}", policy=RetryPolicy(retries=3, base_s=0.02, cap_s=0.05))
+    client = TierClient(f"http://127.0.0.1:{free_port()}", ANSWER_TIMEOUT_S, RetryPolicy(3, base_s=0.02, cap_s=0.05))
     client.stopped = waits = RecordedWaits()
     with pytest.raises(TierUnreachable, match="Connection refused"):
         await in_thread(lambda: client.get("/v1/models"))

@@ -6,6 +6,8 @@ import json
 from pathlib import Path
 from typing import Any, TextIO
 
+from app.bulk import PROG
+
 
 class OutputError(Exception):
     """The output file cannot be used: it exists without --resume, or it is not a results file."""
@@ -45,5 +47,5 @@ def done_sources(path: Path) -> set[str]:
         try:
             sources.add(json.loads(raw)["source"])
         except (ValueError, KeyError, TypeError) as exc:
-            raise OutputError(f"{path} line {number} is not a result line of imagegate classify") from exc
+            raise OutputError(f"{path} line {number} is not a result line of {PROG}") from exc
     return sources

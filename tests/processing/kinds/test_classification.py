@@ -1,3 +1,5 @@
+"""The classification kind: the best classes of each row, each protocol's rendering of them."""
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -6,13 +8,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from processing.postprocess import (
-    PostprocessSpec,
-    classify_batch,
-    parse_labels,
-    raw_batch,
-    softmax,
-)
+from processing.kinds.classification import Classes, classify_batch, softmax
+from processing.postprocess import PostprocessSpec, parse_labels
 from tests.support.specs import postprocess_spec
 
 
@@ -37,8 +34,8 @@ def test_softmax_is_stable_and_normalised() -> None:
 def classes(row: list[float], k: int, labels: tuple[str, ...]) -> list[dict[str, Any]]:
     """The classes ``classify_batch`` answers for one row, without softmax."""
     (answer,) = classify_batch(np.array([row]), postprocess_spec(softmax=False, top_k=k, labels=labels))
-    assert isinstance(answer, dict)
-    found: list[dict[str, Any]] = answer["classes"]
+    assert isinstance(answer, Classes)
+    found: list[dict[str, Any]] = answer.to_json()["classes"]
     return found
 
 
@@ -57,14 +54,9 @@ def test_classify_batch_applies_softmax_when_asked() -> None:
     first, second = classify_batch(
         np.array([[0.0, 0.0], [10.0, 0.0]]), postprocess_spec(softmax=True, top_k=1, labels=("x", "y"))
     )
-    assert isinstance(first, dict) and isinstance(second, dict)
-    assert first["classes"][0]["score"] == 0.5
-    assert second["classes"][0]["label"] == "x"
-
-
-def test_raw_batch_splits_rows() -> None:
-    out = raw_batch({"a": np.arange(4).reshape(2, 2)})
-    assert out == [{"outputs": {"a": [0, 1]}}, {"outputs": {"a": [2, 3]}}]
+    assert isinstance(first, Classes) and isinstance(second, Classes)
+    assert first.classes[0].score == 0.5
+    assert second.classes[0].label == "x"
 
 
 def test_parse_labels() -> None:
@@ -75,15 +67,8 @@ def test_a_row_that_is_not_finite_is_that_items_error_alone() -> None:
     output = np.array([[1.0, 2.0], [np.nan, 0.0], [np.inf, 1.0]], dtype=np.float32)
     for spec in (postprocess_spec(softmax=True), postprocess_spec(softmax=False)):
         first, *rest = classify_batch(output, spec)
-        assert isinstance(first, dict) and first["classes"][0]["class_id"] == 1
+        assert isinstance(first, Classes) and first.classes[0].class_id == 1
         assert [getattr(r, "code", None) for r in rest] == ["model_output_invalid"] * 2
-
-
-def test_raw_outputs_with_nan_are_errors_and_integers_are_always_finite() -> None:
-    outputs = {"a": np.array([[0.5], [np.nan]]), "b": np.array([[1], [2]], dtype=np.int64)}
-    first, second = raw_batch(outputs)
-    assert first == {"outputs": {"a": [0.5], "b": [1]}}
-    assert getattr(second, "code", None) == "model_output_invalid"
 
 
 @pytest.mark.parametrize("classes", [8, 1000])
@@ -105,4 +90,4 @@ def test_a_batch_gives_each_row_what_the_row_alone_gives(classes: int, use_softm
             for row in output
         ]
         answers = classify_batch(output, spec)
-        assert [a if isinstance(a, dict) else a.code for a in answers] == expected
+        assert [a.to_json() if isinstance(a, Classes) else a.code for a in answers] == expected

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from app.client.inputs import Input, InputError, read_inputs
+from app.bulk.inputs import Input, InputError, read_inputs
 from tests.support.imageserver import FIXTURES
 
 

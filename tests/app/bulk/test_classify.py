@@ -12,7 +12,7 @@ import pytest
 from tornado.httpclient import AsyncHTTPClient
 
 from app.errors import Overloaded
-from tests.app.client.support import CLASSIFIED_FIXTURES, classify, free_port, read_lines
+from tests.app.bulk.support import CLASSIFIED_FIXTURES, classify, free_port, read_lines
 from tests.conftest import Tier, TierFactory
 from tests.support.imageserver import FIXTURES, ImageServer, _Handler
 

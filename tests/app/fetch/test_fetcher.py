@@ -19,8 +19,8 @@ import tornado.ioloop
 import trustme
 from tornado.netutil import Resolver
 
-from app.fetch.client import UrlFetcher
 from app.fetch.errors import SourceHttpError, SourceUnreachable
+from app.fetch.fetcher import UrlFetcher
 from app.fetch.policy import AddressPolicy
 from processing.errors import ItemError
 from tests.support.imageserver import FIXTURES, ImageServer

@@ -6,17 +6,18 @@ import argparse
 import sys
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import MISSING, dataclass, fields
 from functools import partial
 from pathlib import Path
 from typing import Any, TextIO
 
-from app.client.inputs import InputError, Inputs, read_inputs
-from app.client.output import OutputError, ResultWriter, open_output
-from app.client.predict import Job, Line, classify
-from app.client.progress import make_progress
-from app.client.run import Batch, Tally, batches, run_batches, summary
-from app.client.transport import RetryPolicy, TierClient, TierUnreachable
+from app.bulk import PROG
+from app.bulk.inputs import InputError, Inputs, read_inputs
+from app.bulk.output import OutputError, ResultWriter, open_output
+from app.bulk.predict import Job, Line, classify
+from app.bulk.progress import make_progress
+from app.bulk.run import Batch, Tally, batches, run_batches, summary
+from app.bulk.transport import RetryPolicy, TierClient, TierUnreachable
 
 EXIT_OK = 0
 EXIT_FAILED = 1  # the run ended, and some inputs have an error line
@@ -24,7 +25,6 @@ EXIT_USAGE = 2  # a wrong command line, an unreadable input or an output that ca
 EXIT_UNREACHABLE = 3  # no tier at --server (or it was lost during the run: --resume finishes it)
 EXIT_NO_MODEL = 4  # the tier does not serve --model
 EXIT_INTERRUPTED = 130  # Ctrl-C: --resume finishes it
-PROG = "imagegate classify"
 CHECK_RETRIES = 2
 
 
@@ -36,26 +36,47 @@ class Stop(Exception):
         self.exit_code = exit_code
 
 
-def parse_args(argv: Sequence[str]) -> argparse.Namespace:
+@dataclass(frozen=True)
+class Options:
+    """The command line, parsed. Every default of the command is written here; the parser reads them from here."""
+
+    target: str
+    model: str | None = None  # None: the tier's only model
+    server: str = "http://127.0.0.1:8080"
+    concurrency: int = 8  # requests in flight
+    batch: int = 8  # images per request, at most the tier's max_images_per_request
+    output: Path | None = None  # None: stdout
+    top_k: int | None = None  # None: the model's
+    resume: bool = False
+    limit: int | None = None
+    retries: int = 10  # of a transient failure: no connection, 503 or 504
+    timeout: float = 60.0  # seconds to wait for one answer
+    progress_every: float = 10.0  # seconds between plain progress lines
+
+
+def parse_args(argv: Sequence[str]) -> Options:
     parser = argparse.ArgumentParser(prog=PROG, description="Classify a folder of images or a list of URLs.")
     parser.add_argument(
         "target", metavar="PATH|URLS.txt", help="a folder, an image, or a list of URLs and paths (- for stdin)"
     )
     parser.add_argument("--model", help="the model to use (default: the tier's only model)")
-    parser.add_argument("--server", default="http://127.0.0.1:8080", help="the tier (default %(default)s)")
-    parser.add_argument("--concurrency", type=_at_least(1), default=8, help="requests in flight (default 8)")
-    parser.add_argument("--batch", type=_at_least(1), default=8, help="images per request (default 8)")
+    parser.add_argument("--server", help="the tier (default %(default)s)")
+    parser.add_argument("--concurrency", type=_at_least(1), help="requests in flight (default %(default)s)")
+    parser.add_argument("--batch", type=_at_least(1), help="images per request (default %(default)s)")
     parser.add_argument("-o", "--output", type=Path, help="results, one JSON line per input (default: stdout)")
     parser.add_argument("--top-k", type=_at_least(1), help="classes per image (default: the model's)")
     parser.add_argument("--resume", action="store_true", help="skip the inputs already in --output, append the rest")
     parser.add_argument("--limit", type=_at_least(0), help="stop after this many inputs")
-    parser.add_argument("--retries", type=_at_least(0), default=10, help="retries of a transient failure (10)")
-    parser.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for one answer (60)")
-    parser.add_argument("--progress-every", type=float, default=10.0, help="seconds between plain progress lines")
-    args = parser.parse_args(argv)
-    if args.resume and args.output is None:
+    parser.add_argument("--retries", type=_at_least(0), help="retries of a transient failure (default %(default)s)")
+    parser.add_argument("--timeout", type=float, help="seconds to wait for one answer (default %(default)g)")
+    parser.add_argument(
+        "--progress-every", type=float, help="seconds between plain progress lines (default %(default)g)"
+    )
+    parser.set_defaults(**{f.name: f.default for f in fields(Options) if f.default is not MISSING})
+    options = Options(**vars(parser.parse_args(argv)))
+    if options.resume and options.output is None:
         parser.error("--resume needs -o/--output")
-    return args
+    return options
 
 
 def _at_least(low: int) -> Any:
@@ -116,7 +137,7 @@ def main(
         return EXIT_INTERRUPTED
 
 
-def _classify(args: argparse.Namespace, stdin: TextIO, stdout: TextIO, err: TextIO) -> int:
+def _classify(args: Options, stdin: TextIO, stdout: TextIO, err: TextIO) -> int:
     try:
         inputs = read_inputs(args.target, stdin)
         client = TierClient(args.server, args.timeout, RetryPolicy(retries=args.retries))
@@ -128,7 +149,7 @@ def _classify(args: argparse.Namespace, stdin: TextIO, stdout: TextIO, err: Text
         client.close()
 
 
-def _check_then_run(client: TierClient, inputs: Inputs, args: argparse.Namespace, stdout: TextIO, err: TextIO) -> int:
+def _check_then_run(client: TierClient, inputs: Inputs, args: Options, stdout: TextIO, err: TextIO) -> int:
     try:
         info = tier_info(client)
     except TierUnreachable as exc:
@@ -171,7 +192,7 @@ def _run(
     job: Job,
     todo: Iterable[Batch],
     total: int,
-    args: argparse.Namespace,
+    args: Options,
     streams: tuple[TextIO, TextIO],
 ) -> tuple[int, int]:
     """The run itself, then its summary; the exit code and the inputs done."""

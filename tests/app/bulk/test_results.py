@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from app.client.output import OutputError, done_sources, open_output
-from app.client.progress import PlainProgress
-from app.client.run import Tally, summary
-from app.client.transport import RetryPolicy, parse_retry_after
+from app.bulk.output import OutputError, done_sources, open_output
+from app.bulk.progress import PlainProgress
+from app.bulk.run import Tally, summary
+from app.bulk.transport import RetryPolicy, parse_retry_after
 
 
 def test_resuming_cuts_an_unfinished_last_line_and_reads_the_sources(tmp_path: Path) -> None:

@@ -1,0 +1,136 @@
+"""The body intake every route that takes a body goes through (v1 predict, v2 infer).
+
+The body streams in: its cap is enforced chunk by chunk, and a body over it is answered 413 as soon
+as it crosses the cap (Tornado then closes the connection instead of reading on). A request refused
+on its headers alone has a body of at most ``DRAIN_BYTES`` read and dropped before it is answered, so
+its connection stays usable for the next request; a bigger one is answered at once, with
+``Connection: close``. Chunked bodies count as big until they prove small. When the client goes away
+before its answer, the route's work (downloads, any Predict not yet sent) is cancelled.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable
+from typing import Any, TypeVar
+
+from tornado.web import stream_request_body
+
+from handlers.base import BaseHandler
+from processing.errors import GatewayError, PayloadTooLarge
+
+T = TypeVar("T")
+# A request refused on its headers has its body read and dropped up to this size, so its connection
+# stays usable for the next request; a bigger body is not read: the answer says Connection: close.
+DRAIN_BYTES = 1 << 20
+
+
+@stream_request_body
+class BodyHandler(BaseHandler):
+    """A route that takes a body: ``open_body`` checks the headers and gives the cap, ``take`` keeps each chunk."""
+
+    body_complete = False
+    upload = True  # reading the body is the "upload" stage (a JSON list of URLs is not)
+    _received = 0
+    _limit = 0
+    _rejected = False  # answered already, while the body was arriving
+    _refusal: GatewayError | None = None  # to answer once the body has been read and dropped
+    _client_gone = False
+    _work: asyncio.Future[Any] | None = None
+
+    def open_body(self) -> int:
+        """Check the request's headers and get ready for its body; the body's cap in bytes. Raises GatewayError."""
+        raise NotImplementedError
+
+    def take(self, chunk: bytes) -> None:
+        """Keep one chunk of the body (``body()`` has them); may raise GatewayError to refuse the request."""
+        self._chunks.append(chunk)
+
+    def discard(self) -> None:
+        """Let go of what was kept of a body that is refused."""
+        self._chunks.clear()
+
+    def body(self) -> bytes:
+        """The whole body, once; the chunks are let go."""
+        body = b"".join(self._chunks)
+        self._chunks.clear()
+        return body
+
+    def prepare(self) -> None:
+        self._body_started = time.perf_counter()
+        self._chunks: list[bytes] = []
+        try:
+            self._limit = self.open_body()
+            declared = self._declared_length()
+            if declared > self._limit:
+                raise PayloadTooLarge(f"the body is {declared} bytes; the limit is {self._limit}")
+        except GatewayError as exc:
+            if self._declared_length() > DRAIN_BYTES:
+                raise  # answered now; write_error says Connection: close
+            self._refusal = exc  # answered after the body is read and dropped: the connection stays usable
+
+    def _declared_length(self) -> int:
+        """The Content-Length, 0 without a body; a chunked body counts as big until it proves small."""
+        if "chunked" in self.request.headers.get("Transfer-Encoding", "").lower():
+            return 0
+        declared = self.request.headers.get("Content-Length", "0")
+        return int(declared) if declared.isascii() and declared.isdigit() else 0
+
+    def data_received(self, chunk: bytes) -> None:
+        if self._rejected:
+            return
+        self._received += len(chunk)
+        if self._refusal is not None:
+            if self._received > DRAIN_BYTES:  # a chunked body bigger than we drain: answer now and hang up
+                self._answer_now(self._refusal)
+            return
+        try:
+            if self._received > self._limit:
+                raise PayloadTooLarge(f"the body is larger than {self._limit} bytes")
+            self.take(chunk)
+        except GatewayError as exc:
+            self._answer_now(exc)
+
+    def _answer_now(self, exc: GatewayError) -> None:
+        """Answer while the body is still arriving; Tornado then closes the connection instead of reading on."""
+        self.discard()
+        self._rejected = True
+        self.log_exception(type(exc), exc, None)
+        self.send_error(exc_info=(type(exc), exc, None))
+
+    def body_arrived(self) -> bool:
+        """Whether to go on with the body: False when it was refused while it arrived (answered already).
+
+        A refusal of the headers, held while the body was read and dropped, is raised now.
+        """
+        self.body_complete = True
+        if self.upload:
+            self.context.record("upload", self._body_started, time.perf_counter())
+        if self._rejected:
+            return False
+        if self._refusal is not None:
+            raise self._refusal
+        return True
+
+    async def for_client(self, work: Awaitable[T]) -> T | None:
+        """``work``'s result, or None when the client went away first: then ``work`` is cancelled."""
+        self._work = task = asyncio.ensure_future(work)
+        try:
+            return await task
+        except asyncio.CancelledError:
+            if self._client_gone:
+                return None  # nobody to answer; downloads and unsent Predicts were cancelled
+            raise
+        finally:
+            # A failed task holds its exception, whose traceback holds this frame and so this
+            # handler: let go of the task, or every refused request is a cycle for the collector.
+            self._work = None
+            del task
+
+    def on_connection_close(self) -> None:
+        """The client went away: cancel its downloads and any Predict not yet sent."""
+        super().on_connection_close()
+        self._client_gone = True
+        if self._work is not None:
+            self._work.cancel()

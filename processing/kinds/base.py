@@ -1,0 +1,65 @@
+"""What every model kind provides: an output kind's per-image answer and postprocess, an input kind's batch."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from processing.batch import InputBatch
+from processing.errors import ItemError, ModelOutputInvalid
+from processing.image import DecodeLimits, PreprocessSpec
+from processing.postprocess import PostprocessSpec
+
+
+class ItemAnswer(ABC):
+    """One image's answer, typed by its model's output kind; each protocol renders it its own way."""
+
+    @abstractmethod
+    def to_json(self) -> dict[str, Any]:
+        """The fields this image's item has in a v1 predict answer, beside ``source``."""
+
+    @abstractmethod
+    def tensor_row(self, output: str, class_count: int | None) -> np.ndarray | list[str]:
+        """This image's row of the v2 output tensor ``output``: numbers (FP32), or text (BYTES) with a class count."""
+
+
+# The model's output tensors (first axis: the batch's rows), the model's output names, its postprocess settings and
+# the request's top_k: one answer or error per row.
+Postprocess = Callable[
+    [Mapping[str, np.ndarray], Sequence[str], PostprocessSpec, int | None], Sequence[ItemAnswer | ItemError]
+]
+
+
+@dataclass(frozen=True)
+class OutputKind:
+    """What a model's outputs mean: how they become answers, and what an answer looks like in JSON."""
+
+    name: str  # ``postprocess.kind`` in the configuration
+    postprocess: Postprocess
+    answer_schema: Mapping[str, Any]  # JSON Schema of an item's fields beside ``source``: properties, required
+    every_output: bool  # without a configured ``output``, every output of the signature (else its only one)
+    classifies: bool  # answers classes: v2's classification extension applies
+
+
+# Every arrived image's bytes, the model's preprocessing and the decode limits: the rows of the batch the backend gets.
+ToBatch = Callable[[Sequence[bytes], PreprocessSpec, DecodeLimits], InputBatch]
+
+
+@dataclass(frozen=True)
+class InputKind:
+    """What a model's input takes, so how the bytes that arrived become its batch (CPU work, in the thread pool)."""
+
+    name: str
+    to_batch: ToBatch
+
+
+def not_finite() -> ModelOutputInvalid:
+    return ModelOutputInvalid("the model's output for this image holds values that are not finite numbers")
+
+
+def finite(values: np.ndarray) -> bool:
+    return not np.issubdtype(values.dtype, np.inexact) or bool(np.isfinite(values).all())
