@@ -20,15 +20,17 @@ from app.admission import Admission
 from app.backend.types import PredictResult
 from app.errors import Overloaded
 from app.fetch.fetcher import UrlFetcher
-from app.memory import MemoryBudget, Reservation
+from app.memory import MemoryBudget
 from app.models import ModelRegistry, ServedModel
 from app.routing.routed import RoutedPredict
+from handlers.ports import HeldMemory
 from processing.context import RequestContext
 from processing.errors import ItemError, ItemInternalError
 from processing.footprint import decode_footprint
 from processing.image import DecodeLimits
 from processing.kinds.base import ItemAnswer
 from processing.prediction import ItemResult, PredictCall, Prediction
+from processing.sniff import ImageBytes
 from processing.sources import ImageSource
 
 log = logging.getLogger("imagegate")
@@ -45,15 +47,18 @@ class Pipeline:
     admission: Admission
     memory: MemoryBudget  # bytes held by requests: downloads and decoding reserve before they allocate
 
-    async def run(self, call: PredictCall, context: RequestContext) -> Prediction:
+    async def run(self, call: PredictCall, context: RequestContext, hold: HeldMemory | None = None) -> Prediction:
         """Each of the call's images answered or failed, in order, and the version that answered.
 
         ``context`` receives the model, the version that answered, each stage's times and each item's outcome.
+        ``hold`` is the request's share of the memory budget (its body, from the body intake), grown for its
+        downloads and decoding; whoever opened it releases it. Without one, the pipeline opens and releases its own.
         """
         model = self.models.get_model(call.model)
         context.model = model.name
         self.admission.acquire(len(call.sources))
-        hold = self.memory.open()
+        own = hold is None
+        hold = self.memory.open() if hold is None else hold
         try:
             batch, failures = await self._load_all(model, call.sources, context, hold)
             routed = await self.predictor.predict(model, call, batch, context)
@@ -62,15 +67,16 @@ class Pipeline:
             routed.record(prediction)
             return prediction
         finally:
-            hold.release()
+            if own:
+                hold.release()
             self.admission.release(len(call.sources))
 
     async def _load_all(
-        self, model: ServedModel, sources: Sequence[ImageSource], context: RequestContext, hold: Reservation
+        self, model: ServedModel, sources: Sequence[ImageSource], context: RequestContext, hold: HeldMemory
     ) -> tuple[np.ndarray, list[ItemError | None]]:
         """The batch of every image that arrived and became a row, and each source's failure (None for a row)."""
         arrived = await self._download_all(sources, context, hold)
-        datas = [data for data in arrived if isinstance(data, bytes)]
+        datas = [data for data in arrived if not isinstance(data, ItemError)]
         to_batch = model.input_kind.to_batch  # the model's input kind: how the bytes become its batch
         footprint = decode_footprint(datas, model.preprocess, self.decode_limits)
         await hold.grow(footprint.peak)  # the memory budget: decoded pixels and the batch, before they exist
@@ -83,7 +89,7 @@ class Pipeline:
         failures: list[ItemError | None] = []
         decoded_items = iter(zip(decoded.failures, decoded.times, strict=True))
         for item, data in enumerate(arrived):
-            if isinstance(data, bytes):
+            if not isinstance(data, ItemError):
                 failure, (start, end) = next(decoded_items)
                 context.record("decode", start, end, item)
                 failures.append(None if failure is None else _item_error(failure))
@@ -92,13 +98,13 @@ class Pipeline:
         return decoded.tensors, failures
 
     async def _download_all(
-        self, sources: Sequence[ImageSource], context: RequestContext, hold: Reservation
-    ) -> list[bytes | ItemError]:
+        self, sources: Sequence[ImageSource], context: RequestContext, hold: HeldMemory
+    ) -> list[ImageBytes | ItemError]:
         """Each source's bytes (uploads as they came, URLs downloaded concurrently), or its error."""
         gate = asyncio.Semaphore(self.fetch_concurrency_per_request)
-        shared: dict[str, asyncio.Task[bytes | ItemError]] = {}
+        shared: dict[str, asyncio.Task[ImageBytes | ItemError]] = {}
 
-        def task_for(item: int, source: ImageSource) -> asyncio.Task[bytes | ItemError]:
+        def task_for(item: int, source: ImageSource) -> asyncio.Task[ImageBytes | ItemError]:
             key = source.url if source.url is not None else f"#{id(source)}"
             if key not in shared:  # a URL repeated in one request is fetched once
                 shared[key] = asyncio.ensure_future(_captured(self._download(source, gate, context, item, hold)))
@@ -116,8 +122,8 @@ class Pipeline:
             shared.clear()
 
     async def _download(
-        self, source: ImageSource, gate: asyncio.Semaphore, context: RequestContext, item: int, hold: Reservation
-    ) -> bytes:
+        self, source: ImageSource, gate: asyncio.Semaphore, context: RequestContext, item: int, hold: HeldMemory
+    ) -> ImageBytes:
         if source.error is not None:
             raise source.error
         if source.data is not None:
@@ -130,7 +136,7 @@ class Pipeline:
         return data
 
 
-async def _captured(work: Awaitable[bytes]) -> bytes | ItemError:
+async def _captured(work: Awaitable[ImageBytes]) -> ImageBytes | ItemError:
     """The result, or the item's error as a value so it does not fail the other items.
 
     No memory for a download fails the whole request (503 overloaded), as no memory for its body would.

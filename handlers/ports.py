@@ -24,7 +24,9 @@ class RequestLimits:
 
 
 class PredictPipeline(Protocol):
-    async def run(self, call: PredictCall, context: RequestContext) -> Prediction: ...
+    async def run(self, call: PredictCall, context: RequestContext, hold: HeldMemory | None = None) -> Prediction:
+        """``hold``: the request's body in the memory budget, grown by the pipeline; its opener releases it."""
+        ...
 
 
 class ProcessLifecycle(Protocol):

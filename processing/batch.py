@@ -15,6 +15,7 @@ import numpy as np
 
 from processing.errors import ItemError
 from processing.image import DecodeLimits, PreprocessSpec, image_to_tensor
+from processing.sniff import ImageBytes
 
 
 @dataclass
@@ -32,7 +33,7 @@ class InputBatch:
         return [i for i, failure in enumerate(self.failures) if failure is None]
 
 
-def decode_batch(images: Sequence[bytes], spec: PreprocessSpec, limits: DecodeLimits) -> InputBatch:
+def decode_batch(images: Sequence[ImageBytes], spec: PreprocessSpec, limits: DecodeLimits) -> InputBatch:
     """Each of ``images`` decoded and preprocessed into its row of one batch; a failure is that input's alone.
 
     The same bytes object given twice (a URL repeated in one request) is decoded once.

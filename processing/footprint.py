@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from processing.errors import ImageDecodeFailed
 from processing.image import DecodeLimits, PreprocessSpec
 from processing.jpeg import SCALE_FACTORS
-from processing.sniff import ImageHeader, read_header
+from processing.sniff import ImageBytes, ImageHeader, read_header
 
 JPEG_BYTES_PER_PIXEL = 6
 PNG_BYTES_PER_PIXEL = 6
@@ -42,7 +42,7 @@ class Footprint:
     kept: int  # bytes still held once decoding is done: the batch (and its copy in the Predict request)
 
 
-def decode_footprint(images: Sequence[bytes], spec: PreprocessSpec, limits: DecodeLimits) -> Footprint:
+def decode_footprint(images: Sequence[ImageBytes], spec: PreprocessSpec, limits: DecodeLimits) -> Footprint:
     """What ``decode_batch(images, spec, limits)`` and the Predict it feeds will hold, at most."""
     row = math.prod(spec.shape) * (1 if spec.dtype == "uint8" else 4)
     batch = 2 * len(images) * row
@@ -50,7 +50,7 @@ def decode_footprint(images: Sequence[bytes], spec: PreprocessSpec, limits: Deco
     return Footprint(peak=batch + largest, kept=batch)
 
 
-def decoding_bytes(data: bytes, spec: PreprocessSpec, limits: DecodeLimits) -> int:
+def decoding_bytes(data: ImageBytes, spec: PreprocessSpec, limits: DecodeLimits) -> int:
     """The bytes decoding one image holds at its peak (0: refused before any pixel is decoded)."""
     try:
         header = read_header(data)
@@ -71,7 +71,7 @@ def _jpeg_reduction(header: ImageHeader, min_side: int) -> int:
     return next((f for f in SCALE_FACTORS if min_side > 0 and shorter // f >= min_side), 1)
 
 
-def _bytes_per_pixel(header: ImageHeader, data: bytes) -> int:
+def _bytes_per_pixel(header: ImageHeader, data: ImageBytes) -> int:
     if header.format != "png" or len(data) < 26:
         return ALPHA_BYTES_PER_PIXEL
     depth, colour = data[24], data[25]

@@ -185,7 +185,7 @@ def make_app(services: Services) -> tornado.web.Application:
     limits = RequestLimits(
         s.max_json_bytes, s.max_upload_bytes, s.max_body_bytes, s.max_parts, s.max_images_per_request
     )
-    predict = {"pipeline": services.pipeline, "limits": limits}
+    predict = {"pipeline": services.pipeline, "limits": limits, "memory": services.pipeline.memory}
     models = {"models": services.status}
     routes: list[Any] = [
         (rf"{MODEL}(?:/versions/([0-9]{{1,18}})|/labels/([^/:]+))?:predict", PredictHandler, predict),
@@ -199,7 +199,13 @@ def make_app(services: Services) -> tornado.web.Application:
     ]
     # --- the ecosystem's interfaces: /openapi.json and the Open Inference Protocol v2 (app/serving/interfaces.py)
     routes += interface_routes(
-        services.settings, services.pipeline.models, services.pipeline, services.status, services.state, limits
+        services.settings,
+        services.pipeline.models,
+        services.pipeline,
+        services.status,
+        services.state,
+        limits,
+        services.pipeline.memory,
     )
     # --- end of the ecosystem's interfaces
     if s.page:

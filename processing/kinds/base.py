@@ -13,6 +13,7 @@ from processing.batch import InputBatch
 from processing.errors import ItemError, ModelOutputInvalid
 from processing.image import DecodeLimits, PreprocessSpec
 from processing.postprocess import PostprocessSpec
+from processing.sniff import ImageBytes
 
 
 class ItemAnswer(ABC):
@@ -46,7 +47,7 @@ class OutputKind:
 
 
 # Every arrived image's bytes, the model's preprocessing and the decode limits: the rows of the batch the backend gets.
-ToBatch = Callable[[Sequence[bytes], PreprocessSpec, DecodeLimits], InputBatch]
+ToBatch = Callable[[Sequence[ImageBytes], PreprocessSpec, DecodeLimits], InputBatch]
 
 
 @dataclass(frozen=True)

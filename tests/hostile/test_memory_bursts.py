@@ -59,7 +59,6 @@ def peak_rss(tier: TierProcess) -> int:
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="phase 2: the body intake reserves bodies in the budget before reading them")
 @pytest.mark.gen_test(timeout=600)
 async def test_64_concurrent_19_mib_uploads_stay_within_the_budget(budgeted_tier: TierProcess) -> None:
     idle = idle_rss(budgeted_tier)
