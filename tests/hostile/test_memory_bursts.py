@@ -97,16 +97,17 @@ async def test_64_concurrent_requests_of_four_19_mib_urls_stay_within_the_budget
 @pytest.mark.slow
 @pytest.mark.gen_test(timeout=120)
 async def test_after_a_burst_the_memory_is_handed_back(fake: FakeBackend, tmp_path: Path) -> None:
-    """A burst of 32 uploads (within the budget derived without a container limit, 1 GiB) leaves the
-    heap at its peak; once the tier is quiet, its hand-back (checked every second here) returns it to
-    within 64 MiB of its idle footprint."""
+    """A burst of 32 uploads (within the budget derived without a container limit, 1 GiB) peaks far above
+    idle; within 30 s of quiet (the hand-back checked every second here) the tier is back within 64 MiB
+    of its idle footprint."""
     overrides = ["server.decode_threads=2", "server.malloc_hand_back_s=1"]
     tier = start_tier(fake.address, config=tier_config(tmp_path, fake.address), overrides=overrides)
     try:
         idle = idle_rss(tier)
         check_answers(await burst(tier.base_url, [BODY] * 32, "image/jpeg", 120.0))
         assert peak_rss(tier) > idle + 4 * SLACK, "the burst was too small to show anything"
-        wait_for(lambda: any("memory handed back" in line for line in tier.output), "the hand-back", 30.0)
-        assert idle_rss(tier) <= idle + SLACK, f"resident {idle_rss(tier) / MIB:.0f} MiB, idle {idle / MIB:.0f}"
+        # Bodies read into one buffer each have pages of their own, handed back as they are freed; what stays in
+        # the heap goes at the hand-back (app/serving/allocator.py; tests/app/serving/test_allocator.py).
+        wait_for(lambda: idle_rss(tier) <= idle + SLACK, "the resident memory back within 64 MiB of idle", 30.0)
     finally:
         tier.stop()
