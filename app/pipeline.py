@@ -18,14 +18,18 @@ from dataclasses import dataclass
 import numpy as np
 
 from app.admission import Admission
+from app.errors import Overloaded
 from app.fetch.fetcher import UrlFetcher
+from app.memory import MemoryBudget
 from app.models import ModelRegistry, ServedModel
 from app.routing.routed import Answered, RoutedPredict
+from handlers.ports import HeldMemory
 from processing.context import RequestContext
 from processing.errors import ItemError, ItemInternalError
 from processing.image import DecodeLimits
 from processing.kinds.base import ItemAnswer
 from processing.prediction import ItemResult, PredictCall, Prediction
+from processing.sniff import ImageBytes
 from processing.sources import ImageSource
 
 log = logging.getLogger("imagegate")
@@ -40,38 +44,49 @@ class Pipeline:
     decode_limits: DecodeLimits
     fetch_concurrency_per_request: int
     admission: Admission
+    memory: MemoryBudget  # bytes held by requests: downloads and decoding reserve before they allocate
 
-    async def run(self, call: PredictCall, context: RequestContext) -> Prediction:
+    async def run(self, call: PredictCall, context: RequestContext, hold: HeldMemory | None = None) -> Prediction:
         """Each of the call's images answered or failed, in order, and the version that answered.
 
         ``context`` receives the model, the version that answered, each stage's times and each item's outcome.
+        ``hold`` is the request's share of the memory budget (its body, from the body intake), grown for its
+        downloads and decoding; whoever opened it releases it. Without one, the pipeline opens and releases its own.
         """
         model = self.models.get_model(call.model)
         context.model = model.name
         self.admission.acquire(len(call.sources))
+        own = hold is None
+        hold = self.memory.open() if hold is None else hold
         try:
-            batch, failures = await self._load_all(model, call.sources, context)
+            batch, failures = await self._load_all(model, call.sources, context, hold)
             answered = await self.predictor.predict(model, call, batch, context)
             return _prediction(model.name, call, failures, answered, context)
         finally:
+            if own:
+                hold.release()
             self.admission.release(len(call.sources))
 
     async def _load_all(
-        self, model: ServedModel, sources: Sequence[ImageSource], context: RequestContext
+        self, model: ServedModel, sources: Sequence[ImageSource], context: RequestContext, hold: HeldMemory
     ) -> tuple[np.ndarray, list[ItemError | None]]:
         """The batch of every image that arrived and became a row, and each source's failure (None for a row)."""
-        arrived = await self._download_all(sources, context)
-        datas = [data for data in arrived if isinstance(data, bytes)]
+        arrived = await self._download_all(sources, context, hold)
+        datas = [data for data in arrived if not isinstance(data, ItemError)]
         to_batch = model.input_kind.to_batch  # the model's input kind: how the bytes become its batch
+        # The memory budget: what the input kind will hold (decoded pixels, the batch), before it exists.
+        footprint = model.input_kind.footprint(datas, model.preprocess, self.decode_limits)
+        await hold.grow(footprint.peak)
         if datas and model.input_kind.in_thread_pool:
             loop = asyncio.get_running_loop()
             decoded = await loop.run_in_executor(self.executor, to_batch, datas, model.preprocess, self.decode_limits)
         else:  # nothing arrived, or nothing worth a hand-off to do: here, without one
             decoded = to_batch(datas, model.preprocess, self.decode_limits)
+        hold.shrink(footprint.peak - footprint.kept)  # the decoded pixels are gone; the batch stays
         failures: list[ItemError | None] = []
         decoded_items = iter(zip(decoded.failures, decoded.times, strict=True))
         for item, data in enumerate(arrived):
-            if isinstance(data, bytes):
+            if not isinstance(data, ItemError):
                 failure, (start, end) = next(decoded_items)
                 context.record("decode", start, end, item)
                 failures.append(None if failure is None else _item_error(failure))
@@ -79,15 +94,17 @@ class Pipeline:
                 failures.append(data)
         return decoded.tensors, failures
 
-    async def _download_all(self, sources: Sequence[ImageSource], context: RequestContext) -> list[bytes | ItemError]:
+    async def _download_all(
+        self, sources: Sequence[ImageSource], context: RequestContext, hold: HeldMemory
+    ) -> list[ImageBytes | ItemError]:
         """Each source's bytes (uploads as they came, URLs downloaded concurrently), or its error."""
         gate = asyncio.Semaphore(self.fetch_concurrency_per_request)
-        shared: dict[str, asyncio.Task[bytes | ItemError]] = {}
+        shared: dict[str, asyncio.Task[ImageBytes | ItemError]] = {}
 
-        def task_for(item: int, source: ImageSource) -> asyncio.Task[bytes | ItemError]:
+        def task_for(item: int, source: ImageSource) -> asyncio.Task[ImageBytes | ItemError]:
             key = source.url if source.url is not None else f"#{id(source)}"
             if key not in shared:  # a URL repeated in one request is fetched once
-                shared[key] = asyncio.ensure_future(_captured(self._download(source, gate, context, item)))
+                shared[key] = asyncio.ensure_future(_captured(self._download(source, gate, context, item, hold)))
             return shared[key]
 
         tasks = [task_for(item, source) for item, source in enumerate(sources)]
@@ -96,10 +113,14 @@ class Pipeline:
         finally:
             for task in tasks:
                 task.cancel()
+            # A refusal raised here (no memory for a download) holds this frame in its traceback, and the
+            # tasks it failed hold it too: let go of the downloads' bytes now, not when the collector runs.
+            tasks.clear()
+            shared.clear()
 
     async def _download(
-        self, source: ImageSource, gate: asyncio.Semaphore, context: RequestContext, item: int
-    ) -> bytes:
+        self, source: ImageSource, gate: asyncio.Semaphore, context: RequestContext, item: int, hold: HeldMemory
+    ) -> ImageBytes:
         if source.error is not None:
             raise source.error
         if source.data is not None:
@@ -107,15 +128,20 @@ class Pipeline:
         assert source.url is not None
         async with gate:
             with context.timed("download", item):
-                data = await self.fetcher.fetch(source.url)
+                data = await self.fetcher.fetch(source.url, hold)  # the body's bytes are added to the request's hold
         context.bytes_downloaded += len(data)
         return data
 
 
-async def _captured(work: Awaitable[bytes]) -> bytes | ItemError:
-    """The result, or the item's error as a value so it does not fail the other items."""
+async def _captured(work: Awaitable[ImageBytes]) -> ImageBytes | ItemError:
+    """The result, or the item's error as a value so it does not fail the other items.
+
+    No memory for a download fails the whole request (503 overloaded), as no memory for its body would.
+    """
     try:
         return await work
+    except Overloaded:
+        raise
     except Exception as exc:
         return _item_error(exc)
 

@@ -43,6 +43,11 @@ class ServerSettings:
     lingering_max_bytes: int = 128 * MIB
     lingering_max_connections: int = 256  # lingering at once; more are closed at once (0: none lingers)
     max_in_flight_images: int = 512  # backpressure bound across all requests
+    # Bytes that requests may hold at once in this process (bodies, downloads, decoded images, tensors);
+    # 0: derived from the container's memory limit (app/serving/memory_limit.py). Beyond it, a request waits
+    # up to memory_wait_s for room, then is answered 503 overloaded (app/memory.py).
+    memory_budget_bytes: int = 0
+    memory_wait_s: float = 1.0
     retry_after_s: int = 1
     metrics: bool = True  # serve /metrics (Prometheus) and record them
     config_poll_s: float = 0.0  # > 0: reload when the config file changes, checked this often (docs/rollouts.md)
@@ -51,8 +56,9 @@ class ServerSettings:
     shutdown_timeout_s: float = 20.0  # then: no new connections; in-flight requests get this long to finish
     decode_threads: int = 0  # 0: the CPU quota rounded up, else one per core (app/serving/cpus.py)
     # glibc (app/serving/allocator.py): buffers below this reuse heap memory; 0: glibc's default
-    malloc_mmap_threshold: int = 32 * MIB
+    malloc_mmap_threshold: int = 4 * MIB
     malloc_trim_threshold: int = 64 * MIB  # glibc: free heap kept per arena before returning it; 0: default
+    malloc_hand_back_s: float = 5.0  # after a burst, free heap handed back when quiet, checked this often; 0: never
 
 
 @dataclass(frozen=True)

@@ -43,10 +43,11 @@ def validate(settings: Settings) -> None:
             f"decode: max_pixels must be at most {OPENCV_MAX_PIXELS} and max_side at most {OPENCV_MAX_SIDE} "
             "(OpenCV's own backstop limits)"
         )
+    _validate_memory(settings)
     _positive(settings.backend, "backend", ("timeout_s",))
     _positive(settings.server, "server", ("shutdown_timeout_s", "lingering_time_s", "lingering_timeout_s"))
     _positive(settings.server, "server", ("lingering_max_bytes",))
-    for key in ("drain_delay_s", "config_poll_s", "lingering_max_connections"):
+    for key in ("drain_delay_s", "config_poll_s", "lingering_max_connections", "malloc_hand_back_s"):
         if getattr(settings.server, key) < 0:
             raise SettingsError(f"server.{key}: must not be negative")
     if not 0 < settings.server.port < 65536 and settings.server.port != 0:
@@ -60,6 +61,25 @@ def validate(settings: Settings) -> None:
     _validate_tracing(settings.tracing)
     for name, model in settings.models.items():
         _validate_model(name, model)
+
+
+def largest_reservation(settings: Settings) -> int:
+    """The most one body or one download may add to the memory budget at once: a budget must hold it."""
+    s = settings.server
+    return max(s.max_json_bytes, s.max_upload_bytes, s.max_body_bytes, settings.fetch.max_bytes)
+
+
+def _validate_memory(settings: Settings) -> None:
+    s = settings.server
+    if s.memory_budget_bytes < 0:
+        raise SettingsError("server.memory_budget_bytes: must not be negative (0: from the container's limit)")
+    if 0 < s.memory_budget_bytes < largest_reservation(settings):
+        raise SettingsError(
+            f"server.memory_budget_bytes: must be at least {largest_reservation(settings)}, the largest body or "
+            "download one request may hold (server.max_body_bytes, server.max_upload_bytes, fetch.max_bytes)"
+        )
+    if not 0 <= s.memory_wait_s < s.body_timeout_s:
+        raise SettingsError("server.memory_wait_s: must be from 0 to less than server.body_timeout_s")
 
 
 def _validate_tracing(tracing: TracingSettings) -> None:

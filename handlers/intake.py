@@ -8,6 +8,12 @@ small. An answer given while the body still arrives ends the connection: Tornado
 reading on, and the server's lingering close (``app/serving/lingering.py``) reads and drops the rest
 first, so that the client reads the answer instead of a reset. When the client goes away before its
 answer, the route's work (downloads, any Predict not yet sent) is cancelled.
+
+Memory: a body is reserved in the process's memory budget before it is read, by its Content-Length in
+``prepare()`` (which Tornado awaits before it reads the body); a chunked body chunk by chunk, each chunk's
+room awaited before it is kept (Tornado awaits ``data_received``). No room within ``server.memory_wait_s``:
+503 ``overloaded`` with Retry-After. The hold goes to the pipeline, which grows it for downloads and decoding,
+and is released when the request ends. A body with a Content-Length goes into one buffer of that size.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ from tornado.httputil import HTTPServerRequest
 from tornado.web import Application, stream_request_body
 
 from handlers.base import BaseHandler
+from handlers.ports import HeldMemory, MemoryGate
 from processing.errors import GatewayError, PayloadTooLarge
 
 T = TypeVar("T")
@@ -43,6 +50,11 @@ class BodyHandler(BaseHandler):
     _refusal: GatewayError | None = None  # to answer once the body has been read and dropped
     _client_gone = False
     _work: asyncio.Future[Any] | None = None
+    memory: MemoryGate  # set by the route's initialize()
+    hold: HeldMemory | None = None  # the body's bytes in the memory budget, then the pipeline's
+    _buffer: bytearray | None = None  # a body with a Content-Length: one buffer of that size
+    _chunks: list[bytes]  # a chunked body's chunks
+    whole_body = True  # the intake keeps the body (``body()``); False: the route's ``take`` keeps what it needs
 
     def __init__(self, application: Application, request: HTTPServerRequest, **kwargs: Any) -> None:
         super().__init__(application, request, **kwargs)
@@ -56,27 +68,36 @@ class BodyHandler(BaseHandler):
         raise NotImplementedError
 
     def take(self, chunk: bytes) -> None:
-        """Keep one chunk of the body (``body()`` has them); may raise GatewayError to refuse the request."""
-        self._chunks.append(chunk)
+        """Keep one chunk of the body (``body()`` has it); may raise GatewayError to refuse the request."""
+        if self._buffer is not None and self._received <= len(self._buffer):
+            self._buffer[self._received - len(chunk) : self._received] = chunk
+        else:
+            self._chunks.append(chunk)
 
     def discard(self) -> None:
-        """Let go of what was kept of a body that is refused."""
-        self._chunks.clear()
+        """Let go of what was kept of a body (safe before ``prepare()`` ran: a request that failed first)."""
+        self._chunks = []
+        self._buffer = None
 
-    def body(self) -> bytes:
-        """The whole body, once; the chunks are let go."""
-        body = b"".join(self._chunks)
+    def body(self) -> bytes | bytearray:
+        """The whole body, once, without a copy when it came with its length; the intake lets go of it."""
+        body: bytes | bytearray = self._buffer if self._buffer is not None else b"".join(self._chunks)
+        self._buffer = None
         self._chunks.clear()
         return body
 
-    def prepare(self) -> None:
+    async def prepare(self) -> None:
         self._body_started = time.perf_counter()
-        self._chunks: list[bytes] = []
+        self._chunks = []
         try:
             self._limit = self.open_body()
             declared = self._declared_length()
             if declared > self._limit:
                 raise PayloadTooLarge(f"the body is {declared} bytes; the limit is {self._limit}")
+            # Reserved before a byte of the body is read: Tornado reads it once prepare() is done.
+            self.hold = await self.memory.reserve(declared) if declared else self.memory.open()
+            if declared and self.whole_body:
+                self._buffer = bytearray(declared)
         except GatewayError as exc:
             if self._declared_length() > DRAIN_BYTES:
                 raise  # answered now; write_error says Connection: close
@@ -89,17 +110,28 @@ class BodyHandler(BaseHandler):
         declared = self.request.headers.get("Content-Length", "0")
         return int(declared) if declared.isascii() and declared.isdigit() else 0
 
-    def data_received(self, chunk: bytes) -> None:
+    def data_received(self, chunk: bytes) -> Awaitable[None] | None:
         if self._rejected:
-            return
+            return None
         self._received += len(chunk)
         if self._refusal is not None:
             if self._received > DRAIN_BYTES:  # a chunked body bigger than we drain: answer now and hang up
                 self._answer_now(self._refusal)
-            return
+            return None
         try:
             if self._received > self._limit:
                 raise PayloadTooLarge(f"the body is larger than {self._limit} bytes")
+            if self.hold is not None and self._received > self.hold.nbytes:  # chunked: room first (flow control)
+                return self._take_in_budget(chunk, self.hold)
+            self.take(chunk)
+        except GatewayError as exc:
+            self._answer_now(exc)
+        return None
+
+    async def _take_in_budget(self, chunk: bytes, hold: HeldMemory) -> None:
+        """Keep ``chunk`` once the budget has room for it; Tornado reads no more of the body meanwhile."""
+        try:
+            await hold.grow(self._received - hold.nbytes)
             self.take(chunk)
         except GatewayError as exc:
             self._answer_now(exc)
@@ -146,3 +178,15 @@ class BodyHandler(BaseHandler):
         self._client_gone = True
         if self._work is not None:
             self._work.cancel()
+        else:
+            self._let_go()
+
+    def on_finish(self) -> None:
+        super().on_finish()
+        self._let_go()
+
+    def _let_go(self) -> None:
+        """The request's memory handed back to the budget: it ended, or its client went away."""
+        self.discard()
+        if self.hold is not None:
+            self.hold.release()

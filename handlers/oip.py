@@ -15,7 +15,7 @@ from tornado.web import HTTPError
 
 from handlers.base import BaseHandler
 from handlers.intake import BodyHandler
-from handlers.ports import ModelCatalog, PredictPipeline, ProcessLifecycle, RequestLimits, TensorModel
+from handlers.ports import MemoryGate, ModelCatalog, PredictPipeline, ProcessLifecycle, RequestLimits, TensorModel
 from processing.context import server_timing
 from processing.oip import INPUT_NAME, infer_response, parse_infer_request
 from processing.prediction import PredictCall
@@ -120,8 +120,11 @@ class InferHandler(OipHandler, BodyHandler):
 
     route = "v2_infer"
 
-    def initialize(self, pipeline: PredictPipeline, limits: RequestLimits, tensors: Mapping[str, TensorModel]) -> None:
+    def initialize(
+        self, pipeline: PredictPipeline, limits: RequestLimits, tensors: Mapping[str, TensorModel], memory: MemoryGate
+    ) -> None:
         self.pipeline = pipeline
+        self.memory = memory
         self.limits = limits
         self.tensors = tensors
 
@@ -136,7 +139,7 @@ class InferHandler(OipHandler, BodyHandler):
         model = self.tensors.get(name)  # None: the pipeline answers model_not_found
         wanted = request.wanted(model.outputs, model.kind.classifies) if model is not None else []
         call = PredictCall(name, request.sources, int(version) if version else None, None, request.class_count())
-        prediction = await self.for_client(self.pipeline.run(call, self.context))
+        prediction = await self.for_client(self.pipeline.run(call, self.context, self.hold))
         if prediction is not None:  # else the client went away
             self._write(*infer_response(prediction, request, wanted))
 

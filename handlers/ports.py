@@ -24,7 +24,9 @@ class RequestLimits:
 
 
 class PredictPipeline(Protocol):
-    async def run(self, call: PredictCall, context: RequestContext) -> Prediction: ...
+    async def run(self, call: PredictCall, context: RequestContext, hold: HeldMemory | None = None) -> Prediction:
+        """``hold``: the request's body in the memory budget, grown by the pipeline; its opener releases it."""
+        ...
 
 
 class ProcessLifecycle(Protocol):
@@ -73,3 +75,27 @@ class TensorModel:
     name: str
     kind: OutputKind
     outputs: tuple[str, ...]
+
+
+class HeldMemory(Protocol):
+    """One request's share of the process's memory budget (``app/memory.py`` ``Reservation``).
+
+    Grown before the bytes it counts are allocated (``grow`` waits for room, then raises the budget's
+    ``Overloaded``), shrunk as they are let go, released when the request ends.
+    """
+
+    nbytes: int
+
+    async def grow(self, nbytes: int) -> None: ...
+
+    def shrink(self, nbytes: int) -> None: ...
+
+    def release(self) -> None: ...
+
+
+class MemoryGate(Protocol):
+    """The process's memory budget (``app/memory.py``): what a body intake reserves its body in."""
+
+    def open(self) -> HeldMemory: ...
+
+    async def reserve(self, nbytes: int) -> HeldMemory: ...

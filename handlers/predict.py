@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from handlers.intake import BodyHandler
-from handlers.ports import PredictPipeline, RequestLimits
+from handlers.ports import MemoryGate, PredictPipeline, RequestLimits
 from processing.context import server_timing
 from processing.errors import InvalidRequest, PayloadTooLarge, UnsupportedMediaType
 from processing.multipart import MultipartParser, Part, boundary_from_content_type
@@ -27,8 +27,9 @@ IMAGE_BODY_TYPES = ("image/", "application/octet-stream")
 class PredictHandler(BodyHandler):
     route = "predict"
 
-    def initialize(self, pipeline: PredictPipeline, limits: RequestLimits) -> None:
+    def initialize(self, pipeline: PredictPipeline, limits: RequestLimits, memory: MemoryGate) -> None:
         self.pipeline = pipeline
+        self.memory = memory
         self.limits = limits
         self._parser: MultipartParser | None = None
         self._form = ""  # the body's form: "json", "multipart" or "image"
@@ -38,6 +39,7 @@ class PredictHandler(BodyHandler):
         self.upload = False
         self._form, limit = self._body_form(content_type)
         self.upload = self._form != "json"
+        self.whole_body = self._form != "multipart"  # the parser keeps a multipart body's parts
         if self._form == "multipart":
             boundary = boundary_from_content_type(content_type)
             self._parser = MultipartParser(boundary, self.limits.max_parts, self.limits.max_upload_bytes)
@@ -75,7 +77,7 @@ class PredictHandler(BodyHandler):
         top_k = request.top_k if request.top_k is not None else query_top_k
         encoding = request.encoding or query_encoding or "list"
         call = PredictCall(name, request.sources, int(version) if version else None, label, top_k)
-        prediction = await self.for_client(self.pipeline.run(call, self.context))
+        prediction = await self.for_client(self.pipeline.run(call, self.context, self.hold))
         if prediction is None:
             return  # the client went away
         self.set_header("Server-Timing", server_timing(self.context))
@@ -101,5 +103,5 @@ def _sources_from_parts(parts: list[Part], max_images: int) -> PredictRequest:
         raise PayloadTooLarge(f"{len(files)} images given; at most {max_images} per request")
     fields: dict[str, Any] = {p.name: p.data.decode("utf-8", errors="replace") for p in parts if p.filename is None}
     top_k = parse_top_k(fields.get("top_k"))
-    sources = tuple(ImageSource(name=p.filename or f"{p.name}[{i}]", data=bytes(p.data)) for i, p in enumerate(files))
+    sources = tuple(ImageSource(name=p.filename or f"{p.name}[{i}]", data=p.data) for i, p in enumerate(files))
     return PredictRequest(sources, top_k, parse_encoding(fields.get("encoding")))

@@ -13,7 +13,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from processing.errors import ItemError
 from processing.image import DecodeLimits, PreprocessSpec, image_to_tensor
+from processing.sniff import ImageBytes
 
 
 @dataclass
@@ -31,7 +33,7 @@ class InputBatch:
         return [i for i, failure in enumerate(self.failures) if failure is None]
 
 
-def decode_batch(images: Sequence[bytes], spec: PreprocessSpec, limits: DecodeLimits) -> InputBatch:
+def decode_batch(images: Sequence[ImageBytes], spec: PreprocessSpec, limits: DecodeLimits) -> InputBatch:
     """Each of ``images`` decoded and preprocessed into its row of one batch; a failure is that input's alone.
 
     The same bytes object given twice (a URL repeated in one request) is decoded once.
@@ -48,10 +50,30 @@ def decode_batch(images: Sequence[bytes], spec: PreprocessSpec, limits: DecodeLi
             done = row_of.get(id(data))
             batch[rows] = batch[done] if done is not None else image_to_tensor(data, spec, limits)
         except Exception as exc:  # one input's failure, whatever it is, is reported as that input's
-            failures.append(exc)
+            failures.append(_detached(exc))
         else:
             failures.append(None)
             row_of.setdefault(id(data), rows)
             rows += 1
         times.append((start, time.perf_counter()))
     return InputBatch(batch[:rows], failures, times)
+
+
+def _detached(exc: Exception) -> Exception:
+    """An input's expected failure without its tracebacks: their frames hold the request's image bytes.
+
+    The frames also hold, through ``f_back``, ``decode_batch``'s own frame, which holds ``failures``, which holds
+    ``exc``: a reference cycle that kept every image of the request (19 MiB bodies, in a burst) alive until
+    Python's collector ran, which a quiet process does not do. An ``ItemError`` is reported by its code and
+    message only, so its tracebacks (and those of the errors it was raised from) go; anything else is a bug,
+    whose traceback is logged (``app/pipeline.py``), and keeps it.
+    """
+    if not isinstance(exc, ItemError):
+        return exc
+    link: BaseException | None = exc
+    seen: set[int] = set()
+    while link is not None and id(link) not in seen:
+        seen.add(id(link))
+        link.__traceback__ = None
+        link = link.__cause__ or link.__context__
+    return exc

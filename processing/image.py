@@ -14,7 +14,7 @@ import numpy as np
 
 from processing.errors import ImageDecodeFailed, ImageTooLarge
 from processing.jpeg import decode_jpeg, jpeg_size
-from processing.sniff import ImageHeader, read_header
+from processing.sniff import ImageBytes, ImageHeader, read_header
 
 ResizeMode = Literal["stretch", "crop", "letterbox"]
 ColorOrder = Literal["rgb", "bgr", "gray"]
@@ -68,7 +68,7 @@ class PreprocessSpec:
         return max(self.height, self.width)
 
 
-def image_to_tensor(data: bytes, spec: PreprocessSpec, limits: DecodeLimits) -> np.ndarray:
+def image_to_tensor(data: ImageBytes, spec: PreprocessSpec, limits: DecodeLimits) -> np.ndarray:
     """Decode ``data`` and preprocess it into one model input (no batch dimension)."""
     rgb = decode_image(data, limits, min_side=spec.min_decoded_side())
     return preprocess(rgb, spec)
@@ -83,7 +83,7 @@ def check_dimensions(header: ImageHeader, limits: DecodeLimits) -> None:
         raise ImageTooLarge(f"image is {w}x{h} ({w * h} pixels); the limit is {limits.max_pixels} pixels")
 
 
-def decode_image(data: bytes, limits: DecodeLimits, min_side: int = 0) -> np.ndarray:
+def decode_image(data: ImageBytes, limits: DecodeLimits, min_side: int = 0) -> np.ndarray:
     """RGB uint8 pixels (H, W, 3), EXIF-rotated; JPEGs are downscaled in the DCT domain when allowed.
 
     JPEGs go to libjpeg-turbo's TurboJPEG API (processing/jpeg.py: finer scales, RGB out); what it refuses, and
@@ -106,7 +106,7 @@ def decode_image(data: bytes, limits: DecodeLimits, min_side: int = 0) -> np.nda
     return decode_with_opencv(data, header, min_side)
 
 
-def decode_with_opencv(data: bytes, header: ImageHeader, min_side: int = 0) -> np.ndarray:
+def decode_with_opencv(data: ImageBytes, header: ImageHeader, min_side: int = 0) -> np.ndarray:
     """RGB uint8 pixels decoded by OpenCV (which applies EXIF orientation); JPEGs reduced by 2, 4 or 8 when allowed."""
     buffer = np.frombuffer(data, dtype=np.uint8)
     flags = _jpeg_flags(header, min_side) if header.format == "jpeg" else cv2.IMREAD_UNCHANGED

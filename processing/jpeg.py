@@ -15,7 +15,7 @@ import cv2
 import numpy as np
 import simplejpeg
 
-from processing.sniff import jpeg_segments
+from processing.sniff import ImageBytes, jpeg_segments
 
 # Only the reductions libjpeg-turbo has SIMD inverse DCTs for: its other M/8 scales (5/8 for a 640x480 photo
 # and a 256 shorter side) decode fewer pixels but cost more CPU than a full decode (tools/bench/decoders.py).
@@ -24,13 +24,13 @@ _EXIF_ORIENTATION_TAG = 0x0112
 _APP1 = 0xE1
 
 
-def jpeg_size(data: bytes) -> tuple[int, int]:
+def jpeg_size(data: ImageBytes) -> tuple[int, int]:
     """(width, height) as libjpeg-turbo reads them; raises ValueError when it cannot."""
     height, width, _, _ = simplejpeg.decode_jpeg_header(data)
     return int(width), int(height)
 
 
-def decode_jpeg(data: bytes, size: tuple[int, int], min_side: int) -> np.ndarray:
+def decode_jpeg(data: ImageBytes, size: tuple[int, int], min_side: int) -> np.ndarray:
     """RGB uint8 pixels (H, W, 3), EXIF-rotated, reduced by 2, 4 or 8 while the shorter side stays >= ``min_side``.
 
     ``size`` is ``jpeg_size(data)``. Raises ValueError when libjpeg-turbo refuses the data, including
@@ -67,7 +67,7 @@ def orient(pixels: np.ndarray, orientation: int) -> np.ndarray:
     return pixels
 
 
-def exif_orientation(data: bytes) -> int:
+def exif_orientation(data: ImageBytes) -> int:
     """The EXIF orientation (1-8) of a JPEG; 1 when it has none or its EXIF cannot be read.
 
     The segments are walked, which stops at the scan data: 2.4 µs for a 640x480 photo's eight segments, where a
@@ -80,7 +80,7 @@ def exif_orientation(data: bytes) -> int:
         return 1
 
 
-def _exif_payload(data: bytes) -> bytes | None:
+def _exif_payload(data: ImageBytes) -> ImageBytes | None:
     """The TIFF block of the first APP1 ``Exif`` segment before the scan data."""
     for marker, pos, length in jpeg_segments(data):
         if length < 2:
@@ -90,8 +90,8 @@ def _exif_payload(data: bytes) -> bytes | None:
     return None
 
 
-def _tiff_orientation(tiff: bytes) -> int:
-    order = {b"II": "<", b"MM": ">"}[tiff[:2]]
+def _tiff_orientation(tiff: ImageBytes) -> int:
+    order = {b"II": "<", b"MM": ">"}[bytes(tiff[:2])]
     (first_ifd,) = struct.unpack(order + "I", tiff[4:8])
     (count,) = struct.unpack(order + "H", tiff[first_ifd : first_ifd + 2])
     for i in range(count):

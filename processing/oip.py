@@ -23,6 +23,7 @@ import numpy as np
 from processing.errors import InvalidRequest, PayloadTooLarge
 from processing.kinds.base import ItemAnswer
 from processing.prediction import Prediction
+from processing.sniff import ImageBytes
 from processing.sources import MAX_TOP_K, ImageSource, decode_b64, json_integer, load_json
 
 INPUT_NAME = "image"
@@ -68,7 +69,7 @@ class OutputTensor:
     data: np.ndarray | list[str]  # FP32 values, or BYTES as text
 
 
-def parse_infer_request(body: bytes, header_length: str | None, max_items: int) -> InferRequest:
+def parse_infer_request(body: ImageBytes, header_length: str | None, max_items: int) -> InferRequest:
     """The request's images and wanted outputs; raises InvalidRequest or PayloadTooLarge."""
     header, binary = _split(body, header_length)
     document = _load_header(header)
@@ -89,7 +90,7 @@ def parse_infer_request(body: bytes, header_length: str | None, max_items: int) 
     return InferRequest(request_id, sources, wanted, parameters.get("binary_data_output") is True)
 
 
-def _split(body: bytes, header_length: str | None) -> tuple[bytes, bytes]:
+def _split(body: ImageBytes, header_length: str | None) -> tuple[ImageBytes, ImageBytes]:
     if header_length is None:
         return body, b""
     text = header_length.strip()
@@ -98,7 +99,7 @@ def _split(body: bytes, header_length: str | None) -> tuple[bytes, bytes]:
     return body[: int(text)], body[int(text) :]
 
 
-def _load_header(header: bytes) -> dict[str, Any]:
+def _load_header(header: ImageBytes) -> dict[str, Any]:
     document = load_json(header, MAX_HEADER_DEPTH, "the JSON header", "the inference request")
     return _mapping(document, "the inference request")
 
@@ -109,7 +110,9 @@ def _mapping(value: Any, what: str) -> dict[str, Any]:
     return value
 
 
-def _parse_input(tensor: dict[str, Any], binary: bytes, default_source: Any, max_items: int) -> tuple[ImageSource, ...]:
+def _parse_input(
+    tensor: dict[str, Any], binary: ImageBytes, default_source: Any, max_items: int
+) -> tuple[ImageSource, ...]:
     if tensor.get("name") != INPUT_NAME or tensor.get("datatype") != "BYTES":
         raise InvalidRequest(f"the input must be named {INPUT_NAME!r} with datatype BYTES")
     parameters = _mapping(tensor.get("parameters", {}), "the input's parameters")
@@ -125,7 +128,7 @@ def _parse_input(tensor: dict[str, Any], binary: bytes, default_source: Any, max
     return tuple(_source(element, source, i) for i, element in enumerate(elements))
 
 
-def _elements(tensor: dict[str, Any], parameters: dict[str, Any], binary: bytes) -> list[bytes | str]:
+def _elements(tensor: dict[str, Any], parameters: dict[str, Any], binary: ImageBytes) -> list[ImageBytes | str]:
     size = parameters.get("binary_data_size")
     if size is None:
         data = tensor.get("data")
@@ -139,9 +142,9 @@ def _elements(tensor: dict[str, Any], parameters: dict[str, Any], binary: bytes)
     return decode_bytes_tensor(binary)
 
 
-def decode_bytes_tensor(data: bytes) -> list[bytes | str]:
+def decode_bytes_tensor(data: ImageBytes) -> list[ImageBytes | str]:
     """A BYTES tensor's elements from its binary form: each is a uint32 length (little-endian), then its bytes."""
-    elements: list[bytes | str] = []
+    elements: list[ImageBytes | str] = []
     offset = 0
     while offset < len(data):
         if offset + _LENGTH.size > len(data):
@@ -168,7 +171,7 @@ def _batch_size(shape: Any, elements: int) -> int:
     return elements
 
 
-def _source(element: bytes | str, source: str, index: int) -> ImageSource:
+def _source(element: ImageBytes | str, source: str, index: int) -> ImageSource:
     name = f"{INPUT_NAME}[{index}]"
     if source == "bytes":
         return ImageSource(
@@ -180,7 +183,7 @@ def _source(element: bytes | str, source: str, index: int) -> ImageSource:
     return decode_b64(text, name)
 
 
-def _text(element: bytes | str, index: int) -> str:
+def _text(element: ImageBytes | str, index: int) -> str:
     if isinstance(element, str):
         return element
     try:

@@ -12,6 +12,9 @@ from dataclasses import dataclass
 
 from processing.errors import ImageDecodeFailed
 
+# An image's bytes as the tier holds them: a body's one buffer (bytearray) or a download (bytes), not converted.
+ImageBytes = bytes | bytearray
+
 ACCEPTED_FORMATS = ("jpeg", "png", "webp", "gif", "bmp")
 
 
@@ -22,7 +25,7 @@ class ImageHeader:
     height: int
 
 
-def sniff_format(data: bytes) -> str | None:
+def sniff_format(data: ImageBytes) -> str | None:
     """The format named by the first bytes, or None when it is not one we accept."""
     if data.startswith(b"\xff\xd8\xff"):
         return "jpeg"
@@ -37,7 +40,7 @@ def sniff_format(data: bytes) -> str | None:
     return None
 
 
-def read_header(data: bytes) -> ImageHeader:
+def read_header(data: ImageBytes) -> ImageHeader:
     """Format and declared dimensions; raises ImageDecodeFailed when they cannot be read."""
     fmt = sniff_format(data)
     if fmt is None:
@@ -51,19 +54,19 @@ def read_header(data: bytes) -> ImageHeader:
     return ImageHeader(fmt, width, height)
 
 
-def _png_size(data: bytes) -> tuple[int, int]:
+def _png_size(data: ImageBytes) -> tuple[int, int]:
     if data[12:16] != b"IHDR":
         raise ValueError("no IHDR")
     width, height = struct.unpack(">II", data[16:24])
     return int(width), int(height)
 
 
-def _gif_size(data: bytes) -> tuple[int, int]:
+def _gif_size(data: ImageBytes) -> tuple[int, int]:
     width, height = struct.unpack("<HH", data[6:10])
     return int(width), int(height)
 
 
-def _bmp_size(data: bytes) -> tuple[int, int]:
+def _bmp_size(data: ImageBytes) -> tuple[int, int]:
     header_size = struct.unpack("<I", data[14:18])[0]
     if header_size == 12:
         width, height = struct.unpack("<HH", data[18:22])
@@ -72,7 +75,7 @@ def _bmp_size(data: bytes) -> tuple[int, int]:
     return abs(int(width)), abs(int(height))
 
 
-def _webp_size(data: bytes) -> tuple[int, int]:
+def _webp_size(data: ImageBytes) -> tuple[int, int]:
     chunk = data[12:16]
     if chunk == b"VP8 ":
         if data[23:26] != b"\x9d\x01\x2a":
@@ -97,7 +100,7 @@ _SOF_MARKERS = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
 _STANDALONE_MARKERS = frozenset(range(0xD0, 0xD9)) | {0x01}
 
 
-def jpeg_segments(data: bytes) -> Iterator[tuple[int, int, int]]:
+def jpeg_segments(data: ImageBytes) -> Iterator[tuple[int, int, int]]:
     """Each header segment of a JPEG up to its scan data: (marker, offset of its length field, length).
 
     Raises IndexError or struct.error on data that ends first, ValueError on a length below 2.
@@ -121,7 +124,7 @@ def jpeg_segments(data: bytes) -> Iterator[tuple[int, int, int]]:
         pos += length
 
 
-def _jpeg_size(data: bytes) -> tuple[int, int]:
+def _jpeg_size(data: ImageBytes) -> tuple[int, int]:
     for marker, pos, _length in jpeg_segments(data):
         if marker in _SOF_MARKERS:
             height, width = struct.unpack(">HH", data[pos + 3 : pos + 7])

@@ -18,6 +18,7 @@ from typing import Any, Literal
 import numpy as np
 
 from processing.errors import ImageDecodeFailed, InvalidRequest, PayloadTooLarge
+from processing.sniff import ImageBytes
 
 MAX_TOP_K = 1000
 # How an answer writes a vector of numbers (an embedding): a JSON list, or base64 of little-endian float32.
@@ -38,7 +39,7 @@ class ImageSource:
 
     name: str
     url: str | None = None
-    data: bytes | None = None
+    data: ImageBytes | None = None
     error: ImageDecodeFailed | None = None
 
 
@@ -49,7 +50,7 @@ class PredictRequest:
     encoding: VectorEncoding | None = None
 
 
-def parse_json_request(body: bytes, max_items: int) -> PredictRequest:
+def parse_json_request(body: ImageBytes, max_items: int) -> PredictRequest:
     """Parse a JSON predict body; raises InvalidRequest or PayloadTooLarge."""
     document = load_json(body, MAX_JSON_DEPTH, "the JSON body", "body")
     if isinstance(document, list):
@@ -72,7 +73,7 @@ def _parse_object(document: dict[str, Any], max_items: int) -> PredictRequest:
     return PredictRequest(sources, parse_top_k(document.get("top_k")), parse_encoding(document.get("encoding")))
 
 
-def load_json(data: bytes, max_depth: int, nested_what: str, invalid_what: str) -> Any:
+def load_json(data: ImageBytes, max_depth: int, nested_what: str, invalid_what: str) -> Any:
     """``data`` parsed, after its nesting is bounded; InvalidRequest naming what is wrong with it otherwise."""
     if data.count(b"[") + data.count(b"{") > max_depth and json_depth(data) > max_depth:  # counts: C, no copy
         raise InvalidRequest(f"{nested_what} is nested more than {max_depth} levels deep")
@@ -82,7 +83,7 @@ def load_json(data: bytes, max_depth: int, nested_what: str, invalid_what: str) 
         raise InvalidRequest(f"{invalid_what} is not valid JSON: {exc}") from exc
 
 
-def json_depth(body: bytes) -> int:
+def json_depth(body: ImageBytes) -> int:
     """How deeply arrays and objects nest in ``body``, counted without parsing it (brackets in strings skipped)."""
     brackets = _JSON_STRING.sub(b'""', body).translate(None, _NOT_BRACKETS)
     if not brackets:

@@ -43,7 +43,7 @@ from app.fetch.errors import (
     TooManyRedirects,
     UrlInvalid,
 )
-from app.fetch.limits import FetchLimits, PoolLimits
+from app.fetch.limits import DownloadHold, FetchLimits, PoolLimits
 from app.fetch.policy import AddressPolicy
 from app.fetch.resolver import GuardedResolver
 from app.fetch.response import check_head, read_body
@@ -55,6 +55,10 @@ MAX_HEADER_BYTES = 64 << 10
 USER_AGENT = "imagegate/0.1"
 REQUEST_HEADERS = {"Accept": "image/*", "Accept-Encoding": "gzip", "User-Agent": USER_AGENT}
 REDIRECT_CODES = frozenset({301, 302, 303, 307, 308})
+READ_BUFSIZE = 1 << 16  # aiohttp's read buffer: it stops reading the socket at twice this, unread
+# A download's share of the memory budget from its dial to its end: aiohttp's buffer before it pauses the socket
+# (twice READ_BUFSIZE), the event loop's last read into it (up to 256 KiB) and the parser's pieces of both.
+READ_AHEAD_BYTES = 512 << 10
 
 
 @dataclass(frozen=True)
@@ -112,17 +116,22 @@ class UrlFetcher:
                 auto_decompress=True,
                 max_line_size=MAX_HEADER_BYTES,
                 max_field_size=MAX_HEADER_BYTES,
+                read_bufsize=READ_BUFSIZE,
                 timeout=aiohttp.ClientTimeout(total=None),  # the fetcher's own deadlines bound every hop
             )
         return self._session
 
-    async def fetch(self, url: str) -> bytes:
-        """The body of ``url`` after following allowed redirects; raises an ItemError."""
+    async def fetch(self, url: str, hold: DownloadHold | None = None) -> bytes:
+        """The body of ``url`` after following allowed redirects; raises an ItemError.
+
+        With ``hold``, the body's bytes are added to it before they are read (``app.fetch.response``), and stay
+        added for the caller to give back once it lets go of them; a failed download gives its own back.
+        """
         deadline = time.monotonic() + self.limits.total_timeout_s
         hop = validate_url(url)
         for redirects in range(self.limits.max_redirects + 1):
             try:
-                answer = await self._fetch_hop(hop, deadline)
+                answer = await self._fetch_hop(hop, deadline, hold)
             except SourceForbidden as exc:
                 if redirects == 0 or isinstance(exc, RedirectForbidden):
                     raise
@@ -134,17 +143,23 @@ class UrlFetcher:
             hop = _redirect_target(hop, answer)
         raise TooManyRedirects(f"more than {self.limits.max_redirects} redirects")
 
-    async def _fetch_hop(self, hop: Hop, deadline: float) -> bytes | _Redirect:
+    async def _fetch_hop(self, hop: Hop, deadline: float, hold: DownloadHold | None) -> bytes | _Redirect:
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             raise _timeout(self.limits)
         try:
             async with asyncio.timeout(remaining), self._gate:
-                return await self._get(hop, deadline)
+                if hold is None:
+                    return await self._get(hop, deadline, hold)
+                await hold.grow(READ_AHEAD_BYTES)  # what the connection takes in before its body is reserved
+                try:
+                    return await self._get(hop, deadline, hold)
+                finally:
+                    hold.shrink(READ_AHEAD_BYTES)
         except TimeoutError as exc:
             raise _timeout(self.limits, "total timeout") from exc
 
-    async def _get(self, hop: Hop, deadline: float) -> bytes | _Redirect:
+    async def _get(self, hop: Hop, deadline: float, hold: DownloadHold | None) -> bytes | _Redirect:
         """One GET, to the first of the host's checked addresses that answers."""
         connect_by = min(time.monotonic() + self.limits.connect_timeout_s, deadline)  # resolving and dialling
         addresses = self._resolver.literal(hop.host, hop.port)  # an IP literal: checked, no lookup to time
@@ -157,7 +172,8 @@ class UrlFetcher:
         failure: BaseException | None = None
         for _family, sockaddr in addresses:
             try:
-                return await self._exchange(hop, str(sockaddr[0]), int(sockaddr[1]), connect_by - time.monotonic())
+                connect_s = connect_by - time.monotonic()
+                return await self._exchange(hop, str(sockaddr[0]), int(sockaddr[1]), connect_s, hold)
             except aiohttp.ClientConnectorError as exc:  # this address did not answer: try the next one
                 failure = exc
         if isinstance(failure, aiohttp.ClientConnectorError) and isinstance(failure.os_error, AddressRefused):
@@ -168,7 +184,9 @@ class UrlFetcher:
             raise SourceUnreachable("TLS handshake with the source failed", log_message=str(failure))
         raise SourceUnreachable("the connection to the source failed", log_message=repr(failure))
 
-    async def _exchange(self, hop: Hop, address: str, port: int, connect_s: float) -> bytes | _Redirect:
+    async def _exchange(
+        self, hop: Hop, address: str, port: int, connect_s: float, hold: DownloadHold | None
+    ) -> bytes | _Redirect:
         netloc = f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
         target = URL(f"{hop.scheme}://{netloc}{hop.target}", encoded=True)
         headers = {"Host": hop.host_header, **REQUEST_HEADERS}
@@ -188,7 +206,7 @@ class UrlFetcher:
                     if not 200 <= response.status < 300:
                         raise SourceHttpError(f"GET returned {response.status}")
                     check_head(response.headers, self.limits)
-                    return await read_body(response, self.limits)
+                    return await read_body(response, self.limits, hold)
                 except ItemError:
                     response.close()  # a refused answer's connection is not kept, whatever is left unread
                     raise

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
 
 from app.settings import FetchSettings
 
@@ -32,3 +33,14 @@ class PoolLimits:
     @classmethod
     def from_settings(cls, f: FetchSettings) -> PoolLimits:
         return cls(f.keepalive_per_host, f.keepalive_total, f.keepalive_idle_s)
+
+
+class DownloadHold(Protocol):
+    """A request's share of the process's memory budget (``app/memory.py``): a download grows it before it reads.
+
+    ``grow`` waits for room, or raises the budget's refusal; ``shrink`` gives bytes back.
+    """
+
+    async def grow(self, nbytes: int) -> None: ...
+
+    def shrink(self, nbytes: int) -> None: ...

@@ -115,6 +115,18 @@ class Metrics:
             registry=r,
             multiprocess_mode="livesum",
         )
+        self.memory_budget = Gauge(
+            "imagegate_memory_budget_bytes",
+            "Bytes requests may hold at once (server.memory_budget_bytes or derived), summed over processes",
+            registry=r,
+            multiprocess_mode="livesum",
+        )
+        self.memory_held = Gauge(
+            "imagegate_memory_held_bytes",
+            "Bytes reserved by requests in flight (bodies, downloads, decoded images, tensors)",
+            registry=r,
+            multiprocess_mode="livesum",
+        )
         # With workers, the value the last scrape wrote (in whichever worker) wins: a worker's older 1 must not
         # hide the backend going away.
         self.model_available = Gauge(

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import math
 import os
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
-CGROUP_ROOT = Path("/sys/fs/cgroup")
-PROC_SELF_CGROUP = Path("/proc/self/cgroup")
+from app.serving.cgroup import CGROUP_ROOT as CGROUP_ROOT  # re-exported: the root callers pass on
+from app.serving.cgroup import PROC_SELF_CGROUP, cgroup_chain
 
 
 def cpu_quota_cores(cgroup_root: Path = CGROUP_ROOT, proc_cgroup: Path = PROC_SELF_CGROUP) -> float | None:
@@ -21,7 +21,7 @@ def cpu_quota_cores(cgroup_root: Path = CGROUP_ROOT, proc_cgroup: Path = PROC_SE
     ``cpu.max`` from that cgroup up to ``cgroup_root`` counts, since a parent's quota caps its children. In a
     container the process's cgroup usually is the root itself.
     """
-    quotas = (_read_quota(directory / "cpu.max") for directory in _cgroup_chain(cgroup_root, proc_cgroup))
+    quotas = (_read_quota(directory / "cpu.max") for directory in cgroup_chain(cgroup_root, proc_cgroup))
     return min((quota for quota in quotas if quota is not None), default=None)
 
 
@@ -40,27 +40,6 @@ def cpu_budget(cgroup_root: Path = CGROUP_ROOT) -> int:
     if quota is None:
         return cores
     return max(1, min(cores, math.ceil(quota)))
-
-
-def _cgroup_chain(root: Path, proc_cgroup: Path) -> list[Path]:
-    """``root`` and each directory down to this process's cgroup under it."""
-    own = _own_cgroup(proc_cgroup)
-    parts = PurePosixPath(own).parts[1:] if own else ()
-    return [root.joinpath(*parts[:depth]) for depth in range(len(parts) + 1)]
-
-
-def _own_cgroup(proc_cgroup: Path) -> str | None:
-    """The cgroup v2 path of ``/proc/self/cgroup`` (the ``0::`` line), or None (cgroup v1 only, unreadable)."""
-    try:
-        lines = proc_cgroup.read_text().splitlines()
-    except OSError:
-        return None
-    for line in lines:
-        hierarchy, _, rest = line.partition(":")
-        controllers, _, path = rest.partition(":")
-        if hierarchy == "0" and not controllers and path.startswith("/") and ".." not in path:
-            return path
-    return None
 
 
 def _read_quota(cpu_max: Path) -> float | None:

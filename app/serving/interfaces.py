@@ -21,7 +21,7 @@ from handlers.oip import (
     ServerReadyHandler,
 )
 from handlers.openapi import OpenApiHandler
-from handlers.ports import ModelCatalog, PredictPipeline, ProcessLifecycle, RequestLimits, TensorModel
+from handlers.ports import MemoryGate, ModelCatalog, PredictPipeline, ProcessLifecycle, RequestLimits, TensorModel
 
 V2_MODEL = r"/v2/models/([^/]+)(?:/versions/([0-9]{1,18}))?"
 
@@ -58,6 +58,7 @@ def interface_routes(
     status: ModelCatalog,
     process: ProcessLifecycle,
     limits: RequestLimits,
+    memory: MemoryGate,
 ) -> list[Any]:
     """``/openapi.json`` and the ``/v2`` routes."""
     tensors = tensor_models(models)
@@ -68,7 +69,11 @@ def interface_routes(
         (r"/v2/health/live", ServerLiveHandler),
         (r"/v2/health/ready", ServerReadyHandler, {"models": status, "process": process}),
         (rf"{V2_MODEL}/ready", ModelReadyHandler, model),
-        (rf"{V2_MODEL}/infer", InferHandler, {"pipeline": pipeline, "limits": limits, "tensors": tensors}),
+        (
+            rf"{V2_MODEL}/infer",
+            InferHandler,
+            {"pipeline": pipeline, "limits": limits, "tensors": tensors, "memory": memory},
+        ),
         (rf"{V2_MODEL}/?", OipModelMetadataHandler, model),
         (r"/v2/.*", OipNotFoundHandler),  # the protocol's error form for any other /v2/ path
     ]

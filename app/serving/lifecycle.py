@@ -15,6 +15,8 @@ from tornado.ioloop import PeriodicCallback
 
 from app.admission import Admission
 from app.backend.rpc_errors import BackendFailures
+from app.memory import MemoryBudget
+from app.serving.allocator import HandBack
 from app.serving.lingering import Lingering
 from app.serving.reload import Reloader
 from app.serving.server import build_services, start_http
@@ -37,15 +39,19 @@ def report_period(
     failures: BackendFailures,
     period_s: float = REPORT_PERIOD_S,
     lingering: Lingering | None = None,
+    memory: MemoryBudget | None = None,
 ) -> None:
-    """A line each for the requests refused at capacity, the backend's failures and the refused connections closed
-    at once (``server.lingering_max_connections`` lingering already) since the last call.
+    """A line each for the requests refused at capacity or for want of memory, the backend's failures and the
+    refused connections closed at once (``server.lingering_max_connections`` lingering already) since the last call.
 
     None gets a log line per request: in an overload or an outage that would be hundreds a second.
     """
     refused = admission.take_refused()
     if refused:
         log.warning("at capacity: %d requests answered 503 in the last %.0f s", refused, period_s)
+    short = memory.take_refused() if memory is not None else 0
+    if short:
+        log.warning("memory budget full: %d requests answered 503 in the last %.0f s", short, period_s)
     counts = failures.take()
     if counts:
         summary = ", ".join(f"{count} {code}" for code, count in sorted(counts.items()))
@@ -105,10 +111,16 @@ async def serve(
 
     def report() -> None:
         current = reloader.services
-        report_period(current.pipeline.admission, current.client.failures, lingering=server.lingering)
+        report_period(
+            current.pipeline.admission,
+            current.client.failures,
+            lingering=server.lingering,
+            memory=current.pipeline.memory,
+        )
 
     reporter = PeriodicCallback(report, REPORT_PERIOD_S * 1000)
     reporter.start()
+    hand_back = _hand_back(settings.server, services.state)
     host = settings.server.host
     say(f"imagegate: ready on http://{host}:{port} models={','.join(settings.models)}")
     if announce:
@@ -116,12 +128,24 @@ async def serve(
     await signals.received.wait()
     forced = await drain(server, services.state, reloader.services.settings.server, signals)
     reporter.stop()
+    if hand_back is not None:
+        hand_back.stop()
     report()
     services.state.stop()
     await server.close_all_connections()
     await reloader.close()
     say("imagegate: stopped" + (" at once on a second signal" if forced else ""))
     return 1 if forced else 0
+
+
+def _hand_back(server: ServerSettings, state: ProcessState) -> PeriodicCallback | None:
+    """Free heap handed back to the kernel after a burst, checked every ``server.malloc_hand_back_s`` (0: never)."""
+    if server.malloc_hand_back_s <= 0:
+        return None
+    policy = HandBack()
+    checker = PeriodicCallback(lambda: policy.check(state.in_flight == 0), server.malloc_hand_back_s * 1000)
+    checker.start()
+    return checker
 
 
 async def drain(server: HTTPServer, state: ProcessState, limits: ServerSettings, signals: Signals) -> bool:

@@ -18,6 +18,7 @@ from app.admission import Admission
 from app.backend.tfserving import TFServingClient
 from app.batcher import MicroBatcher
 from app.fetch.fetcher import UrlFetcher
+from app.memory import MemoryBudget
 from app.models import load_registry
 from app.observability.metrics import Metrics
 from app.observability.requests import RequestObserver
@@ -29,6 +30,7 @@ from app.routing.shadow import Shadow
 from app.serving.cpus import CGROUP_ROOT, cpu_budget
 from app.serving.interfaces import interface_routes
 from app.serving.lingering import Lingering, LingeringHTTPServer, LingerLimits
+from app.serving.memory_limit import memory_budget
 from app.serving.state import ProcessState
 from app.settings import Settings, SettingsError
 from app.status import ModelStatus
@@ -104,6 +106,7 @@ async def build_services(
     threads = settings.server.decode_threads or cpu_budget(cgroup_root)
     executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="decode")
     fetcher = UrlFetcher.from_settings(settings.fetch, resolver)
+    memory = _memory(settings, cgroup_root, metrics, keep.pipeline.memory if keep is not None else None)
     predictor = RoutedPredict(
         client=client,
         batcher=MicroBatcher(client, metrics.observe_batch) if metrics is not None else MicroBatcher(client),
@@ -121,6 +124,7 @@ async def build_services(
         decode_limits=DecodeLimits(settings.decode.max_pixels, settings.decode.max_side),
         fetch_concurrency_per_request=settings.fetch.max_concurrent_per_request,
         admission=Admission(settings.server.max_in_flight_images, settings.server.retry_after_s),
+        memory=memory,
     )
     status = ModelStatus(models, client, predictor.routers)
     state = keep.state if keep is not None else ProcessState()  # a reload keeps the process's state
@@ -137,6 +141,23 @@ def _metrics(settings: Settings, kept: Metrics | None) -> Metrics | None:
     if kept is None:
         return Metrics(settings.server.max_in_flight_images)
     kept.in_flight_limit.set(settings.server.max_in_flight_images)
+    return kept
+
+
+def _memory(settings: Settings, cgroup_root: Path, metrics: Metrics | None, kept: MemoryBudget | None) -> MemoryBudget:
+    """The memory budget, one for the process's life: a reload keeps what requests hold and changes the settings.
+
+    A derived budget is derived once, at start: after a burst the resident memory is no idle footprint.
+    """
+    s = settings.server
+    derived_once = kept is not None and not s.memory_budget_bytes
+    capacity = kept.capacity if kept is not None and derived_once else memory_budget(settings, 1, cgroup_root)
+    on_change = metrics.memory_held.set if metrics is not None else None
+    if metrics is not None:
+        metrics.memory_budget.set(capacity)
+    if kept is None:
+        return MemoryBudget(capacity, s.memory_wait_s, s.retry_after_s, on_change)
+    kept.configure(capacity, s.memory_wait_s, s.retry_after_s, on_change)
     return kept
 
 
@@ -167,7 +188,7 @@ def make_app(services: Services) -> tornado.web.Application:
     limits = RequestLimits(
         s.max_json_bytes, s.max_upload_bytes, s.max_body_bytes, s.max_parts, s.max_images_per_request
     )
-    predict = {"pipeline": services.pipeline, "limits": limits}
+    predict = {"pipeline": services.pipeline, "limits": limits, "memory": services.pipeline.memory}
     models = {"models": services.status}
     routes: list[Any] = [
         (rf"{MODEL}(?:/versions/([0-9]{{1,18}})|/labels/([^/:]+))?:predict", PredictHandler, predict),
@@ -181,7 +202,13 @@ def make_app(services: Services) -> tornado.web.Application:
     ]
     # --- the ecosystem's interfaces: /openapi.json and the Open Inference Protocol v2 (app/serving/interfaces.py)
     routes += interface_routes(
-        services.settings, services.pipeline.models, services.pipeline, services.status, services.state, limits
+        services.settings,
+        services.pipeline.models,
+        services.pipeline,
+        services.status,
+        services.state,
+        limits,
+        services.pipeline.memory,
     )
     # --- end of the ecosystem's interfaces
     if s.page:

@@ -19,6 +19,7 @@ from tornado.netutil import bind_sockets
 from app.observability.metrics import MULTIPROC_ENV, use_multiprocess
 from app.serving.cpus import cpu_budget
 from app.serving.lifecycle import serve
+from app.serving.memory_limit import memory_budget
 from app.settings import Settings, SettingsError
 
 PR_SET_PDEATHSIG = 1
@@ -56,11 +57,16 @@ def metrics_directory() -> Iterator[Path]:
 def _fork_and_wait(settings: Settings, workers: int, load: Callable[[], Settings], config_file: Path | None) -> int:
     sockets = bind_sockets(settings.server.port, settings.server.host)
 
+    # The container's memory shared between the workers, derived once, before anything is held (a reload keeps it).
+    derived_memory = 0 if settings.server.memory_budget_bytes else memory_budget(settings, workers)
+
     def shared(settings: Settings) -> Settings:
-        if settings.server.decode_threads:
-            return settings
-        threads = max(1, cpu_budget() // workers)  # share the cores between workers, not one pool per core each
-        return dataclasses.replace(settings, server=dataclasses.replace(settings.server, decode_threads=threads))
+        server = settings.server
+        if not server.decode_threads:  # share the cores between workers, not one pool per core each
+            server = dataclasses.replace(server, decode_threads=max(1, cpu_budget() // workers))
+        if not server.memory_budget_bytes:
+            server = dataclasses.replace(server, memory_budget_bytes=derived_memory or memory_budget(settings, workers))
+        return dataclasses.replace(settings, server=server)
 
     settings = shared(settings)
     children = []

@@ -11,9 +11,11 @@ import numpy as np
 
 from processing.batch import InputBatch
 from processing.errors import ItemError, ModelOutputInvalid
+from processing.footprint import Footprint
 from processing.image import DecodeLimits, PreprocessSpec
 from processing.kinds.encoded import EncodedSpec
 from processing.postprocess import PostprocessSpec
+from processing.sniff import ImageBytes
 from processing.sources import VectorEncoding
 
 
@@ -50,7 +52,9 @@ class OutputKind:
 # What a model's input kind is told about the model: its preprocessing (decoded), or its inputs (encoded).
 InputSpec = PreprocessSpec | EncodedSpec
 # Every arrived image's bytes, the model's input spec and the decode limits: the rows of the batch the backend gets.
-ToBatch = Callable[[Sequence[bytes], InputSpec, DecodeLimits], InputBatch]
+ToBatch = Callable[[Sequence[ImageBytes], InputSpec, DecodeLimits], InputBatch]
+# The same arguments: the bytes ``ToBatch`` and the Predict it feeds will hold, for the memory budget.
+Holds = Callable[[Sequence[ImageBytes], InputSpec, DecodeLimits], Footprint]
 
 
 @dataclass(frozen=True)
@@ -60,6 +64,7 @@ class InputKind:
     name: str
     to_batch: ToBatch
     in_thread_pool: bool  # its work is worth a hand-off to the thread pool (decoding); else it is cheaper than one
+    footprint: Holds  # what making the batch and sending it will hold in memory, known before it starts
 
 
 def not_finite() -> ModelOutputInvalid:

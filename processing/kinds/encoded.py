@@ -19,7 +19,7 @@ import numpy as np
 from processing.batch import InputBatch
 from processing.image import DecodeLimits, check_dimensions
 from processing.jpeg import exif_orientation, jpeg_size
-from processing.sniff import ImageHeader, read_header
+from processing.sniff import ImageBytes, ImageHeader, read_header
 
 IMAGE_FIELD = "image"
 ORIENTATION_FIELD = "orientation"
@@ -33,7 +33,7 @@ class EncodedSpec:
     orientation: bool
 
 
-def check_encoded(data: bytes, limits: DecodeLimits) -> int:
+def check_encoded(data: ImageBytes, limits: DecodeLimits) -> int:
     """Refuse what the decoded path would refuse before decoding; the image's EXIF orientation (1-8) otherwise."""
     header = read_header(data)
     check_dimensions(header, limits)
@@ -47,7 +47,7 @@ def check_encoded(data: bytes, limits: DecodeLimits) -> int:
     return exif_orientation(data)
 
 
-def encoded_batch(images: Sequence[bytes], spec: EncodedSpec, limits: DecodeLimits) -> InputBatch:
+def encoded_batch(images: Sequence[ImageBytes], spec: EncodedSpec, limits: DecodeLimits) -> InputBatch:
     """Each of ``images`` checked into its row: the bytes, with their orientation when ``spec`` says so."""
     rows = np.empty(len(images), dtype=WITH_ORIENTATION if spec.orientation else np.dtype(object))
     failures: list[Exception | None] = []
@@ -60,7 +60,8 @@ def encoded_batch(images: Sequence[bytes], spec: EncodedSpec, limits: DecodeLimi
         except Exception as exc:  # one input's failure, whatever it is, is reported as that input's
             failures.append(exc)
         else:
-            rows[count] = (data, orientation) if spec.orientation else data
+            sent = data if isinstance(data, bytes) else bytes(data)  # the string tensor takes bytes
+            rows[count] = (sent, orientation) if spec.orientation else sent
             failures.append(None)
             count += 1
         times.append((start, time.perf_counter()))

@@ -51,6 +51,10 @@ def test_dev_config_loads_with_label_paths_relative_to_the_file() -> None:
         ("", {"IMAGEGATE_SERVER__PORT": "70000"}, [], "server.port"),
         ("", {}, ["fetch.max_bytes=-1"], "fetch.max_bytes"),
         ("", {}, ["fetch.allow_cidrs=[not-a-net]"], "fetch.allow_cidrs[0]"),
+        ("", {}, ["server.memory_budget_bytes=-1"], "server.memory_budget_bytes"),
+        ("", {}, ["server.memory_budget_bytes=1000000"], "server.memory_budget_bytes"),  # under one body
+        ("", {}, ["server.memory_wait_s=30"], "server.memory_wait_s"),  # not below body_timeout_s
+        ("", {}, ["server.memory_wait_s=-1"], "server.memory_wait_s"),
         ("", {}, ["tracing.otlp_endpoint=collector:4318"], "tracing.otlp_endpoint"),
         ("", {"IMAGEGATE_TRACING__SAMPLE_RATIO": "1.5"}, [], "tracing.sample_ratio"),
         ("tracing:\n  service_name: ''\n", {}, [], "tracing.service_name"),

@@ -28,7 +28,12 @@ async def timed(work: Awaitable[Any]) -> tuple[Any, float]:
 @pytest.mark.gen_test(timeout=60)
 async def test_a_good_request_is_answered_while_hostile_ones_run(make_tier: TierFactory, images: ImageServer) -> None:
     tier: Tier = await make_tier(
-        ["fetch.allow_cidrs=[127.0.0.1/32]", "fetch.total_timeout_s=2", "server.body_timeout_s=1"]
+        [
+            "fetch.allow_cidrs=[127.0.0.1/32]",
+            "fetch.total_timeout_s=2",
+            "server.body_timeout_s=1",
+            "server.memory_wait_s=0.5",  # shorter than the body's timeout
+        ]
     )
     bomb = gzip_bomb()
     bomb_headers = {"Content-Type": "image/jpeg", "Content-Encoding": "gzip", "Content-Length": str(len(bomb))}

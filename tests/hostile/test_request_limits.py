@@ -306,7 +306,7 @@ async def test_a_slowloris_client_sending_headers_is_disconnected(make_tier: Tie
 
 @pytest.mark.gen_test(timeout=30)
 async def test_a_slowloris_client_sending_a_body_is_disconnected(make_tier: TierFactory) -> None:
-    tier = await make_tier(["server.body_timeout_s=0.5"])
+    tier = await make_tier(["server.body_timeout_s=0.5", "server.memory_wait_s=0.2"])  # the wait must be shorter
     port = port_of(tier)
     head = request_head(port, "image/jpeg", "Content-Length: 100000")
     answer = await in_thread(trickle, port, [head] + [bytes(100)] * 100, 0.05)  # would take 5 s

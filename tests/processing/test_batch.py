@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gc
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -49,6 +51,28 @@ def test_an_unexpected_exception_is_that_inputs_failure() -> None:
     decoded = decode_batch([COFFEE, None, COFFEE[:1]], SPEC, decode_limits())  # type: ignore[list-item]
     assert decoded.rows() == [0]
     assert isinstance(decoded.failures[1], Exception)
+
+
+@pytest.mark.parametrize(
+    "broken",
+    [b"\xff\xd8\xff\xe0" + bytes(1000), COFFEE[:5000], b"not an image", DIGIT[:40]],
+    ids=["jpeg header only", "truncated jpeg", "not an image", "truncated png"],
+)
+def test_a_failed_input_leaves_nothing_holding_its_bytes(broken: bytes) -> None:
+    """No reference cycle through the failure's traceback keeps the bytes (a 19 MiB body in a burst) alive
+    after the batch is dropped: a quiet process never runs the collector that would free them."""
+    data = bytes(bytearray(broken))  # an object of this test's own
+    before = sys.getrefcount(data)
+    gc.collect()
+    gc.disable()
+    try:
+        decoded = decode_batch([data, COFFEE], SPEC, decode_limits())
+        assert isinstance(decoded.failures[0], ImageDecodeFailed)
+        del decoded
+        assert sys.getrefcount(data) == before
+        assert gc.collect() == 0
+    finally:
+        gc.enable()
 
 
 def test_no_images_is_an_empty_batch() -> None:

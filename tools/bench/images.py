@@ -33,8 +33,8 @@ class Workload:
         return [(self.directory / n).stat().st_size for n in names]
 
 
-def photo_like(photo: np.ndarray, size: tuple[int, int], seed: int) -> np.ndarray:
-    """``photo`` scaled to ``size`` (width, height), cropped to its aspect, with seeded noise."""
+def photo_like(photo: np.ndarray, size: tuple[int, int], seed: int, sigma: float = NOISE_SIGMA) -> np.ndarray:
+    """``photo`` scaled to ``size`` (width, height), cropped to its aspect, with seeded noise of ``sigma``."""
     width, height = size
     h, w = photo.shape[:2]
     scale = max(width / w, height / h)
@@ -42,7 +42,7 @@ def photo_like(photo: np.ndarray, size: tuple[int, int], seed: int) -> np.ndarra
     top = (resized.shape[0] - height) // 2
     left = (resized.shape[1] - width) // 2
     crop = resized[top : top + height, left : left + width].astype(np.float32)
-    noise = np.random.default_rng(seed).normal(0.0, NOISE_SIGMA, crop.shape).astype(np.float32)
+    noise = np.random.default_rng(seed).normal(0.0, sigma, crop.shape).astype(np.float32)
     pixels: np.ndarray = np.clip(crop + noise, 0, 255).astype(np.uint8)
     return pixels
 

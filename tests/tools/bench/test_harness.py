@@ -206,3 +206,20 @@ def test_the_encoded_scenarios_tier_answers_one_request_from_the_fakes_bytes_sig
     assert result["statuses"] == {"200": 1} and result["item_errors"] == 0, result["sample"]
     answer = json.loads(str(result["sample"]))
     assert [len(item["classes"]) for item in answer["predictions"]] == [5, 5]
+
+
+@pytest.mark.parametrize("mode", ["upload", "urls"])
+def test_the_memory_burst_tool_answers_and_measures(tmp_path: Path, mode: str) -> None:
+    out = tmp_path / "runs.json"
+    args = ["--concurrency", "2", "--rounds", "1", "--settle", "1", "--image", "noise", "--mode", mode]
+    done = subprocess.run(
+        [sys.executable, "-m", "tools.bench.memory", *args, "--budget", str(256 << 20), "--json", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    (run,) = json.loads(out.read_text())
+    assert run["statuses"] == {"200": 2} and run["connection_errors"] == 0
+    assert run["hwm_mb"] >= run["idle_mb"] > 0 and run["rss_after_mb"]["1"] > 0

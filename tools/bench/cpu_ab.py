@@ -1,0 +1,78 @@
+"""``python -m tools.bench.cpu_ab``: the tier's CPU per image under two sets of settings, side by side.
+
+Scenario 1's load (``python -m tools.bench``: 4 x 640x480 URLs per request, c=16, nginx, the fake backend;
+``--large``: scenario 2's, 1 x 12 MP per request, c=8),
+against a tier started with ``--a`` settings and one with ``--b``, in ``--pairs`` pairs, the order alternating
+(a/b, b/a, ...), each run in a new tier process; per run the tier's utime+stime over the images answered, as
+scenario 8 (the cost of metrics) does. Prints each pair and the median of the b/a ratios. For a setting that
+changes the tier's CPU by less than the machine's noise (about 5 % between runs here), read the pairs, not the
+median alone.
+
+    python -m tools.bench.cpu_ab --b server.malloc_hand_back_s=0 --pairs 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+from collections.abc import Sequence
+
+from tools.bench import procs
+from tools.bench.imagehost import start_image_host
+from tools.bench.images import make_workload
+from tools.bench.run import FULL, OUT, QUICK, Harness, _cpu_per_image, _summary
+from tools.fakeserving import start_fakeserving
+
+
+def run_pairs(h: Harness, sets: dict[str, list[str]], pairs: int, large: bool = False) -> list[dict[str, float]]:
+    if large:  # scenario 2's load: one 12 MP image per request, c=8
+        bodies, concurrency = h.bodies("large1", h.workload.large, per_request=1), 8
+    else:
+        bodies, concurrency = h.bodies("small4", h.workload.small, per_request=4), 16
+    config = h.tier_config("tiny", h.tiny(), h.backend_address)
+    found: list[dict[str, float]] = []
+    for pair in range(pairs):
+        costs: dict[str, float] = {}
+        for name in ("a", "b") if pair % 2 == 0 else ("b", "a"):
+            child, url = h.start_tier(config, sets[name])
+            try:
+                cpu = procs.cpu_seconds(child.pid)
+                result = h.load(url, bodies, concurrency=concurrency)
+                costs[name] = _cpu_per_image(procs.cpu_seconds(child.pid) - cpu, result)
+            finally:
+                child.stop()
+            print(f"  {name} {sets[name]}: {_summary({**result, 'cpu_ms_per_image': costs[name]})}", flush=True)
+        found.append(costs)
+    return found
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tools.bench.cpu_ab", description=__doc__.splitlines()[0])
+    parser.add_argument("--a", action="append", default=[], metavar="KEY=VALUE", help="settings of a (repeatable)")
+    parser.add_argument("--b", action="append", default=[], metavar="KEY=VALUE", help="settings of b (repeatable)")
+    parser.add_argument("--pairs", type=int, default=3)
+    parser.add_argument("--quick", action="store_true", help="4 s runs instead of 12 s")
+    parser.add_argument("--large", action="store_true", help="scenario 2's load (1 x 12 MP, c=8) instead")
+    args = parser.parse_args(argv)
+    OUT.mkdir(parents=True, exist_ok=True)
+    workload = make_workload(OUT / "images")
+    host = start_image_host(workload.directory)
+    try:
+        backend = start_fakeserving()
+        try:
+            h = Harness(QUICK if args.quick else FULL, workload, host, backend)
+            pairs = run_pairs(h, {"a": args.a, "b": args.b}, args.pairs, args.large)
+        finally:
+            backend.stop()
+    finally:
+        host.stop()
+    ratios = [p["b"] / p["a"] for p in pairs]
+    each = ", ".join(f"{p['a']:.3f}/{p['b']:.3f}" for p in pairs)
+    image = "12 MP" if args.large else "640x480"
+    print(f"CPU ms per {image} image, a/b by pair: {each}; b/a median {statistics.median(ratios):.3f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
