@@ -67,8 +67,11 @@ def _parse_object(document: dict[str, Any], max_items: int) -> PredictRequest:
     instances = document.get("instances")
     if not isinstance(instances, list):
         raise InvalidRequest("'instances' must be a list")
-    if "top_k" in document and document["top_k"] is None:  # null is no integer; only an absent top_k is absent
+    # null is no value of either; only an absent field is absent
+    if "top_k" in document and document["top_k"] is None:
         raise InvalidRequest(f"'top_k' must be an integer from 1 to {MAX_TOP_K}")
+    if "encoding" in document and document["encoding"] is None:
+        parse_encoding("null")  # refused, with the message that names the values
     sources = _parse_instances(instances, max_items)
     return PredictRequest(sources, parse_top_k(document.get("top_k")), parse_encoding(document.get("encoding")))
 

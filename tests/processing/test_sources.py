@@ -79,6 +79,12 @@ def test_a_null_top_k_is_refused() -> None:
         parse_json_request(b'{"instances": ["a"], "top_k": null}', 8)
 
 
+def test_a_null_encoding_is_refused() -> None:
+    """An ``encoding`` is list or base64; null is neither (found by schemathesis' coverage phase)."""
+    with pytest.raises(InvalidRequest, match="encoding"):
+        parse_json_request(b'{"instances": ["a"], "encoding": null}', 8)
+
+
 def test_top_k_from_a_query_string() -> None:
     assert parse_top_k("7") == 7
     assert parse_top_k(None) is None
