@@ -23,7 +23,7 @@ from app.models import ModelRegistry, ServedModel
 from app.routing.routed import Answered, RoutedPredict
 from processing.context import RequestContext
 from processing.errors import ItemError, ItemInternalError
-from processing.image import DecodeLimits
+from processing.image import DecodeLimits, ImageGeometry
 from processing.kinds.base import ItemAnswer
 from processing.prediction import ItemResult, PredictCall, Prediction
 from processing.sources import ImageSource
@@ -50,16 +50,17 @@ class Pipeline:
         context.model = model.name
         self.admission.acquire(len(call.sources))
         try:
-            batch, failures = await self._load_all(model, call.sources, context)
-            answered = await self.predictor.predict(model, call, batch, context)
+            batch, geometries, failures = await self._load_all(model, call.sources, context)
+            answered = await self.predictor.predict(model, call, batch, geometries, context)
             return _prediction(model.name, call, failures, answered, context)
         finally:
             self.admission.release(len(call.sources))
 
     async def _load_all(
         self, model: ServedModel, sources: Sequence[ImageSource], context: RequestContext
-    ) -> tuple[np.ndarray, list[ItemError | None]]:
-        """The batch of every image that arrived and became a row, and each source's failure (None for a row)."""
+    ) -> tuple[np.ndarray, list[ImageGeometry | None], list[ItemError | None]]:
+        """The batch of every image that arrived and became a row, each row's geometry (where its image went in
+        the model's frame), and each source's failure (None for a row)."""
         arrived = await self._download_all(sources, context)
         datas = [data for data in arrived if isinstance(data, bytes)]
         to_batch = model.input_kind.to_batch  # the model's input kind: how the bytes become its batch
@@ -77,7 +78,7 @@ class Pipeline:
                 failures.append(None if failure is None else _item_error(failure))
             else:
                 failures.append(data)
-        return decoded.tensors, failures
+        return decoded.tensors, decoded.geometry_rows(), failures
 
     async def _download_all(self, sources: Sequence[ImageSource], context: RequestContext) -> list[bytes | ItemError]:
         """Each source's bytes (uploads as they came, URLs downloaded concurrently), or its error."""
