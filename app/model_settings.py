@@ -37,13 +37,28 @@ class InputSettings:
 
 @dataclass(frozen=True)
 class PostprocessSettings:
-    kind: Literal["classification", "embedding", "tensors", "raw"] = "classification"  # processing/kinds/registry.py
+    kind: Literal["classification", "detection", "embedding", "tensors", "raw"] = (
+        "classification"  # processing/kinds/registry.py
+    )
     activation: Literal["none", "softmax", "sigmoid"] = "none"  # softmax or sigmoid when the model outputs logits
     softmax: bool | None = None  # the former key: true is activation softmax (docs/models.md)
     threshold: float | None = None  # classification: every class scoring above it (multi-label)
     top_k: int | None = None  # classes per image; none: SINGLE_LABEL_TOP_K, or with a threshold no cap
     labels: Path | None = None  # relative paths are relative to the config file
     normalize: bool = False  # embedding: scale each vector to unit L2 norm
+    score_threshold: float = 0.0  # detection: boxes scoring at or below it are dropped
+    max_detections: int | None = None  # detection: boxes per image, best first (the request's top_k overrides)
+    label_offset: int = 1  # detection: the class id of the labels file's first line (the Object Detection API's: 1)
+    nms_iou: float | None = None  # detection: tier-side non-maximum suppression above this IoU; none: the model's
+    nms_mode: Literal["hard", "weighted"] = "hard"  # detection: drop overlapping boxes, or merge them by score
+    # detection: the outputs holding boxes, scores, classes, the count and (optional) keypoints, in that order
+    detection_outputs: tuple[str, ...] = (
+        "detection_boxes",
+        "detection_scores",
+        "detection_classes",
+        "num_detections",
+        "detection_keypoints",
+    )
 
     def __post_init__(self) -> None:
         if self.kind == "raw":  # the former name of tensors, still accepted (docs/models.md)
@@ -86,5 +101,11 @@ def validate_postprocess(path: str, post: PostprocessSettings) -> None:
         )
     if post.threshold is not None and post.activation != "none" and not 0 <= post.threshold < 1:
         raise SettingsError(f"{path}.postprocess.threshold: {post.activation} scores are from 0 to 1; choose below 1")
+    if post.max_detections is not None and not 1 <= post.max_detections <= MAX_TOP_K:
+        raise SettingsError(f"{path}.postprocess.max_detections: must be from 1 to {MAX_TOP_K}")
+    if post.nms_iou is not None and not 0 < post.nms_iou < 1:
+        raise SettingsError(f"{path}.postprocess.nms_iou: must be between 0 and 1")
+    if not 3 <= len(post.detection_outputs) <= 5:
+        raise SettingsError(f"{path}.postprocess.detection_outputs: boxes, scores, classes[, count[, keypoints]]")
     if post.labels is not None and not post.labels.is_file():
         raise SettingsError(f"{path}.postprocess.labels: file {post.labels} does not exist")

@@ -252,4 +252,10 @@ def _postprocess_spec(model: ModelSettings) -> PostprocessSpec:
         labels=labels,
         threshold=post.threshold,
         normalize=post.normalize,
+        score_threshold=post.score_threshold,
+        max_detections=post.max_detections,
+        label_offset=post.label_offset,
+        nms_iou=post.nms_iou,
+        nms_mode=post.nms_mode,
+        detection_outputs=post.detection_outputs,
     )

@@ -26,7 +26,7 @@ from app.routing.routed import Answered, RoutedPredict
 from handlers.ports import HeldMemory
 from processing.context import RequestContext
 from processing.errors import ItemError, ItemInternalError
-from processing.image import DecodeLimits
+from processing.image import DecodeLimits, ImageGeometry
 from processing.kinds.base import ItemAnswer
 from processing.prediction import ItemResult, PredictCall, Prediction
 from processing.sniff import ImageBytes
@@ -59,8 +59,8 @@ class Pipeline:
         own = hold is None
         hold = self.memory.open() if hold is None else hold
         try:
-            batch, failures = await self._load_all(model, call.sources, context, hold)
-            answered = await self.predictor.predict(model, call, batch, context)
+            batch, geometries, failures = await self._load_all(model, call.sources, context, hold)
+            answered = await self.predictor.predict(model, call, batch, geometries, context)
             return _prediction(model.name, call, failures, answered, context)
         finally:
             if own:
@@ -69,8 +69,9 @@ class Pipeline:
 
     async def _load_all(
         self, model: ServedModel, sources: Sequence[ImageSource], context: RequestContext, hold: HeldMemory
-    ) -> tuple[np.ndarray, list[ItemError | None]]:
-        """The batch of every image that arrived and became a row, and each source's failure (None for a row)."""
+    ) -> tuple[np.ndarray, list[ImageGeometry | None], list[ItemError | None]]:
+        """The batch of every image that arrived and became a row, each row's geometry (where its image went in
+        the model's frame), and each source's failure (None for a row)."""
         arrived = await self._download_all(sources, context, hold)
         datas = [data for data in arrived if not isinstance(data, ItemError)]
         to_batch = model.input_kind.to_batch  # the model's input kind: how the bytes become its batch
@@ -92,7 +93,7 @@ class Pipeline:
                 failures.append(None if failure is None else _item_error(failure))
             else:
                 failures.append(data)
-        return decoded.tensors, failures
+        return decoded.tensors, decoded.geometry_rows(), failures
 
     async def _download_all(
         self, sources: Sequence[ImageSource], context: RequestContext, hold: HeldMemory

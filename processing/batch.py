@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from processing.errors import ItemError
-from processing.image import DecodeLimits, PreprocessSpec, image_to_tensor
+from processing.image import DecodeLimits, ImageGeometry, PreprocessSpec, image_to_tensor_and_geometry
 from processing.sniff import ImageBytes
 
 
@@ -22,11 +22,17 @@ from processing.sniff import ImageBytes
 class InputBatch:
     """What a model's input kind made of a request's images (``processing/kinds``): ``tensors`` holds one row per
     image that became one, in input order; ``failures[i]`` is why input ``i`` did not (None when it did);
-    ``times[i]`` is when input ``i`` was worked on (``time.perf_counter()``)."""
+    ``times[i]`` is when input ``i`` was worked on (``time.perf_counter()``); ``geometries`` holds each row's
+    ``ImageGeometry`` (where its image went in the model's frame), or None for rows that were not resized."""
 
     tensors: np.ndarray
     failures: list[Exception | None]
     times: list[tuple[float, float]]
+    geometries: list[ImageGeometry | None] = field(default_factory=list)
+
+    def geometry_rows(self) -> list[ImageGeometry | None]:
+        """Each row's geometry, None for every row when the input kind has none."""
+        return self.geometries if len(self.geometries) == len(self.tensors) else [None] * len(self.tensors)
 
     def rows(self) -> list[int]:
         """The inputs that decoded, in the order of their rows."""
@@ -42,21 +48,26 @@ def decode_batch(images: Sequence[ImageBytes], spec: PreprocessSpec, limits: Dec
     batch = np.empty((len(images), *spec.shape), dtype=dtype)
     failures: list[Exception | None] = []
     times: list[tuple[float, float]] = []
+    geometries: list[ImageGeometry | None] = []
     row_of: dict[int, int] = {}
     rows = 0
     for data in images:
         start = time.perf_counter()
         try:
             done = row_of.get(id(data))
-            batch[rows] = batch[done] if done is not None else image_to_tensor(data, spec, limits)
+            if done is not None:
+                batch[rows], geometry = batch[done], geometries[done]
+            else:
+                batch[rows], geometry = image_to_tensor_and_geometry(data, spec, limits)
         except Exception as exc:  # one input's failure, whatever it is, is reported as that input's
             failures.append(_detached(exc))
         else:
             failures.append(None)
+            geometries.append(geometry)
             row_of.setdefault(id(data), rows)
             rows += 1
         times.append((start, time.perf_counter()))
-    return InputBatch(batch[:rows], failures, times)
+    return InputBatch(batch[:rows], failures, times, geometries)
 
 
 def _detached(exc: Exception) -> Exception:

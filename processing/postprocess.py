@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 Activation = Literal["none", "softmax", "sigmoid"]
+NmsMode = Literal["hard", "weighted"]
 
 
 @dataclass(frozen=True)
@@ -16,6 +17,12 @@ class PostprocessSpec:
     labels: tuple[str, ...]
     threshold: float | None = None  # classification: every class scoring above it (multi-label)
     normalize: bool = False  # embedding: scale each vector to unit L2 norm
+    score_threshold: float = 0.0  # detection: boxes scoring at or below it are dropped
+    max_detections: int | None = None  # detection: boxes per image, best first, unless the request's top_k says
+    label_offset: int = 1  # detection: the label-map id of ``labels[0]`` (the TF Object Detection API's is 1)
+    nms_iou: float | None = None  # detection: tier-side non-maximum suppression above this IoU (None: the model's)
+    nms_mode: NmsMode | None = None  # detection, with nms_iou: "hard" drops overlapping boxes, "weighted" merges them
+    detection_outputs: tuple[str, ...] = ()  # detection: boxes, scores, classes[, count[, keypoints]] (app's default)
 
 
 def parse_labels(text: str) -> tuple[str, ...]:

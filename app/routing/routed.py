@@ -36,6 +36,7 @@ from app.routing.shadow import Shadow
 from app.settings import RouteTarget
 from processing.context import RequestContext
 from processing.errors import GatewayError, InternalError, ItemError
+from processing.image import ImageGeometry
 from processing.kinds.base import ItemAnswer
 from processing.prediction import PredictCall
 
@@ -64,7 +65,12 @@ class RoutedPredict:
     on_fallback: Callable[[str, str, str], None] = lambda model, route, code: None  # a canary's failure, answered
 
     async def predict(
-        self, model: ServedModel, call: PredictCall, batch: np.ndarray, context: RequestContext
+        self,
+        model: ServedModel,
+        call: PredictCall,
+        batch: np.ndarray,
+        geometries: Sequence[ImageGeometry | None],
+        context: RequestContext,
     ) -> Answered:
         """``batch``'s answers from the version or label the call or the model's routes choose; raises GatewayError.
 
@@ -92,7 +98,8 @@ class RoutedPredict:
                 self._fell_back(model, attempt, exc.code)
                 continue
             postprocessing = time.perf_counter()
-            rows = model.output_kind.postprocess(result.outputs, model.output_names, model.postprocess, call.top_k)
+            post = model.output_kind.postprocess
+            rows = post(result.outputs, model.output_names, model.postprocess, call.top_k, geometries)
             failed = [row.code for row in rows if isinstance(row, ItemError) and row.code in MODEL_FAILURES]
             self._record(router, attempt, len(batch), len(failed), result.answered_at - waiting)
             if failed and not last:

@@ -12,7 +12,7 @@ import numpy as np
 from processing.batch import InputBatch
 from processing.errors import ItemError, ModelOutputInvalid
 from processing.footprint import Footprint
-from processing.image import DecodeLimits, PreprocessSpec
+from processing.image import DecodeLimits, ImageGeometry, PreprocessSpec
 from processing.kinds.encoded import EncodedSpec
 from processing.postprocess import PostprocessSpec
 from processing.sniff import ImageBytes
@@ -32,9 +32,11 @@ class ItemAnswer(ABC):
 
 
 # The model's output tensors (first axis: the batch's rows), the model's output names, its postprocess settings and
-# the request's top_k: one answer or error per row.
+# the request's top_k, and each row's image geometry (None for a row without one: an encoded input): one answer or
+# error per row.
 Postprocess = Callable[
-    [Mapping[str, np.ndarray], Sequence[str], PostprocessSpec, int | None], Sequence[ItemAnswer | ItemError]
+    [Mapping[str, np.ndarray], Sequence[str], PostprocessSpec, int | None, Sequence[ImageGeometry | None]],
+    Sequence[ItemAnswer | ItemError],
 ]
 
 

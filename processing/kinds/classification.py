@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from processing.errors import ItemError
+from processing.image import ImageGeometry
 from processing.kinds.base import ItemAnswer, OutputKind, not_finite
 from processing.postprocess import Activation, PostprocessSpec
 from processing.sources import VectorEncoding
@@ -124,7 +125,11 @@ def _scored(ids: list[int], scores: list[float], labels: tuple[str, ...]) -> tup
 
 
 def postprocess(
-    outputs: Mapping[str, np.ndarray], names: Sequence[str], spec: PostprocessSpec, top_k: int | None
+    outputs: Mapping[str, np.ndarray],
+    names: Sequence[str],
+    spec: PostprocessSpec,
+    top_k: int | None,
+    geometries: Sequence[ImageGeometry | None],
 ) -> Sequence[ItemAnswer | ItemError]:
     return classify_batch(outputs[names[0]], spec, top_k)
 

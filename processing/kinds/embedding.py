@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from processing.errors import ItemError
+from processing.image import ImageGeometry
 from processing.kinds.base import ItemAnswer, OutputKind, not_finite
 from processing.postprocess import PostprocessSpec
 from processing.sources import VectorEncoding
@@ -49,7 +50,11 @@ def embed_batch(output: np.ndarray, normalize: bool) -> list[Embedding | ItemErr
 
 
 def postprocess(
-    outputs: Mapping[str, np.ndarray], names: Sequence[str], spec: PostprocessSpec, top_k: int | None
+    outputs: Mapping[str, np.ndarray],
+    names: Sequence[str],
+    spec: PostprocessSpec,
+    top_k: int | None,
+    geometries: Sequence[ImageGeometry | None],
 ) -> Sequence[ItemAnswer | ItemError]:
     return embed_batch(outputs[names[0]], spec.normalize)
 

@@ -7,13 +7,13 @@ from collections.abc import Mapping, Sequence
 from processing.batch import InputBatch, decode_batch
 from processing.footprint import Footprint, bytes_footprint, decode_footprint
 from processing.image import DecodeLimits, PreprocessSpec
-from processing.kinds import classification, embedding, tensors
+from processing.kinds import classification, detection, embedding, tensors
 from processing.kinds.base import InputKind, InputSpec, OutputKind
 from processing.kinds.encoded import EncodedSpec, encoded_batch
 from processing.sniff import ImageBytes
 
 OUTPUT_KINDS: Mapping[str, OutputKind] = {
-    kind.name: kind for kind in (classification.KIND, embedding.KIND, tensors.KIND)
+    kind.name: kind for kind in (classification.KIND, detection.KIND, embedding.KIND, tensors.KIND)
 }
 
 

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from processing.errors import ItemError
+from processing.image import ImageGeometry
 from processing.kinds.base import ItemAnswer, OutputKind, finite, not_finite
 from processing.postprocess import PostprocessSpec
 from processing.sources import VectorEncoding
@@ -39,7 +40,11 @@ def tensors_batch(outputs: Mapping[str, np.ndarray]) -> list[Tensors | ItemError
 
 
 def postprocess(
-    outputs: Mapping[str, np.ndarray], names: Sequence[str], spec: PostprocessSpec, top_k: int | None
+    outputs: Mapping[str, np.ndarray],
+    names: Sequence[str],
+    spec: PostprocessSpec,
+    top_k: int | None,
+    geometries: Sequence[ImageGeometry | None],
 ) -> Sequence[ItemAnswer | ItemError]:
     return tensors_batch(outputs)
 

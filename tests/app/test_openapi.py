@@ -25,6 +25,7 @@ from handlers.page import PageFileHandler
 from processing.errors import ImageDecodeFailed, ItemError
 from processing.kinds.base import ItemAnswer
 from processing.kinds.classification import Classes, ScoredClass
+from processing.kinds.detection import Detection, Detections
 from processing.kinds.embedding import Embedding
 from processing.kinds.registry import OUTPUT_KINDS
 from processing.kinds.tensors import Tensors
@@ -152,6 +153,7 @@ def test_every_output_kinds_answer_is_a_documented_item() -> None:
         "classification": Classes((ScoredClass(1, "b", 0.5),), np.array([0.5, 0.5])),
         "tensors": Tensors({"boxes": np.zeros((2, 4)), "count": np.array(2)}),
         "embedding": Embedding(np.array([0.6, 0.8], dtype=np.float32)),
+        "detection": Detections((Detection(1, "face", 0.9, (1.0, 2.0, 3.0, 4.0), ((1.5, 2.5),)),), {}),
     }
     assert set(answers) == set(OUTPUT_KINDS), "a new output kind needs an example answer here"
     failed: list[ItemAnswer | ItemError] = [ImageDecodeFailed("not an image")]

@@ -12,7 +12,7 @@ import pytest
 import processing.batch
 from processing.batch import decode_batch
 from processing.errors import ImageDecodeFailed
-from processing.image import image_to_tensor
+from processing.image import ImageGeometry, image_to_tensor, image_to_tensor_and_geometry
 from tests.support.specs import decode_limits, preprocess_spec
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "images"
@@ -35,16 +35,17 @@ def test_each_image_is_its_row_and_a_failure_is_its_own() -> None:
 
 def test_the_same_bytes_twice_are_decoded_once(monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[int] = []
-    real = image_to_tensor
+    real = image_to_tensor_and_geometry
 
-    def counting(data: bytes, *args: object) -> np.ndarray:
+    def counting(data: bytes, *args: object) -> tuple[np.ndarray, ImageGeometry]:
         calls.append(len(data))
         return real(data, *args)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(processing.batch, "image_to_tensor", counting)
+    monkeypatch.setattr(processing.batch, "image_to_tensor_and_geometry", counting)
     decoded = decode_batch([COFFEE, DIGIT, COFFEE], SPEC, decode_limits())
     assert calls == [len(COFFEE), len(DIGIT)]
     np.testing.assert_array_equal(decoded.tensors[2], decoded.tensors[0])
+    assert decoded.geometries[2] == decoded.geometries[0] != decoded.geometries[1]
 
 
 def test_an_unexpected_exception_is_that_inputs_failure() -> None:

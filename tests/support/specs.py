@@ -46,6 +46,12 @@ def postprocess_spec(**changes: Any) -> PostprocessSpec:
         "labels": (),
         "threshold": d.threshold,
         "normalize": d.normalize,
+        "score_threshold": d.score_threshold,
+        "max_detections": d.max_detections,
+        "label_offset": d.label_offset,
+        "nms_iou": d.nms_iou,
+        "nms_mode": d.nms_mode,
+        "detection_outputs": d.detection_outputs,
     }
     return PostprocessSpec(**{**values, **changes})
 
