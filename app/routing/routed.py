@@ -37,7 +37,7 @@ from app.settings import RouteTarget
 from processing.context import RequestContext
 from processing.errors import GatewayError, InternalError, ItemError
 from processing.image import ImageGeometry
-from processing.kinds.base import ItemAnswer
+from processing.kinds.base import ItemAnswer, ModelOutputs
 from processing.prediction import PredictCall
 
 # A canary's Predict failed on the backend's side (UNAVAILABLE, NOT_FOUND, INTERNAL and the like, its deadline, or a
@@ -98,8 +98,8 @@ class RoutedPredict:
                 self._fell_back(model, attempt, exc.code)
                 continue
             postprocessing = time.perf_counter()
-            post = model.output_kind.postprocess
-            rows = post(result.outputs, model.output_names, model.postprocess, call.top_k, geometries)
+            outputs = ModelOutputs(result.outputs, model.output_names, model.postprocess, call.top_k, geometries)
+            rows = model.output_kind.postprocess(outputs)
             failed = [row.code for row in rows if isinstance(row, ItemError) and row.code in MODEL_FAILURES]
             self._record(router, attempt, len(batch), len(failed), result.answered_at - waiting)
             if failed and not last:

@@ -31,13 +31,18 @@ class ItemAnswer(ABC):
         """This image's row of the v2 output tensor ``output``: numbers (FP32), or text (BYTES) with a class count."""
 
 
-# The model's output tensors (first axis: the batch's rows), the model's output names, its postprocess settings and
-# the request's top_k, and each row's image geometry (None for a row without one: an encoded input): one answer or
-# error per row.
-Postprocess = Callable[
-    [Mapping[str, np.ndarray], Sequence[str], PostprocessSpec, int | None, Sequence[ImageGeometry | None]],
-    Sequence[ItemAnswer | ItemError],
-]
+@dataclass(frozen=True)
+class ModelOutputs:
+    """What a kind's postprocess is given: one answer or error per row of the batch comes back."""
+
+    tensors: Mapping[str, np.ndarray]  # the model's output tensors (first axis: the batch's rows)
+    names: Sequence[str]  # the model's output names
+    spec: PostprocessSpec  # its postprocess settings
+    top_k: int | None  # the request's
+    geometries: Sequence[ImageGeometry | None]  # each row's image geometry (None: an encoded input has none)
+
+
+Postprocess = Callable[[ModelOutputs], Sequence[ItemAnswer | ItemError]]
 
 
 @dataclass(frozen=True)

@@ -11,15 +11,14 @@ score (FP32), or with the classification extension the best ``k`` as ``"<score>:
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from processing.errors import ItemError
-from processing.image import ImageGeometry
-from processing.kinds.base import ItemAnswer, OutputKind, not_finite
+from processing.kinds.base import ItemAnswer, ModelOutputs, OutputKind, not_finite
 from processing.postprocess import Activation, PostprocessSpec
 from processing.sources import VectorEncoding
 
@@ -124,14 +123,8 @@ def _scored(ids: list[int], scores: list[float], labels: tuple[str, ...]) -> tup
     return tuple(ScoredClass(i, labels[i] if i < named else str(i), s) for i, s in zip(ids, scores, strict=True))
 
 
-def postprocess(
-    outputs: Mapping[str, np.ndarray],
-    names: Sequence[str],
-    spec: PostprocessSpec,
-    top_k: int | None,
-    geometries: Sequence[ImageGeometry | None],
-) -> Sequence[ItemAnswer | ItemError]:
-    return classify_batch(outputs[names[0]], spec, top_k)
+def postprocess(out: ModelOutputs) -> Sequence[ItemAnswer | ItemError]:
+    return classify_batch(out.tensors[out.names[0]], out.spec, out.top_k)
 
 
 _SCORE = {

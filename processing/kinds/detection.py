@@ -20,7 +20,7 @@ import numpy as np
 
 from processing.errors import ItemError, ModelOutputInvalid
 from processing.image import ImageGeometry
-from processing.kinds.base import ItemAnswer, OutputKind, finite, not_finite
+from processing.kinds.base import ItemAnswer, ModelOutputs, OutputKind, finite, not_finite
 from processing.postprocess import NmsMode, PostprocessSpec
 from processing.sources import VectorEncoding
 
@@ -176,14 +176,8 @@ def _mapped(found: _Found, geometry: ImageGeometry | None) -> Detection:
     return Detection(found.class_id, found.label, found.score, box, points)
 
 
-def postprocess(
-    outputs: Mapping[str, np.ndarray],
-    names: Sequence[str],
-    spec: PostprocessSpec,
-    top_k: int | None,
-    geometries: Sequence[ImageGeometry | None],
-) -> Sequence[ItemAnswer | ItemError]:
-    return detect_batch(outputs, spec, geometries, top_k)
+def postprocess(out: ModelOutputs) -> Sequence[ItemAnswer | ItemError]:
+    return detect_batch(out.tensors, out.spec, out.geometries, out.top_k)
 
 
 _NUMBER = {"type": "number"}

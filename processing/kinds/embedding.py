@@ -9,16 +9,14 @@ quarter of the JSON list's size. v2 answers the vectors as FP32 ``[batch, dimens
 from __future__ import annotations
 
 import base64
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from processing.errors import ItemError
-from processing.image import ImageGeometry
-from processing.kinds.base import ItemAnswer, OutputKind, not_finite
-from processing.postprocess import PostprocessSpec
+from processing.kinds.base import ItemAnswer, ModelOutputs, OutputKind, not_finite
 from processing.sources import VectorEncoding
 
 
@@ -49,14 +47,8 @@ def embed_batch(output: np.ndarray, normalize: bool) -> list[Embedding | ItemErr
     return [Embedding(row) if ok else not_finite() for row, ok in zip(rows, finite, strict=True)]
 
 
-def postprocess(
-    outputs: Mapping[str, np.ndarray],
-    names: Sequence[str],
-    spec: PostprocessSpec,
-    top_k: int | None,
-    geometries: Sequence[ImageGeometry | None],
-) -> Sequence[ItemAnswer | ItemError]:
-    return embed_batch(outputs[names[0]], spec.normalize)
+def postprocess(out: ModelOutputs) -> Sequence[ItemAnswer | ItemError]:
+    return embed_batch(out.tensors[out.names[0]], out.spec.normalize)
 
 
 KIND = OutputKind(

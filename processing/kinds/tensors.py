@@ -13,9 +13,7 @@ from typing import Any
 import numpy as np
 
 from processing.errors import ItemError
-from processing.image import ImageGeometry
-from processing.kinds.base import ItemAnswer, OutputKind, finite, not_finite
-from processing.postprocess import PostprocessSpec
+from processing.kinds.base import ItemAnswer, ModelOutputs, OutputKind, finite, not_finite
 from processing.sources import VectorEncoding
 
 
@@ -39,14 +37,8 @@ def tensors_batch(outputs: Mapping[str, np.ndarray]) -> list[Tensors | ItemError
     return [Tensors(row) if all(finite(value) for value in row.values()) else not_finite() for row in rows]
 
 
-def postprocess(
-    outputs: Mapping[str, np.ndarray],
-    names: Sequence[str],
-    spec: PostprocessSpec,
-    top_k: int | None,
-    geometries: Sequence[ImageGeometry | None],
-) -> Sequence[ItemAnswer | ItemError]:
-    return tensors_batch(outputs)
+def postprocess(out: ModelOutputs) -> Sequence[ItemAnswer | ItemError]:
+    return tensors_batch(out.tensors)
 
 
 KIND = OutputKind(
