@@ -85,7 +85,7 @@ class RoutedPredict:
         deadline = time.perf_counter() + self.timeout_s
         fallback = router.fallback_for(target) if router is not None and target is not None else None
         # ``batch`` (the request's rows, whether micro-batched or not) is held until the request is answered, so that
-        # a canary's failure can be answered again: memory that belongs to the memory budget (issue 24).
+        # a canary's failure can be answered again; the request's memory hold counts it (InputKind.footprint's kept).
         for attempt, last in ((target, fallback is None), (fallback, True)):
             share = 1.0 if last or router is None else router.routes.canary_timeout_share
             waiting = time.perf_counter()
