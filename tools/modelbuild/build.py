@@ -23,6 +23,7 @@ from tools.modelbuild.artifacts import (
     write_labels,
 )
 from tools.modelbuild.imagenet_labels import imagenet_labels
+from tools.modelbuild.squares_classes import square_names
 from tools.modelbuild.tiny_classes import colour_names
 
 CONFIG_NAME = "models.config"
@@ -46,6 +47,12 @@ def _build_digits(target: Path) -> dict[str, object]:
     return digits.build(target)
 
 
+def _build_squares(target: Path) -> dict[str, object]:
+    from tools.modelbuild import squares
+
+    return squares.build(target)
+
+
 def _digit_names() -> list[str]:
     return [str(digit) for digit in range(10)]
 
@@ -54,6 +61,7 @@ RECIPES = (  # each SavedModel version ships TF Serving warm-up records (modelbu
     Recipe("mobilenet_v2", 4, _build_mobilenet_v2, imagenet_labels),  # 3: embed, embed_uint8, serving_bytes
     Recipe("tiny", 2, _build_tiny, colour_names),
     Recipe("digits", 2, _build_digits, _digit_names),
+    Recipe("squares", 1, _build_squares, square_names),  # the fixed-formula detector (detection kind)
 )
 
 

@@ -13,9 +13,10 @@ import tensorflow as tf
 
 from tools.modelbuild import savedmodel
 from tools.modelbuild.savedmodel import images_spec
+from tools.modelbuild.squares_classes import LABELS
+from tools.modelbuild.warmup import photo_requests, write_warmup_requests
 
 IMAGE_SHAPE = (None, None, None, 3)
-LABELS = ("red", "green", "blue")
 
 
 def _bounds(present: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
@@ -54,6 +55,8 @@ def detect(images: tf.Tensor) -> dict[str, tf.Tensor]:
 
 
 def build(target: Path) -> dict[str, object]:
-    """Write ``target/1/``: the detector over uint8 images of any size."""
+    """Write ``target/1/``: the detector over uint8 images of any size, with a warm-up record."""
     savedmodel.save(target / "1", [], {"serving_default": (detect, images_spec(IMAGE_SHAPE, tf.uint8))})
+    uint8_photo = [(name, inputs) for name, inputs in photo_requests(lambda crop: crop) if name == "serving_uint8"]
+    write_warmup_requests(target / "1", "squares", [("serving_default", inputs) for _, inputs in uint8_photo])
     return {"classes": len(LABELS)}
