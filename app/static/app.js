@@ -1,6 +1,7 @@
 // The imagegate page: choose a model, add images or URLs, classify them through the public API.
 // Every model kind's answer has its view: classes (the best, or every label above a multi-label model's
-// threshold), an embedding (its dimension and first values) or raw output tensors.
+// threshold), an embedding (its dimension and first values), detections (boxes, labels and keypoints drawn
+// over the uploaded image, and listed as text) or raw output tensors.
 //
 // Security: everything the server or the user supplies (labels, file names, URLs, error
 // messages) reaches the page through textContent and createElement only, never as HTML.
@@ -14,6 +15,10 @@
   const MAX_RETRY_WAIT_S = 10;
   const MAX_NAMES_SHOWN = 4;
   const EMBEDDING_VALUES_SHOWN = 8;
+  // Detection marks keep their size on screen whatever the image's display scale (CSS pixels).
+  const MARK = { labelPx: 12, keypointPx: 3.5, labelGapPx: 3 };
+  const BOX_COLOURS = 6; // .class-0 … .class-5 in style.css, by class id; the label text says the class
+  const SVG = "http://www.w3.org/2000/svg";
 
   const ui = {
     form: document.getElementById("predict-form"),
@@ -171,6 +176,7 @@
     classification: "Classifier",
     multi_label: "Multi-label classifier",
     embedding: "Embeddings (vectors for similarity search)",
+    detection: "Detector (draws boxes, labels and keypoints on the image)",
   };
 
   function describeModel() {
@@ -278,6 +284,7 @@
       this.url = url;
       this.name = file ? file.name || "pasted image" : url;
       this.finished = false;
+      this.image = null; // the upload's thumbnail, once it shows
       this.root = element("li", "card");
       this.root.dataset.state = "waiting";
       this.root.setAttribute("aria-busy", "true");
@@ -300,6 +307,7 @@
       image.decoding = "async";
       image.addEventListener("error", () => image.replaceWith(placeholder("No preview")), { once: true });
       image.src = objectUrl;
+      this.image = image;
       return image;
     }
 
@@ -317,6 +325,11 @@
         this.status.replaceWith(classList(prediction.classes, state.models.get(answer.name)));
         const best = prediction.classes[0];
         summary = best ? `${this.name}: ${labelOf(best)}, ${formatPercent(best.score)}` : `${this.name}: no classes`;
+      } else if (Array.isArray(prediction.detections)) {
+        const detections = prediction.detections.filter(isDetection);
+        this.status.replaceWith(detectionList(detections));
+        if (this.image && hasPixelBoxes(state.models.get(answer.name))) drawDetections(this.image, detections);
+        summary = `${this.name}: ${detectionSummary(detections)}`;
       } else if (prediction.embedding !== undefined) {
         const values = embeddingValues(prediction);
         this.status.replaceWith(embeddingView(values));
@@ -406,6 +419,102 @@
       list.append(row);
     });
     return list;
+  }
+
+  // ---- detections: a text list, and marks drawn over the image ----
+
+  function isDetection(item) {
+    const box = item && item.box;
+    return box && ["x", "y", "width", "height"].every((k) => Number.isFinite(box[k]));
+  }
+
+  function hasPixelBoxes(model) {
+    // A model that decodes images itself gets no resize from the tier, which then answers its normalised
+    // boxes as they are: those are listed, not drawn.
+    return !(model && model.input && model.input.encoding === "bytes");
+  }
+
+  function detectionSummary(detections) {
+    if (detections.length === 0) return "nothing detected";
+    const best = detections[0];
+    const count = `${detections.length} ${detections.length === 1 ? "detection" : "detections"}`;
+    return `${count}, best ${labelOf(best)} ${formatPercent(best.score)}`;
+  }
+
+  function detectionList(detections) {
+    const list = element("ol", "detections");
+    if (detections.length === 0) list.append(element("li", "detection-row", "Nothing detected above the threshold."));
+    detections.forEach((item, i) => {
+      const row = element("li", "detection-row");
+      row.append(element("span", "detection-label", `${i + 1}. ${labelOf(item)}`));
+      row.append(element("span", "class-score", formatPercent(item.score)));
+      const { x, y, width, height } = item.box;
+      const where = `at x ${Math.round(x)}, y ${Math.round(y)}, ${Math.round(width)}\u00d7${Math.round(height)} px`;
+      const points = Array.isArray(item.keypoints) ? item.keypoints.length : 0;
+      row.append(element("span", "detection-where", points ? `${where}, ${points} keypoints` : where));
+      list.append(row);
+    });
+    return list;
+  }
+
+  function svgElement(tag, attributes) {
+    const node = document.createElementNS(SVG, tag);
+    for (const [name, value] of Object.entries(attributes)) node.setAttribute(name, String(value));
+    return node;
+  }
+
+  function drawDetections(image, detections) {
+    // The overlay's viewBox is the image's own pixels (EXIF-upright, as the answer's are) and it scales as the
+    // image does (object-fit: contain = preserveAspectRatio meet), so every box sits where the answer says.
+    const view = element("figure", "detection-view");
+    image.replaceWith(view);
+    image.classList.add("whole");
+    const overlay = svgElement("svg", { class: "overlay", preserveAspectRatio: "xMidYMid meet" });
+    overlay.setAttribute("aria-hidden", "true"); // the card's list says the same in words
+    view.append(image, overlay);
+    const draw = () => {
+      overlay.setAttribute("viewBox", `0 0 ${image.naturalWidth} ${image.naturalHeight}`);
+      overlay.replaceChildren(...detections.map((item, i) => detectionMarks(item, i)));
+      new ResizeObserver(() => sizeMarks(image, overlay)).observe(image);
+    };
+    if (image.complete && image.naturalWidth) draw();
+    else image.addEventListener("load", draw, { once: true });
+  }
+
+  function detectionMarks(item, index) {
+    const classId = Number.isSafeInteger(item.class_id) ? item.class_id : 0;
+    const group = svgElement("g", { class: `detection class-${Math.abs(classId) % BOX_COLOURS}` });
+    group.dataset.index = String(index);
+    const { x, y, width, height } = item.box;
+    for (const part of ["box-halo", "box"]) {
+      group.append(svgElement("rect", { class: part, x, y, width, height, "vector-effect": "non-scaling-stroke" }));
+    }
+    const points = Array.isArray(item.keypoints) ? item.keypoints : [];
+    for (const point of points.filter((p) => Array.isArray(p) && p.every(Number.isFinite))) {
+      group.append(svgElement("circle", { class: "keypoint", cx: point[0], cy: point[1], r: 0 }));
+    }
+    const label = svgElement("text", { class: "box-label", x, y });
+    label.textContent = `${index + 1}. ${labelOf(item)} ${formatPercent(item.score)}`;
+    group.append(label);
+    return group;
+  }
+
+  function sizeMarks(image, overlay) {
+    // Marks are in the image's pixels; their sizes are wanted in CSS pixels, so they follow the display scale.
+    const scale = Math.min(image.clientWidth / image.naturalWidth, image.clientHeight / image.naturalHeight);
+    if (!(scale > 0)) return;
+    const px = (n) => n / scale;
+    for (const label of overlay.querySelectorAll(".box-label")) {
+      label.setAttribute("font-size", px(MARK.labelPx));
+      const rect = label.parentNode.querySelector(".box");
+      const top = Number(rect.getAttribute("y"));
+      // Above the box when there is room, else just inside its top edge.
+      const above = top - px(MARK.labelGapPx);
+      const inside = top + px(MARK.labelGapPx + MARK.labelPx);
+      label.setAttribute("y", above - px(MARK.labelPx) >= 0 ? above : inside);
+      label.setAttribute("x", Number(rect.getAttribute("x")) + px(MARK.labelGapPx));
+    }
+    for (const point of overlay.querySelectorAll(".keypoint")) point.setAttribute("r", px(MARK.keypointPx));
   }
 
   function embeddingValues(prediction) {
