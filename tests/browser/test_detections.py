@@ -8,6 +8,7 @@ overlay's) and check them against the answer mapped to the screen by the image's
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ from playwright.sync_api import Browser, Locator, Page, expect
 
 from tests.browser.test_page import assert_no_csp_violations, cards, classify, open_page, record_predicts
 from tests.support.exif import with_exif_orientation
+from tests.support.imageserver import ImageServer
 from tests.support.tier import TierProcess
 
 pytestmark = pytest.mark.browser
@@ -146,6 +148,11 @@ def answer_of(requests: list[Any]) -> dict[str, Any]:
     return prediction
 
 
+def js_round(value: float) -> int:
+    """JavaScript's Math.round (halves up), which the page uses; Python's round() takes halves to even."""
+    return math.floor(value + 0.5)
+
+
 def label_text(detection: dict[str, Any], index: int) -> str:
     return f"{index + 1}. {detection['label']} {detection['score'] * 100:.1f}%"
 
@@ -232,3 +239,27 @@ def test_an_image_without_squares_says_nothing_was_detected(
     expect(card.locator(".detections")).to_have_text("Nothing detected above the threshold.")
     expect(card.locator(".overlay .box")).to_have_count(0)
     expect(page.locator("#progress-latest")).to_contain_text("grey.png: nothing detected")
+
+
+def test_a_url_cards_detections_are_listed_as_text(
+    page: Page, tier_process: TierProcess, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    served = tmp_path_factory.mktemp("served")
+    png_file(served)
+    with ImageServer(directory=served) as server:
+        requests = record_predicts(page)
+        open_page(page, tier_process, "squares")
+        page.get_by_label("Image URLs, one per line").fill(server.url("squares.png"))
+        classify(page)
+        expect(page.locator("#progress-count")).to_have_text("1 of 1 done")
+    detections = answer_of(requests)["detections"]
+    card = cards(page).first
+    expected = [f"{i + 1}. {d['label']}" for i, d in enumerate(detections)]
+    assert sorted(d["label"] for d in detections) == ["green", "red"]
+    expect(card.locator(".detection-label")).to_have_text(expected)
+    x, y, width, height = (js_round(detections[0]["box"][k]) for k in ("x", "y", "width", "height"))
+    expect(card.locator(".detection-where").first).to_have_text(
+        f"at x {x}, y {y}, {width}\u00d7{height} px, 2 keypoints"
+    )
+    expect(card.locator("img")).to_have_count(0)  # the page never loads the remote image, so draws nothing
+    expect(card.locator(".overlay")).to_have_count(0)
