@@ -278,7 +278,7 @@
   // ---- one card per image ----
 
   class Card {
-    constructor(run, { file = null, url = null }) {
+    constructor(run, { file = null, url = null, whole = false }) {
       this.run = run;
       this.file = file;
       this.url = url;
@@ -288,7 +288,7 @@
       this.root = element("li", "card");
       this.root.dataset.state = "waiting";
       this.root.setAttribute("aria-busy", "true");
-      this.root.append(this.thumbnail());
+      this.root.append(this.thumbnail(whole));
       this.body = element("div", "card-body");
       this.title = element("h3", "card-title");
       setBreakableText(this.title, this.name);
@@ -298,9 +298,10 @@
       ui.results.append(this.root);
     }
 
-    thumbnail() {
+    thumbnail(whole) {
       if (!this.file) return placeholder("Fetched by the server");
-      const image = element("img", "thumb");
+      // A detector's boxes may be anywhere on the image: show all of it from the start, not a cropped cover.
+      const image = element("img", whole ? "thumb whole" : "thumb");
       const objectUrl = URL.createObjectURL(this.file);
       state.objectUrls.push(objectUrl);
       image.alt = this.name;
@@ -468,7 +469,7 @@
     // image does (object-fit: contain = preserveAspectRatio meet), so every box sits where the answer says.
     const view = element("figure", "detection-view");
     image.replaceWith(view);
-    image.classList.add("whole");
+    image.classList.add("whole"); // already, when the model list said the model is a detector
     const overlay = svgElement("svg", { class: "overlay", preserveAspectRatio: "xMidYMid meet" });
     overlay.setAttribute("aria-hidden", "true"); // the card's list says the same in words
     view.append(image, overlay);
@@ -635,10 +636,12 @@
     ui.results.replaceChildren();
   }
 
-  function planJobs(run) {
+  function planJobs(run, model) {
+    const chosen = state.models.get(model);
+    const whole = Boolean(chosen && chosen.output && chosen.output.kind === "detection");
     const jobs = [];
     for (const file of state.files) {
-      const card = new Card(run, { file });
+      const card = new Card(run, { file, whole });
       if (limits.maxUploadBytes !== null && file.size > limits.maxUploadBytes) {
         const sizes = `${formatBytes(file.size)}; the limit is ${formatBytes(limits.maxUploadBytes)} per image`;
         card.fail(apiError("too_large", `Too large: ${sizes}. Not sent.`));
@@ -674,7 +677,7 @@
     ui.formMessage.textContent = "";
     clearResults();
     const run = new Run(total);
-    const jobs = planJobs(run);
+    const jobs = planJobs(run, model);
     setRunning(true);
     try {
       await runPool(jobs, MAX_IN_FLIGHT, (cards) => sendJob(model, cards));

@@ -16,9 +16,16 @@ from typing import Any
 import cv2
 import numpy as np
 import pytest
-from playwright.sync_api import Browser, Locator, Page, expect
+from playwright.sync_api import Browser, Locator, Page, Route, expect
 
-from tests.browser.test_page import assert_no_csp_violations, cards, classify, open_page, record_predicts
+from tests.browser.test_page import (
+    PREDICT,
+    assert_no_csp_violations,
+    cards,
+    classify,
+    open_page,
+    record_predicts,
+)
 from tests.support.exif import with_exif_orientation
 from tests.support.imageserver import ImageServer
 from tests.support.tier import TierProcess
@@ -263,3 +270,20 @@ def test_a_url_cards_detections_are_listed_as_text(
     )
     expect(card.locator("img")).to_have_count(0)  # the page never loads the remote image, so draws nothing
     expect(card.locator(".overlay")).to_have_count(0)
+
+
+@pytest.mark.parametrize(("model", "fit"), [("squares", "contain"), ("mobilenet_v2", "cover")])
+def test_a_detectors_uploads_show_whole_before_the_answer(
+    page: Page, tier_process: TierProcess, tmp_path: Path, model: str, fit: str
+) -> None:
+    held: list[Route] = []
+    page.route(PREDICT, lambda route: held.append(route))
+    open_page(page, tier_process, model)
+    page.locator("#files").set_input_files(png_file(tmp_path))
+    classify(page)
+    image = cards(page).first.locator("img")
+    expect(image).to_have_css("object-fit", fit)  # the kind, from GET /v1/models, decides before any answer
+    assert len(held) == 1
+    held[0].continue_()
+    expect(page.locator("#progress-count")).to_have_text("1 of 1 done")
+    expect(image).to_have_css("object-fit", fit)
