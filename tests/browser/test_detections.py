@@ -214,6 +214,15 @@ def test_boxes_labels_and_keypoints_are_drawn_where_the_answer_says(
     detections = prediction["detections"]
     assert sorted(d["label"] for d in detections) == ["green", "red"]
     check_marks_sit_where_the_answer_says(page, card, detections)
+    label_height = card.locator(".box-label").first.evaluate("label => label.getBoundingClientRect().height")
+    before = shown(card).scale
+    page.set_viewport_size({"width": 600, "height": 900})  # two narrower columns instead of three: another scale
+    expect(card.locator("img")).not_to_have_js_property("clientWidth", round(before * UPRIGHT_SIZE[0]))
+    check_marks_sit_where_the_answer_says(page, card, detections)
+    assert shown(card).scale != pytest.approx(before, abs=0.05)
+    # The label keeps its size on screen (12 CSS px type) whatever the image's scale.
+    resized_label = card.locator(".box-label").first.evaluate("label => label.getBoundingClientRect().height")
+    assert resized_label == pytest.approx(label_height, abs=0.5)
 
     # Labels are text, on the image and in the card's list, not only colour.
     expect(card.locator(".box-label")).to_have_text([label_text(d, i) for i, d in enumerate(detections)])
