@@ -28,6 +28,7 @@ from tests.support.imageserver import FIXTURES
 
 ROOT = Path(__file__).resolve().parents[3]
 PHOTOS = ("astronaut.jpg", "chelsea.jpg", "coffee.jpg", "rocket.jpg")
+THREE_FACES = "three_faces"
 CHILD = """
 import importlib, json, sys, types
 from pathlib import Path
@@ -84,6 +85,17 @@ for key in inputs.files:
 pytestmark = pytest.mark.slow
 
 
+def three_faces() -> np.ndarray[Any, Any]:
+    """The astronaut's head (a 192 px square of the photo) thrice in a 2x2 grid at 64 px, one quadrant black: three
+    faces, so that the weighted NMS keeps three merged detections apart."""
+    pixels = cv2.imread(str(FIXTURES / "astronaut.jpg"))
+    assert pixels is not None
+    head = cv2.cvtColor(cv2.resize(pixels[40:232, 120:312], (64, 64), interpolation=cv2.INTER_AREA), cv2.COLOR_BGR2RGB)
+    grid = np.zeros((128, 128, 3), dtype=np.uint8)
+    grid[:64, :64] = grid[:64, 64:] = grid[64:, 64:] = head
+    return grid
+
+
 def model_input(name: str) -> np.ndarray[Any, Any]:
     """A fixture photo as RGB resized (stretched) to the model's 128x128."""
     pixels = cv2.imread(str(FIXTURES / name))
@@ -96,7 +108,8 @@ def model_input(name: str) -> np.ndarray[Any, Any]:
 @pytest.fixture(scope="module")
 def report(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     target = tmp_path_factory.mktemp("blazeface")
-    np.savez(target / "inputs.npz", **{name: model_input(name) for name in PHOTOS})  # type: ignore[arg-type]
+    inputs = {name: model_input(name) for name in PHOTOS} | {THREE_FACES: three_faces()}
+    np.savez(target / "inputs.npz", **inputs)  # type: ignore[arg-type]
     done = subprocess.run([sys.executable, "-c", CHILD, str(target)], cwd=ROOT, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-4000:]
     result: dict[str, Any] = json.loads((target / "report.json").read_text(encoding="utf-8"))
@@ -104,7 +117,9 @@ def report(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
 
 
 def test_the_raw_signature_matches_the_tflite_reference_kernels(report: dict[str, Any]) -> None:
-    worst = max(item["raw_max_abs_diff"] for item in report.values())
+    """On the photos; the synthetic grid's black quadrant drives logits to about +-600, where float32's summation
+    order alone differs by 4e-3 (1.2e-5 relative), far beyond the +-80 the decoder clips scores to."""
+    worst = max(report[name]["raw_max_abs_diff"] for name in PHOTOS)
     assert worst <= 1e-3, worst
 
 
@@ -120,10 +135,14 @@ def test_the_astronauts_face_is_where_the_packages_decoder_puts_it(report: dict[
     assert astronaut["padding"] == [0.0] * 15  # K = 16 rows, one face
 
 
-def test_each_photo_has_as_many_faces_as_the_package_finds(report: dict[str, Any]) -> None:
+def test_each_input_has_the_faces_the_package_finds_where_it_finds_them(report: dict[str, Any]) -> None:
+    assert [len(report[name]["package"]) for name in (*PHOTOS, THREE_FACES)] == [1, 0, 0, 0, 3]
     for name, item in report.items():
         assert len(item["ported"]) == len(item["package"]), name
         assert [d["score"] for d in item["ported"]] == pytest.approx([d["score"] for d in item["package"]], abs=1e-4)
+        for package, ported in zip(item["package"], item["ported"], strict=True):
+            (xmin, ymin), (xmax, ymax), *_ = package["points"]
+            assert np.abs(np.subtract(ported["box"], (ymin, xmin, ymax, xmax))).max() * 128 <= 0.25, name
 
 
 @pytest.mark.gen_test(timeout=60)
