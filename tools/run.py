@@ -35,6 +35,10 @@ ANNOUNCE = """
   curl -F image=@tests/fixtures/images/coffee.jpg http://{{host}}:{{port}}/v1/models/mobilenet_v2_bytes:predict
   curl -F image=@tests/fixtures/images/coffee.jpg http://{{host}}:{{port}}/v1/models/mobilenet_v2_embed:predict
 
+  Faces (BlazeFace), boxes and keypoints in the photo's pixels:
+
+  curl -F image=@tests/fixtures/images/astronaut.jpg http://{{host}}:{{port}}/v1/models/faces:predict
+
   Ctrl-C stops the tier and the local backend.
 """
 

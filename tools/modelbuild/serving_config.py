@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import sys
 
-MODEL_NAMES = ("mobilenet_v2", "tiny", "digits", "squares")
+MODEL_NAMES = ("mobilenet_v2", "tiny", "digits", "squares", "faces")
 DIGITS_VERSION_LABELS = (("stable", 1), ("canary", 2))
 
 

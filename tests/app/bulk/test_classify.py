@@ -142,7 +142,7 @@ async def test_a_limited_run_is_resumed_to_completion_without_duplicates(tier: T
 async def test_an_unknown_model_is_refused_before_anything_is_sent(tier: Tier) -> None:
     result = await classify(str(FIXTURES), "--server", tier.base_url, "--model", "resnet")
     assert result.code == 4 and result.out == ""
-    served = "mobilenet_v2, tiny, digits, mobilenet_v2_bytes, mobilenet_v2_embed, squares"
+    served = "mobilenet_v2, tiny, digits, mobilenet_v2_bytes, mobilenet_v2_embed, squares, faces"
     assert "model_not_found" in result.err and f"serves no model 'resnet' ({served})" in result.err
     several = await classify(str(FIXTURES), "--server", tier.base_url)
     assert several.code == 2 and "choose one with --model" in several.err

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.backend import LocalBackend
 from tools.bench import procs
 from tools.bench.imagehost import start_image_host
 from tools.bench.images import make_workload
@@ -206,6 +207,23 @@ def test_the_encoded_scenarios_tier_answers_one_request_from_the_fakes_bytes_sig
     assert result["statuses"] == {"200": 1} and result["item_errors"] == 0, result["sample"]
     answer = json.loads(str(result["sample"]))
     assert [len(item["classes"]) for item in answer["predictions"]] == [5, 5]
+
+
+def test_the_faces_scenarios_tier_answers_one_request_through_the_local_backend(
+    harness: Harness, models_dir: Path, backend: LocalBackend
+) -> None:
+    """Scenario 11's model as the scenario configures it: each 640x480 photo gets a detections list."""
+    from tools.bench.faces import MODEL, models
+
+    config = harness.tier_config("faces_smoke", models(str(models_dir / MODEL / "labels.txt")), backend.address)
+    child, url = harness.start_tier(config, model=MODEL)
+    try:
+        result = one_request(harness, url)
+    finally:
+        child.stop()
+    assert result["statuses"] == {"200": 1} and result["item_errors"] == 0, result["sample"]
+    answer = json.loads(str(result["sample"]))
+    assert [isinstance(item["detections"], list) for item in answer["predictions"]] == [True, True]
 
 
 @pytest.mark.parametrize("mode", ["upload", "urls"])

@@ -78,7 +78,7 @@ def test_digits_v2_reads_the_fixture_pngs(report: dict[str, Any]) -> None:
 
 def test_configs_parse_with_tf_serving_protos(report: dict[str, Any]) -> None:
     for names in report["configs"].values():
-        assert names == ["mobilenet_v2", "tiny", "digits", "squares"]
+        assert names == ["mobilenet_v2", "tiny", "digits", "squares", "faces"]
 
 
 def test_labels_files() -> None:
@@ -88,6 +88,7 @@ def test_labels_files() -> None:
     assert (MODELS / "digits" / "labels.txt").read_text(encoding="utf-8").splitlines() == list("0123456789")
     assert len((MODELS / "tiny" / "labels.txt").read_text(encoding="utf-8").splitlines()) == 8
     assert (MODELS / "squares" / "labels.txt").read_text(encoding="utf-8").splitlines() == ["red", "green", "blue"]
+    assert (MODELS / "faces" / "labels.txt").read_text(encoding="utf-8").splitlines() == ["face"]
 
 
 def test_this_process_never_loaded_tensorflow(report: dict[str, Any]) -> None:
