@@ -23,11 +23,11 @@ STRETCH = preprocess_spec(224, 224, resize="stretch", dtype="uint8")
         ((320, 240), [(224, 224)]),  # under 2x: bilinear alone
         ((448, 224), [(448, 224), (224, 224)]),  # exactly 2x on one side, the other unchanged
         ((500, 375), [(448, 448), (224, 224)]),  # a 12 MP photo decoded at 1/8: both sides shrink
-        ((4000, 3000), [(3584, 1792), (1792, 896), (896, 448), (448, 224), (224, 224)]),
-        ((1000, 100), [(896, 224), (448, 224), (224, 224)]),  # the other side is enlarged
+        ((4000, 3000), [(2000, 1500), (1000, 750), (500, 750), (448, 448), (224, 224)]),  # halved while >= 4x
+        ((1000, 100), [(500, 100), (448, 224), (224, 224)]),  # the other side is enlarged
     ],
 )
-def test_a_shrink_of_2x_or_more_goes_to_power_of_two_multiples_then_halves(
+def test_a_shrink_of_2x_or_more_halves_while_4x_then_goes_to_twice_the_target_then_halves(
     size: tuple[int, int], steps: list[tuple[int, int]]
 ) -> None:
     assert shrink_steps(*size, 224, 224) == steps
