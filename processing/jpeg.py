@@ -30,10 +30,12 @@ def jpeg_size(data: ImageBytes) -> tuple[int, int]:
     return int(width), int(height)
 
 
-def decode_jpeg(data: ImageBytes, size: tuple[int, int], min_side: int) -> np.ndarray:
-    """RGB uint8 pixels (H, W, 3), EXIF-rotated, reduced by 2, 4 or 8 while the shorter side stays >= ``min_side``.
+def decode_jpeg(data: ImageBytes, size: tuple[int, int], min_side: int, orientation: int) -> np.ndarray:
+    """RGB uint8 pixels (H, W, 3), reduced by 2, 4 or 8 while the shorter side stays >= ``min_side``, then turned
+    upright for the EXIF ``orientation`` (``exif_orientation(data)``, read once by the caller).
 
-    ``size`` is ``jpeg_size(data)``. Raises ValueError when libjpeg-turbo refuses the data, including
+    The orientation is applied to the reduced pixels, never the full-size ones. ``size`` is ``jpeg_size(data)``.
+    Raises ValueError when libjpeg-turbo refuses the data, including
     recoverable damage such as truncation (``strict``), which OpenCV refuses too.
     """
     width, height = size
@@ -49,7 +51,7 @@ def decode_jpeg(data: ImageBytes, size: tuple[int, int], min_side: int) -> np.nd
         min_width=min_scaled if width < height else 0,
         strict=True,
     )
-    return orient(rgb, exif_orientation(data))
+    return orient(rgb, orientation)
 
 
 def orient(pixels: np.ndarray, orientation: int) -> np.ndarray:
