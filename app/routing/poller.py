@@ -66,7 +66,7 @@ class TargetPoller:
     async def _poll_model(self, router: ModelRouter) -> None:
         model = self._models[router.model]
         targets = router.routes.targets
-        answers = await asyncio.gather(*(self._available(model, target) for target in targets))
+        answers = await asyncio.gather(*(self._available(model, router, target) for target in targets))
         for target, available in zip(targets, answers, strict=True):
             key = (router.model, target.name)
             if available is not None:
@@ -75,11 +75,15 @@ class TargetPoller:
             elif key not in self._known:
                 router.set_available(target.name, False)
 
-    async def _available(self, model: ServedModel, target: RouteTarget) -> bool | None:
-        """Whether TF Serving has ``target`` AVAILABLE; None when it could not tell."""
+    async def _available(self, model: ServedModel, router: ModelRouter, target: RouteTarget) -> bool | None:
+        """Whether TF Serving has ``target`` AVAILABLE; None when it could not tell.
+
+        A label's version is told to the router: a label moved to another version changes what the target answers.
+        """
         try:
             if target.label is not None:  # a label resolves only to a loaded version, else NOT_FOUND or refused
-                await self._client.metadata(model.address, model.ref(label=target.label), PROBE_TIMEOUT_S)
+                found = await self._client.metadata(model.address, model.ref(label=target.label), PROBE_TIMEOUT_S)
+                router.resolved(target.name, found.version)
                 return True
             statuses = await self._client.status(
                 model.address, ModelRef(model.served_name, target.version), PROBE_TIMEOUT_S
