@@ -73,13 +73,14 @@ class ModelRouter:
         """Back to the configured weights, windows emptied; a target that waits for TF Serving still waits."""
         window = self.routes.rollback.window
         self.generation += 1
-        waiting = {side.target.name for side in getattr(self, "sides", ()) if side.waiting}
+        before = {side.target.name: side for side in getattr(self, "sides", ())}
         self.sides = [
-            _Side(
-                t, t.weight, RequestLog(window if t.canary else window * OTHERS_PER_WINDOW), waiting=t.name in waiting
-            )
+            _Side(t, t.weight, RequestLog(window if t.canary else window * OTHERS_PER_WINDOW))
             for t in self.routes.targets
         ]
+        for side in self.sides:  # what TF Serving has stays as the poller last saw it
+            if side.target.name in before:
+                side.waiting, side.resolved = before[side.target.name].waiting, before[side.target.name].resolved
 
     def choose(self, key: str) -> RouteTarget | None:
         """The target for ``key``; None when the model has no routes (or every weight is 0).
