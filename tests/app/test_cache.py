@@ -11,6 +11,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import cv2
+import numpy as np
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from tornado.httpclient import AsyncHTTPClient
@@ -282,3 +284,19 @@ async def test_a_label_the_poller_sees_move_leaves_the_old_entries_unreachable(
         assert await predicts(tier) == 2
     finally:
         own.stop()
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_a_detection_hit_maps_its_boxes_to_its_own_image_as_a_predict_does(make_tier: TierFactory) -> None:
+    """The row's geometry is kept with it: the boxes of a hit land where the Predict's did, in the image's pixels."""
+    tier = await make_tier([ON])
+    image = np.full((300, 400, 3), 255, np.uint8)
+    image[50:150, 220:320] = (0, 0, 255)  # a saturated red square (BGR), 100 px, off the letterbox's centre
+    ok, png = cv2.imencode(".png", image)
+    assert ok
+    answers = [await predict_json(tier, {"instances": [b64(png.tobytes())]}, model="squares") for _ in range(2)]
+    assert answers[0] == answers[1]
+    assert await predicts(tier, "squares") == 1 and await lookups(tier, "hit", "squares") == 1
+    (box,) = answers[0]["predictions"][0]["detections"]
+    assert box["label"] == "red"
+    assert [round(box["box"][k]) for k in ("x", "y", "width", "height")] == [220, 50, 100, 100]
