@@ -6,8 +6,9 @@ uses, it hashed an 80 KB JPEG in 0.041 ms where BLAKE2b took 0.075), the model (
 signature and frozen pre/postprocess settings, hashed once when the services are built), what answers (the route
 target the routing step chose and its router's generation, or the call's version or label: ``Route.key``) and the
 version that target last answered with. A router's generation moves on a reset, promote, rollback or a change
-the status poller sees (``app/routing/router.py``); a reload empties the cache; a Predict that answers with
-another version than the target's last one makes the target's older entries unreachable.
+the status poller sees (``app/routing/router.py``), a model without routes' when the poller sees its AVAILABLE
+versions change (``ServedVersions``); a reload empties the cache; a Predict that answers with another version than
+the target's last one makes the target's older entries unreachable.
 
 An entry holds every output's row for the image (the full score vector), its geometry and the version that
 answered: ``top_k`` and the rest of postprocessing run on every answer, a hit's as a Predict's. Only rows the

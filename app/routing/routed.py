@@ -31,7 +31,7 @@ from app.backend.types import ModelRef, PredictResult
 from app.batcher import MicroBatcher
 from app.errors import BackendFailed, BackendTimeout, BackendUnavailable, ModelNotFound
 from app.models import ServedModel
-from app.routing.router import MODEL_FAILURES, ModelRouter
+from app.routing.router import MODEL_FAILURES, ModelRouter, ServedVersions
 from app.routing.shadow import Shadow
 from app.settings import RouteTarget
 from processing.context import RequestContext
@@ -63,7 +63,11 @@ class Route:
             return f"route:{target.name}@{self.generation}"
         if self.call.version is not None:
             return f"version:{self.call.version}"
-        return f"label:{self.call.label}" if self.call.label is not None else "default"
+        return (
+            f"label:{self.call.label}@{self.generation}"
+            if self.call.label is not None
+            else f"default@{self.generation}"
+        )
 
 
 @dataclass(frozen=True)
@@ -88,13 +92,16 @@ class RoutedPredict:
     shadow: Shadow
     timeout_s: float  # each request's deadline for its Predicts
     on_fallback: Callable[[str, str, str], None] = lambda model, route, code: None  # a canary's failure, answered
+    versions: ServedVersions | None = None  # the models without routes, watched by the poller for the answer cache
 
     def route(self, model: ServedModel, call: PredictCall, context: RequestContext) -> Route:
         """The version or label the call or the model's routes choose; ``context`` gets the route's name."""
         router = self.routers.get(model.name) if call.version is None and call.label is None else None  # path wins
         target = router.choose(context.headers.get(router.routes.key_header) or context.request_id) if router else None
         context.target = target.name if target is not None else None
-        return Route(router, target, router.generation if router is not None else 0, call)
+        if router is not None:
+            return Route(router, target, router.generation, call)
+        return Route(None, None, self.versions.generation(model.name) if self.versions is not None else 0, call)
 
     async def predict(
         self,

@@ -202,3 +202,25 @@ class ModelRouter:
             }
             for s in self.sides
         ]
+
+
+@dataclass
+class ServedVersions:
+    """The versions TF Serving has AVAILABLE of each model without routes, as the poller last saw them.
+
+    Only watched while the answer cache is on (``app/cache.py``): a request that names no version goes to the
+    model's latest, so a version loaded or unloaded changes what it answers with. ``generation`` moves then.
+    """
+
+    poll_s: dict[str, float]  # the models watched, and how often (their ``routes.poll_s``; 0: at start only)
+    seen: dict[str, frozenset[int]] = field(default_factory=dict)
+    generations: dict[str, int] = field(default_factory=dict)
+
+    def saw(self, model: str, available: frozenset[int]) -> None:
+        if model in self.seen and self.seen[model] != available:
+            self.generations[model] = self.generations.get(model, 0) + 1
+            log.info("%s: TF Serving has versions %s AVAILABLE now", model, sorted(available))
+        self.seen[model] = available
+
+    def generation(self, model: str) -> int:
+        return self.generations.get(model, 0)

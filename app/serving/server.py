@@ -26,7 +26,7 @@ from app.observability.requests import RequestObserver
 from app.pipeline import Pipeline
 from app.routing.poller import TargetPoller
 from app.routing.routed import RoutedPredict
-from app.routing.router import ModelRouter
+from app.routing.router import ModelRouter, ServedVersions
 from app.routing.shadow import Shadow
 from app.serving.cpus import CGROUP_ROOT, cpu_budget
 from app.serving.interfaces import interface_routes
@@ -117,6 +117,8 @@ async def build_services(
     )
     if metrics is not None:
         predictor.on_fallback = metrics.count_canary_fallback
+    if settings.cache.max_bytes:  # a cached answer to "the latest version" must not outlive it
+        predictor.versions = ServedVersions({name: model.routes.poll_s for name, model in settings.models.items()})
     pipeline = Pipeline(
         models=models,
         fetcher=fetcher,
@@ -130,7 +132,7 @@ async def build_services(
     )
     status = ModelStatus(models, client, predictor.routers)
     state = keep.state if keep is not None else ProcessState()  # a reload keeps the process's state
-    poller = TargetPoller(models, predictor.routers, client)
+    poller = TargetPoller(models, predictor.routers, client, predictor.versions)
     await poller.poll()  # before the routes serve: a target that is not AVAILABLE gets nothing from the start
     poller.start()
     return Services(settings, client, fetcher, executor, pipeline, status, state, metrics, tracer, poller)

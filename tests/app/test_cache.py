@@ -300,3 +300,25 @@ async def test_a_detection_hit_maps_its_boxes_to_its_own_image_as_a_predict_does
     (box,) = answers[0]["predictions"][0]["detections"]
     assert box["label"] == "red"
     assert [round(box["box"][k]) for k in ("x", "y", "width", "height")] == [220, 50, 100, 100]
+
+
+@pytest.mark.gen_test(timeout=180)
+async def test_a_version_the_poller_sees_loaded_leaves_the_default_versions_entries_unreachable(
+    make_tier: TierFactory, tmp_path: Path
+) -> None:
+    """A model without routes answers a request that names no version from its latest: the poller watches it."""
+    config = tmp_path / "models.config"
+    config.write_text(backend_config("versions: 1", {}))
+    own = start_local_backend(model_config_file=config)
+    try:
+        tier = await make_tier(settings=routed(own.address, tmp_path, [], "models.digits.routes.poll_s=0"))
+        assert [(await predict(tier))["model"]["version"] for _ in range(2)] == [1, 1]
+        assert await predicts(tier) == 1
+
+        await asyncio.to_thread(reload_config, own.address, backend_config("versions: 1 versions: 2", {}))
+        assert tier.services.poller is not None
+        await tier.services.poller.poll()
+        assert [(await predict(tier))["model"]["version"] for _ in range(2)] == [2, 2]
+        assert await predicts(tier) == 2
+    finally:
+        own.stop()
