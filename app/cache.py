@@ -74,6 +74,12 @@ class Found:
             return arrived
         return [data for data, row in zip(arrived, self.rows, strict=True) if row is None]
 
+    def missed_items(self) -> range | list[int]:
+        """The request's indices of ``missed``'s images, in order."""
+        if not self.hits:
+            return range(len(self.rows))
+        return [i for i, row in enumerate(self.rows) if row is None]
+
     def answers(self, failures: Sequence[ItemError | None], top_k: int | None) -> list[ItemAnswer | ItemError | None]:
         """Per arrived image: a hit's answer (postprocessed now, with this request's ``top_k``), a miss's failure,
         or None for a miss the Predict answers (its rows come in this order)."""

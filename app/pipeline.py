@@ -65,7 +65,7 @@ class Pipeline:
             route = self.predictor.route(model, call, context)
             # The answer cache: a hit skips decoding and the Predict; its answer is postprocessed like the others.
             found = self.cache.find(model, route, arrived)
-            batch, geometries, failures = await self._decode_all(model, found.missed(arrived), context, hold)
+            batch, geometries, failures = await self._decode_all(model, found.missed(arrived), context, hold, found)
             answered = await self.predictor.predict(model, route, batch, geometries, context)
             self.cache.keep(found, failures, geometries, answered)
             return _prediction(model.name, call, found.answers(failures, call.top_k), answered, found, context)
@@ -75,10 +75,16 @@ class Pipeline:
             self.admission.release(len(call.sources))
 
     async def _decode_all(
-        self, model: ServedModel, arrived: Sequence[ImageBytes | ItemError], context: RequestContext, hold: HeldMemory
+        self,
+        model: ServedModel,
+        arrived: Sequence[ImageBytes | ItemError],
+        context: RequestContext,
+        hold: HeldMemory,
+        found: Found,
     ) -> tuple[np.ndarray, list[ImageGeometry | None], list[ItemError | None]]:
         """The batch of every image that arrived and became a row, each row's geometry (where its image went in
-        the model's frame), and each arrived image's failure (None for a row)."""
+        the model's frame), and each arrived image's failure (None for a row); ``found``: which of the request's
+        images these are (those the answer cache did not have)."""
         datas = [data for data in arrived if not isinstance(data, ItemError)]
         to_batch = model.input_kind.to_batch  # the model's input kind: how the bytes become its batch
         # The memory budget: what the input kind will hold (decoded pixels, the batch), before it exists.
@@ -92,7 +98,7 @@ class Pipeline:
         hold.shrink(footprint.peak - footprint.kept)  # the decoded pixels are gone; the batch stays
         failures: list[ItemError | None] = []
         decoded_items = iter(zip(decoded.failures, decoded.times, strict=True))
-        for item, data in enumerate(arrived):
+        for item, data in zip(found.missed_items(), arrived, strict=True):
             if not isinstance(data, ItemError):
                 failure, (start, end) = next(decoded_items)
                 context.record("decode", start, end, item)

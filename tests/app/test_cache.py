@@ -22,6 +22,7 @@ from app.serving.reload import Reloader
 from app.settings import Settings, load_settings
 from processing.context import RequestContext
 from processing.prediction import PredictCall
+from processing.sources import ImageSource
 from tests.conftest import Tier, TierFactory, dev_settings
 from tests.support.backend import LocalBackend, reload_config, start_local_backend
 from tests.support.imageserver import FIXTURES, ImageServer
@@ -322,3 +323,15 @@ async def test_a_version_the_poller_sees_loaded_leaves_the_default_versions_entr
         assert await predicts(tier) == 2
     finally:
         own.stop()
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_a_partial_hits_decode_times_name_the_requests_own_items(make_tier: TierFactory) -> None:
+    """What traces and logs read (the context's intervals) names each decoded image by its place in the request."""
+    tier = await make_tier([ON])
+    await predict(tier, DIGITS[3])
+    sources = tuple(ImageSource(f"digit {n}", data=DIGITS[n]) for n in (3, 7, 3, 9))
+    context = RequestContext("partial")
+    prediction = await tier.services.pipeline.run(PredictCall("digits", sources), context)
+    assert [item.source for item in prediction.items] == ["digit 3", "digit 7", "digit 3", "digit 9"]
+    assert [i.item for i in context.intervals if i.stage == "decode"] == [1, 3]
