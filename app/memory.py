@@ -186,6 +186,18 @@ class Reservation:
         await self.budget._take(nbytes, admitted=self.nbytes > 0, wait_s=wait)
         self.nbytes += nbytes
 
+    def grow_now(self, nbytes: int) -> bool:
+        """Hold ``nbytes`` more if they fit now and nobody waits; else hold nothing more and say False.
+
+        For what may be left undone without a refusal (the answer cache keeping an entry).
+        """
+        budget = self.budget
+        if budget.waiting or budget.held + nbytes > budget.capacity:
+            return False
+        budget._add(nbytes)
+        self.nbytes += nbytes
+        return True
+
     def shrink(self, nbytes: int) -> None:
         """Hold ``nbytes`` less (at most what is held)."""
         nbytes = min(nbytes, self.nbytes)

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from app.admission import Admission
+from app.cache import AnswerCache, Found
 from app.errors import Overloaded
 from app.fetch.fetcher import UrlFetcher
 from app.memory import MemoryBudget
@@ -45,6 +46,7 @@ class Pipeline:
     fetch_concurrency_per_request: int
     admission: Admission
     memory: MemoryBudget  # bytes held by requests: downloads and decoding reserve before they allocate
+    cache: AnswerCache  # answers to repeated images (app/cache.py); off unless cache.max_bytes
 
     async def run(self, call: PredictCall, context: RequestContext, hold: HeldMemory | None = None) -> Prediction:
         """Each of the call's images answered or failed, in order, and the version that answered.
@@ -59,20 +61,30 @@ class Pipeline:
         own = hold is None
         hold = self.memory.open() if hold is None else hold
         try:
-            batch, geometries, failures = await self._load_all(model, call.sources, context, hold)
-            answered = await self.predictor.predict(model, call, batch, geometries, context)
-            return _prediction(model.name, call, failures, answered, context)
+            arrived = await self._download_all(call.sources, context, hold)
+            route = self.predictor.route(model, call, context)
+            # The answer cache: a hit skips decoding and the Predict; its answer is postprocessed like the others.
+            found = self.cache.find(model, route, arrived)
+            batch, geometries, failures = await self._decode_all(model, found.missed(arrived), context, hold, found)
+            answered = await self.predictor.predict(model, route, batch, geometries, context)
+            self.cache.keep(found, failures, geometries, answered)
+            return _prediction(model.name, call, found.answers(failures, call.top_k), answered, found, context)
         finally:
             if own:
                 hold.release()
             self.admission.release(len(call.sources))
 
-    async def _load_all(
-        self, model: ServedModel, sources: Sequence[ImageSource], context: RequestContext, hold: HeldMemory
+    async def _decode_all(
+        self,
+        model: ServedModel,
+        arrived: Sequence[ImageBytes | ItemError],
+        context: RequestContext,
+        hold: HeldMemory,
+        found: Found,
     ) -> tuple[np.ndarray, list[ImageGeometry | None], list[ItemError | None]]:
         """The batch of every image that arrived and became a row, each row's geometry (where its image went in
-        the model's frame), and each source's failure (None for a row)."""
-        arrived = await self._download_all(sources, context, hold)
+        the model's frame), and each arrived image's failure (None for a row); ``found``: which of the request's
+        images these are (those the answer cache did not have)."""
         datas = [data for data in arrived if not isinstance(data, ItemError)]
         to_batch = model.input_kind.to_batch  # the model's input kind: how the bytes become its batch
         # The memory budget: what the input kind will hold (decoded pixels, the batch), before it exists.
@@ -86,7 +98,7 @@ class Pipeline:
         hold.shrink(footprint.peak - footprint.kept)  # the decoded pixels are gone; the batch stays
         failures: list[ItemError | None] = []
         decoded_items = iter(zip(decoded.failures, decoded.times, strict=True))
-        for item, data in enumerate(arrived):
+        for item, data in zip(found.missed_items(), arrived, strict=True):
             if not isinstance(data, ItemError):
                 failure, (start, end) = next(decoded_items)
                 context.record("decode", start, end, item)
@@ -156,13 +168,21 @@ def _item_error(exc: Exception) -> ItemError:
 
 
 def _prediction(
-    model: str, call: PredictCall, failures: Sequence[ItemError | None], answered: Answered, context: RequestContext
+    model: str,
+    call: PredictCall,
+    early: list[ItemAnswer | ItemError | None],
+    answered: Answered,
+    found: Found,
+    context: RequestContext,
 ) -> Prediction:
-    """One item per source, in order: the answer of its row, or its error."""
-    answers: list[ItemAnswer | ItemError | None] = list(failures)
-    good = [i for i, f in enumerate(failures) if f is None]
+    """One item per source, in order: its answer from the cache or its error (``early``), else its row's answer."""
+    answers = early
+    good = [i for i, f in enumerate(early) if f is None]
     for i, row in zip(good, answered.rows, strict=True):
         answers[i] = row
+    if answered.version is None and found.hits:  # every image answered from the cache
+        answered = Answered(found.version(), answered.rows)
+        context.version = answered.version
     items = []
     for source, answer in zip(call.sources, answers, strict=True):
         assert answer is not None  # a row for every image that reached the backend

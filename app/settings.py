@@ -108,6 +108,13 @@ class TracingSettings:
 
 
 @dataclass(frozen=True)
+class CacheSettings:
+    # Answers to repeated images (app/cache.py), held in the memory budget; 0: off. A hit's speed tells a client
+    # that someone sent the same image before: docs/operations.md#answer-cache says when to turn it on.
+    max_bytes: int = 0
+
+
+@dataclass(frozen=True)
 class BatchingSettings:
     max_batch_size: int = 0  # 0 or 1: no micro-batching across requests
     max_wait_ms: float = 2.0
@@ -186,6 +193,7 @@ class Settings:
     decode: DecodeSettings = field(default_factory=DecodeSettings)
     backend: BackendSettings = field(default_factory=BackendSettings)
     tracing: TracingSettings = field(default_factory=TracingSettings)
+    cache: CacheSettings = field(default_factory=CacheSettings)
     models: Mapping[str, ModelSettings] = field(default_factory=dict)
 
     def backend_address(self, model: str) -> str:

@@ -59,6 +59,7 @@ def validate(settings: Settings) -> None:
             except ValueError as exc:
                 raise SettingsError(f"fetch.{key}[{i}]: {cidr!r} is not an IP network") from exc
     _validate_tracing(settings.tracing)
+    _validate_cache(settings)
     for name, model in settings.models.items():
         _validate_model(name, model)
 
@@ -67,6 +68,18 @@ def largest_reservation(settings: Settings) -> int:
     """The most one body or one download may add to the memory budget at once: a budget must hold it."""
     s = settings.server
     return max(s.max_json_bytes, s.max_upload_bytes, s.max_body_bytes, settings.fetch.max_bytes)
+
+
+def _validate_cache(settings: Settings) -> None:
+    """The cache's bytes come out of the memory budget: a set budget must leave room for the requests."""
+    max_bytes, budget = settings.cache.max_bytes, settings.server.memory_budget_bytes
+    if max_bytes < 0:
+        raise SettingsError("cache.max_bytes: must not be negative (0: no answer cache)")
+    if budget and max_bytes >= budget // 2:
+        raise SettingsError(
+            f"cache.max_bytes: must be less than half of server.memory_budget_bytes ({budget}): "
+            "the cache's bytes are held in the requests' budget"
+        )
 
 
 def _validate_memory(settings: Settings) -> None:

@@ -121,6 +121,21 @@ class Metrics:
             registry=r,
             multiprocess_mode="livesum",
         )
+        self.cache_lookups = Counter(
+            "imagegate_cache_lookups_total",
+            "Images looked up in the answer cache (cache.max_bytes), by result: hit or miss",
+            ["model", "result"],
+            registry=r,
+        )
+        self.cache_evictions = Counter(
+            "imagegate_cache_evictions_total", "Answer cache entries evicted for room (least recently used)", registry=r
+        )
+        self.cache_bytes = Gauge(
+            "imagegate_cache_bytes",
+            "Bytes the answer cache holds, part of imagegate_memory_held_bytes",
+            registry=r,
+            multiprocess_mode="livesum",
+        )
         self.memory_held = Gauge(
             "imagegate_memory_held_bytes",
             "Bytes reserved by requests in flight (bodies, downloads, decoded images, tensors)",
@@ -222,6 +237,15 @@ class Metrics:
     def observe_shadow(self, model: str, outcome: str, seconds: float) -> None:
         self.shadow_requests.labels(model, outcome).inc()
         self.shadow_seconds.labels(model).observe(seconds)
+
+    def count_cache_lookups(self, model: str, hits: int, misses: int) -> None:
+        if hits:
+            self._child(self.cache_lookups, model, "hit").inc(hits)
+        if misses:
+            self._child(self.cache_lookups, model, "miss").inc(misses)
+
+    def count_cache_evictions(self, entries: int) -> None:
+        self.cache_evictions.inc(entries)
 
     def count_rollback(self, model: str, route: str) -> None:
         self.rollbacks.labels(model, route).inc()

@@ -31,7 +31,7 @@ from app.backend.types import ModelRef, PredictResult
 from app.batcher import MicroBatcher
 from app.errors import BackendFailed, BackendTimeout, BackendUnavailable, ModelNotFound
 from app.models import ServedModel
-from app.routing.router import MODEL_FAILURES, ModelRouter
+from app.routing.router import MODEL_FAILURES, ModelRouter, ServedVersions
 from app.routing.shadow import Shadow
 from app.settings import RouteTarget
 from processing.context import RequestContext
@@ -48,11 +48,40 @@ BACKEND_FAILURES = frozenset(
 
 
 @dataclass(frozen=True)
+class Route:
+    """Where a request goes: its model's router and the target it chose (None: the call's version or label, or the
+    model's default), and the router's ``generation`` when it chose (what the answer cache keys on)."""
+
+    router: ModelRouter | None
+    target: RouteTarget | None
+    generation: int
+    call: PredictCall
+
+    def key(self, target: RouteTarget | None) -> str:
+        """What answers through ``target`` (this route's, or its fallback) are kept under in the answer cache."""
+        if target is not None:
+            return f"route:{target.name}@{self.generation}"
+        if self.call.version is not None:
+            return f"version:{self.call.version}"
+        return (
+            f"label:{self.call.label}@{self.generation}"
+            if self.call.label is not None
+            else f"default@{self.generation}"
+        )
+
+
+@dataclass(frozen=True)
 class Answered:
-    """Each row's answer or error, in order, and the version that answered them (None when no image was sent)."""
+    """Each row's answer or error, in order, and the version that answered them (None when no image was sent).
+
+    ``outputs`` are the answering Predict's output tensors (a row per image sent), ``target`` what answered
+    (``Route.key``): the answer cache keeps the rows that were answered under it.
+    """
 
     version: int | None
     rows: Sequence[ItemAnswer | ItemError]
+    outputs: Mapping[str, np.ndarray] | None = None
+    target: str = ""
 
 
 @dataclass
@@ -63,23 +92,31 @@ class RoutedPredict:
     shadow: Shadow
     timeout_s: float  # each request's deadline for its Predicts
     on_fallback: Callable[[str, str, str], None] = lambda model, route, code: None  # a canary's failure, answered
+    versions: ServedVersions | None = None  # the models without routes, watched by the poller for the answer cache
+
+    def route(self, model: ServedModel, call: PredictCall, context: RequestContext) -> Route:
+        """The version or label the call or the model's routes choose; ``context`` gets the route's name."""
+        router = self.routers.get(model.name) if call.version is None and call.label is None else None  # path wins
+        target = router.choose(context.headers.get(router.routes.key_header) or context.request_id) if router else None
+        context.target = target.name if target is not None else None
+        if router is not None:
+            return Route(router, target, router.generation, call)
+        return Route(None, None, self.versions.generation(model.name) if self.versions is not None else 0, call)
 
     async def predict(
         self,
         model: ServedModel,
-        call: PredictCall,
+        route: Route,
         batch: np.ndarray,
         geometries: Sequence[ImageGeometry | None],
         context: RequestContext,
     ) -> Answered:
-        """``batch``'s answers from the version or label the call or the model's routes choose; raises GatewayError.
+        """``batch``'s answers from ``route`` (``route()``'s choice); raises GatewayError.
 
         ``context`` gets the route and the version that answered, and the answering Predict's batch wait, Predict
         and postprocess times.
         """
-        router = self.routers.get(model.name) if call.version is None and call.label is None else None  # path wins
-        target = router.choose(context.headers.get(router.routes.key_header) or context.request_id) if router else None
-        context.target = target.name if target is not None else None
+        router, target, call = route.router, route.target, route.call
         if not len(batch):
             return Answered(None, ())  # no image arrived: nothing to send, nothing answered
         deadline = time.perf_counter() + self.timeout_s
@@ -111,7 +148,7 @@ class RoutedPredict:
             context.target, context.version = (attempt.name if attempt is not None else None), result.version
             if router is not None:
                 self.shadow.maybe_send(model, router.routes.shadow, batch, self.timeout_s, backend_metadata([context]))
-            return Answered(result.version, rows)
+            return Answered(result.version, rows, result.outputs, route.key(attempt))
         raise AssertionError("unreachable: the last attempt answers or raises")
 
     def _sending(

@@ -12,6 +12,10 @@ worse by ``consecutive`` checks in a row is rolled back: its weight drops to 0 a
 admin resets the routes. A target TF Serving does not have AVAILABLE waits, with no share of the keys,
 until it has (``set_available``, called by ``app/routing/poller.py``). A request a canary fails is answered
 again by the heaviest route that is no canary (``fallback_for``; the retry itself is ``routed.py``'s).
+
+``generation`` counts the changes to what a target answers with: a reset, a promote, a rollback, a target
+that becomes AVAILABLE or stops being so, a label the poller sees resolve to another version. The answer
+cache (``app/cache.py``) keys on it, so an answer kept before a change is never given after it.
 """
 
 from __future__ import annotations
@@ -42,6 +46,7 @@ class _Side:
     requests: int = 0  # recorded since the last reset, or since it stopped waiting
     worse_checks: int = 0  # checks in a row that found this canary worse
     waiting: bool = False  # its version or label is not AVAILABLE on TF Serving (app/routing/poller.py)
+    resolved: int | None = None  # the version its label resolved to at the poller's last round
 
     @property
     def share(self) -> int:
@@ -59,6 +64,7 @@ class ModelRouter:
     on_rollback: Callable[[str, str], None] = lambda model, target: None
     clock: Callable[[], float] = time.monotonic  # when a request was answered; the simulation brings its own
     sides: list[_Side] = field(init=False)
+    generation: int = field(init=False, default=0)
 
     def __post_init__(self) -> None:
         self.reset()
@@ -66,13 +72,15 @@ class ModelRouter:
     def reset(self) -> None:
         """Back to the configured weights, windows emptied; a target that waits for TF Serving still waits."""
         window = self.routes.rollback.window
-        waiting = {side.target.name for side in getattr(self, "sides", ()) if side.waiting}
+        self.generation += 1
+        before = {side.target.name: side for side in getattr(self, "sides", ())}
         self.sides = [
-            _Side(
-                t, t.weight, RequestLog(window if t.canary else window * OTHERS_PER_WINDOW), waiting=t.name in waiting
-            )
+            _Side(t, t.weight, RequestLog(window if t.canary else window * OTHERS_PER_WINDOW))
             for t in self.routes.targets
         ]
+        for side in self.sides:  # what TF Serving has stays as the poller last saw it
+            if side.target.name in before:
+                side.waiting, side.resolved = before[side.target.name].waiting, before[side.target.name].resolved
 
     def choose(self, key: str) -> RouteTarget | None:
         """The target for ``key``; None when the model has no routes (or every weight is 0).
@@ -112,11 +120,21 @@ class ModelRouter:
         """
         side = self._side(name)
         if available and side.waiting:
+            self.generation += 1
             side.waiting, side.requests = False, 0
             log.info("%s route %s is AVAILABLE on TF Serving: it gets its share", self.model, name)
         elif not available and not side.waiting:
+            self.generation += 1
             side.waiting = True
             log.warning("%s route %s is not AVAILABLE on TF Serving: no traffic until it is", self.model, name)
+
+    def resolved(self, name: str, version: int) -> None:
+        """The label of target ``name`` resolves to ``version`` on TF Serving now (the poller's round)."""
+        side = self._side(name)
+        if side.resolved is not None and side.resolved != version:
+            self.generation += 1
+            log.info("%s route %s now resolves to version %d", self.model, name, version)
+        side.resolved = version
 
     def record(self, target: RouteTarget, images: int, failed: int, seconds: float) -> None:
         """One request answered by ``target``: ``failed`` of its ``images`` failed by the model or the backend."""
@@ -136,6 +154,7 @@ class ModelRouter:
         if canary.worse_checks >= consecutive:
             reason = f"{check.reason}; {consecutive} checks in a row"
             canary.weight, canary.state, canary.reason = 0, "rolled_back", reason
+            self.generation += 1
             log.warning("rolled back %s route %s: %s", self.model, canary.target.name, reason)
             self.on_rollback(self.model, canary.target.name)
 
@@ -158,6 +177,7 @@ class ModelRouter:
     def promote(self, name: str) -> None:
         """``name`` takes all the traffic; the others drop to 0."""
         promoted = self._side(name)
+        self.generation += 1
         for side in self.sides:
             side.weight = 0
         promoted.weight, promoted.state, promoted.reason = 1, "promoted", "promoted by an admin"
@@ -182,3 +202,25 @@ class ModelRouter:
             }
             for s in self.sides
         ]
+
+
+@dataclass
+class ServedVersions:
+    """The versions TF Serving has AVAILABLE of each model without routes, as the poller last saw them.
+
+    Only watched while the answer cache is on (``app/cache.py``): a request that names no version goes to the
+    model's latest, so a version loaded or unloaded changes what it answers with. ``generation`` moves then.
+    """
+
+    poll_s: dict[str, float]  # the models watched, and how often (their ``routes.poll_s``; 0: at start only)
+    seen: dict[str, frozenset[int]] = field(default_factory=dict)
+    generations: dict[str, int] = field(default_factory=dict)
+
+    def saw(self, model: str, available: frozenset[int]) -> None:
+        if model in self.seen and self.seen[model] != available:
+            self.generations[model] = self.generations.get(model, 0) + 1
+            log.info("%s: TF Serving has versions %s AVAILABLE now", model, sorted(available))
+        self.seen[model] = available
+
+    def generation(self, model: str) -> int:
+        return self.generations.get(model, 0)

@@ -17,15 +17,16 @@ from tornado.netutil import Resolver, bind_sockets
 from app.admission import Admission
 from app.backend.tfserving import TFServingClient
 from app.batcher import MicroBatcher
+from app.cache import AnswerCache
 from app.fetch.fetcher import UrlFetcher
 from app.memory import MemoryBudget
-from app.models import load_registry
+from app.models import ModelRegistry, load_registry
 from app.observability.metrics import Metrics
 from app.observability.requests import RequestObserver
 from app.pipeline import Pipeline
 from app.routing.poller import TargetPoller
 from app.routing.routed import RoutedPredict
-from app.routing.router import ModelRouter
+from app.routing.router import ModelRouter, ServedVersions
 from app.routing.shadow import Shadow
 from app.serving.cpus import CGROUP_ROOT, cpu_budget
 from app.serving.interfaces import interface_routes
@@ -116,6 +117,8 @@ async def build_services(
     )
     if metrics is not None:
         predictor.on_fallback = metrics.count_canary_fallback
+    if settings.cache.max_bytes:  # a cached answer to "the latest version" must not outlive it
+        predictor.versions = ServedVersions({name: model.routes.poll_s for name, model in settings.models.items()})
     pipeline = Pipeline(
         models=models,
         fetcher=fetcher,
@@ -125,10 +128,11 @@ async def build_services(
         fetch_concurrency_per_request=settings.fetch.max_concurrent_per_request,
         admission=Admission(settings.server.max_in_flight_images, settings.server.retry_after_s),
         memory=memory,
+        cache=_cache(settings, models, memory, metrics, keep.pipeline.cache if keep is not None else None),
     )
     status = ModelStatus(models, client, predictor.routers)
     state = keep.state if keep is not None else ProcessState()  # a reload keeps the process's state
-    poller = TargetPoller(models, predictor.routers, client)
+    poller = TargetPoller(models, predictor.routers, client, predictor.versions)
     await poller.poll()  # before the routes serve: a target that is not AVAILABLE gets nothing from the start
     poller.start()
     return Services(settings, client, fetcher, executor, pipeline, status, state, metrics, tracer, poller)
@@ -159,6 +163,18 @@ def _memory(settings: Settings, cgroup_root: Path, metrics: Metrics | None, kept
         return MemoryBudget(capacity, s.memory_wait_s, s.retry_after_s, on_change)
     kept.configure(capacity, s.memory_wait_s, s.retry_after_s, on_change)
     return kept
+
+
+def _cache(
+    settings: Settings, models: ModelRegistry, memory: MemoryBudget, metrics: Metrics | None, kept: AnswerCache | None
+) -> AnswerCache:
+    """The answer cache, one for the process's life (its bytes are in the memory budget); a reload empties it."""
+    cache = kept
+    if cache is None and metrics is not None:
+        cache = AnswerCache(memory, metrics.count_cache_lookups, metrics.count_cache_evictions, metrics.cache_bytes.set)
+    cache = cache if cache is not None else AnswerCache(memory)
+    cache.configure(settings.cache.max_bytes, models)
+    return cache
 
 
 def make_routers(settings: Settings, metrics: Metrics | None) -> dict[str, ModelRouter]:

@@ -115,7 +115,8 @@ def test_the_dashboard_is_well_formed() -> None:
 async def test_every_metric_the_dashboard_queries_is_in_a_real_scrape(
     make_tier: TierFactory, images: ImageServer
 ) -> None:
-    tier = await make_tier(["models.tiny.batching.max_batch_size=4"])  # a batching model fills the batch sizes
+    # A batching model fills the batch sizes; the answer cache on, its lookups.
+    tier = await make_tier(["models.tiny.batching.max_batch_size=4", "cache.max_bytes=1048576"])
     client = AsyncHTTPClient()
     predict = tier.url("/v1/models/tiny:predict")
     photo, jpeg = (FIXTURES / "coffee.jpg").read_bytes(), {"Content-Type": "image/jpeg"}

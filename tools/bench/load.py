@@ -195,7 +195,12 @@ def summarise(tally: Tally, elapsed: float) -> dict[str, Any]:
 def parse_args(argv: Sequence[str] | None) -> Plan:
     parser = argparse.ArgumentParser(prog="tools.bench.load", description="Closed-loop HTTP POST load.")
     parser.add_argument("--url", required=True)
-    parser.add_argument("--bodies", type=Path, required=True, help="JSON lines: {'body': str, 'images': n}")
+    parser.add_argument(
+        "--bodies",
+        type=Path,
+        required=True,
+        help="JSON lines: {'body': str, 'images': n, 'binary': true for bytes as latin-1}",
+    )
     parser.add_argument("--content-type", default="application/json")
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--requests", type=int, default=1_000_000, help="at most this many, warm-up included")
@@ -208,7 +213,9 @@ def parse_args(argv: Sequence[str] | None) -> Plan:
         host=url.hostname or "127.0.0.1",
         port=url.port or 80,
         path=url.path + (f"?{url.query}" if url.query else ""),
-        bodies=[(line["body"].encode(), int(line["images"])) for line in lines],
+        bodies=[
+            (line["body"].encode("latin-1" if line.get("binary") else "utf-8"), int(line["images"])) for line in lines
+        ],
         content_type=args.content_type,
         concurrency=args.concurrency,
         max_requests=args.requests,

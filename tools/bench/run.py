@@ -27,6 +27,7 @@ import numpy as np
 from app.settings import DecodeSettings
 from processing.image import DecodeLimits, PreprocessSpec, image_to_tensor
 from tools.bench import procs
+from tools.bench.cache import scenario_cache
 from tools.bench.encoded import scenario_encoded
 from tools.bench.faces import scenario_faces
 from tools.bench.imagehost import ImageHost, start_image_host
@@ -53,6 +54,7 @@ SCENARIOS = (
     "extras",
     "encoded",
     "faces",
+    "cache",
 )
 CONTENDERS = ("flask", "tornado", "tier")
 PEER = "kserve"  # a framework peer, in scenarios 1 and 2 when its virtualenv is there
@@ -144,12 +146,14 @@ class Harness:
         duration_s: float | None = None,
         requests: int | None = None,
         warmup_s: float | None = None,
+        content_type: str = "application/json",
     ) -> dict[str, Any]:
         """Run the load generator in its own process and return its summary."""
         duration = self.timing.duration_s if duration_s is None else duration_s
         warmup = self.timing.warmup_s if warmup_s is None else warmup_s
         args = [sys.executable, "-m", "tools.bench.load", "--url", url, "--bodies", str(bodies)]
         args += ["--concurrency", str(concurrency), "--duration", str(duration), "--warmup", str(warmup)]
+        args += ["--content-type", content_type]
         if requests is not None:
             args += ["--requests", str(requests)]
         done = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=duration + warmup + 120)
@@ -695,6 +699,7 @@ RUNNERS: dict[str, Callable[[Harness], None]] = {
     "extras": scenario_extras,
     "encoded": scenario_encoded,
     "faces": scenario_faces,
+    "cache": scenario_cache,
 }
 
 

@@ -164,3 +164,32 @@ def test_a_canarys_failure_is_answered_by_the_heaviest_route_that_is_no_canary_a
 
 def test_a_canary_alone_has_no_route_to_fall_back_to() -> None:
     assert router(CANARY).fallback_for(CANARY) is None
+
+
+def test_the_generation_moves_on_every_change_to_what_a_target_answers_with_and_only_then() -> None:
+    """The answer cache keys on it (app/cache.py): a rollback, promote, reset, availability or label move."""
+    clock = Clock()
+    r = judged(clock)
+    seen = [r.generation]
+
+    def moved() -> bool:
+        seen.append(r.generation)
+        return seen[-1] != seen[-2]
+
+    play(r, clock, [0.01] * 14, 0.01)  # requests that judge nothing worse
+    r.set_available("canary", True)  # already available: nothing changes
+    r.resolved("stable", 1)  # the first version seen for the label
+    r.resolved("stable", 1)
+    assert not moved()
+    play(r, clock, [0.01] * 15, 0.01, fail=True)
+    assert r.describe()[1]["state"] == "rolled_back" and moved()
+    r.reset()
+    assert moved()
+    r.promote("stable")
+    assert moved()
+    r.set_available("canary", False)
+    assert moved()
+    r.set_available("canary", True)
+    assert moved()
+    r.resolved("stable", 2)
+    assert moved()

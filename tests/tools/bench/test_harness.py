@@ -241,3 +241,17 @@ def test_the_memory_burst_tool_answers_and_measures(tmp_path: Path, mode: str) -
     (run,) = json.loads(out.read_text())
     assert run["statuses"] == {"200": 2} and run["connection_errors"] == 0
     assert run["hwm_mb"] >= run["idle_mb"] > 0 and run["rss_after_mb"]["1"] > 0
+
+
+def test_the_cache_scenarios_multipart_bodies_are_answered_by_the_tier_with_the_cache_on(harness: Harness) -> None:
+    from tools.bench.cache import CACHE_BYTES, CONTENT_TYPE, PER_REQUEST, upload_bodies
+
+    config = harness.tier_config("cache_smoke", harness.tiny(), harness.backend_address)
+    child, url = harness.start_tier(config, (f"cache.max_bytes={CACHE_BYTES}",))
+    try:
+        result = harness.load(url, upload_bodies(harness), concurrency=1, requests=1, content_type=CONTENT_TYPE)
+    finally:
+        child.stop()
+    assert result["statuses"] == {"200": 1}, result["sample"]
+    answer = json.loads(str(result["sample"]))
+    assert [len(item["classes"]) for item in answer["predictions"]] == [3] * PER_REQUEST
