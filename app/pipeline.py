@@ -28,7 +28,7 @@ from processing.context import RequestContext
 from processing.errors import ItemError, ItemInternalError
 from processing.image import DecodeLimits, ImageGeometry
 from processing.kinds.base import ItemAnswer
-from processing.prediction import ItemResult, PredictCall, Prediction
+from processing.prediction import ItemResult, PredictCall, Prediction, check_request_params
 from processing.sniff import ImageBytes
 from processing.sources import ImageSource
 
@@ -55,6 +55,7 @@ class Pipeline:
         """
         model = self.models.get_model(call.model)
         context.model = model.name
+        check_request_params(call, model.output_kind)
         self.admission.acquire(len(call.sources))
         own = hold is None
         hold = self.memory.open() if hold is None else hold

@@ -98,7 +98,9 @@ class RoutedPredict:
                 self._fell_back(model, attempt, exc.code)
                 continue
             postprocessing = time.perf_counter()
-            outputs = ModelOutputs(result.outputs, model.output_names, model.postprocess, call.top_k, geometries)
+            outputs = ModelOutputs(
+                result.outputs, model.output_names, model.postprocess, call.top_k, geometries, call.detection
+            )
             rows = model.output_kind.postprocess(outputs)
             failed = [row.code for row in rows if isinstance(row, ItemError) and row.code in MODEL_FAILURES]
             self._record(router, attempt, len(batch), len(failed), result.answered_at - waiting)

@@ -16,7 +16,7 @@ from processing.image import DecodeLimits, ImageGeometry, PreprocessSpec
 from processing.kinds.encoded import EncodedSpec
 from processing.postprocess import PostprocessSpec
 from processing.sniff import ImageBytes
-from processing.sources import VectorEncoding
+from processing.sources import NO_DETECTION_PARAMS, DetectionParams, VectorEncoding
 
 
 class ItemAnswer(ABC):
@@ -40,6 +40,7 @@ class ModelOutputs:
     spec: PostprocessSpec  # its postprocess settings
     top_k: int | None  # the request's
     geometries: Sequence[ImageGeometry | None]  # each row's image geometry (None: an encoded input has none)
+    detection: DetectionParams = NO_DETECTION_PARAMS  # the request's detection settings, over the model's
 
 
 Postprocess = Callable[[ModelOutputs], Sequence[ItemAnswer | ItemError]]
@@ -54,6 +55,7 @@ class OutputKind:
     answer_schema: Mapping[str, Any]  # JSON Schema of an item's fields beside ``source``: properties, required
     every_output: bool  # without a configured ``output``, every output of the signature (else its only one)
     classifies: bool  # answers classes: v2's classification extension applies
+    request_params: frozenset[str] = frozenset()  # the parameters of its own a request may set (DetectionParams)
 
 
 # What a model's input kind is told about the model: its preprocessing (decoded), or its inputs (encoded).

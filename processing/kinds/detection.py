@@ -4,7 +4,8 @@ The model answers boxes (ymin, xmin, ymax, xmax) and keypoints (y, x) normalised
 tier letterboxed, cropped or stretched the image into. Each image's ``ImageGeometry`` (processing/image.py, made
 where the resize is) maps them back to the image as the client displays it (EXIF-upright, full size), clipped to
 it. Boxes scoring at or below ``score_threshold`` are dropped; tier-side non-maximum suppression (``nms_iou``,
-class-aware, hard or weighted) is optional; the best ``max_detections`` (or the request's ``top_k``) are kept.
+class-aware, hard or weighted) is optional; the best ``max_detections`` are kept. A request may set its own
+``score_threshold`` and ``max_detections`` (over the model's); its ``top_k`` caps the boxes too.
 
 v1 answers ``{"detections": [{"label", "class_id", "score", "box": {x, y, width, height}, "keypoints"}]}``.
 v2 answers the model's tensors as they are.
@@ -22,7 +23,7 @@ from processing.errors import ItemError, ModelOutputInvalid
 from processing.image import ImageGeometry
 from processing.kinds.base import ItemAnswer, ModelOutputs, OutputKind, finite, not_finite
 from processing.postprocess import NmsMode, PostprocessSpec
-from processing.sources import VectorEncoding
+from processing.sources import DETECTION_FIELDS, NO_DETECTION_PARAMS, DetectionParams, VectorEncoding
 
 
 @dataclass(frozen=True)
@@ -60,8 +61,12 @@ def detect_batch(
     spec: PostprocessSpec,
     geometries: Sequence[ImageGeometry | None],
     top_k: int | None = None,
+    params: DetectionParams = NO_DETECTION_PARAMS,
 ) -> list[Detections | ItemError]:
-    """Each image's detections in its displayed pixels (``geometries[i]`` None: in the input frame's [0, 1])."""
+    """Each image's detections in its displayed pixels (``geometries[i]`` None: in the input frame's [0, 1]).
+
+    ``params``: the request's settings over ``spec``'s; ``top_k``, the request's, caps the boxes as well.
+    """
     names = spec.detection_outputs
     missing = [name for name in names[:3] if name not in outputs]
     if missing:
@@ -70,7 +75,9 @@ def detect_batch(
     boxes, scores, classes = (np.asarray(outputs[name], dtype=np.float64) for name in names[:3])
     counts = outputs.get(names[3]) if len(names) > 3 else None
     keypoints = outputs.get(names[4]) if len(names) > 4 else None
-    cap = top_k if top_k is not None else spec.max_detections
+    caps = [cap for cap in (params.max_detections, top_k) if cap is not None]
+    cap = min(caps) if caps else spec.max_detections
+    threshold = params.score_threshold if params.score_threshold is not None else spec.score_threshold
     answers: list[Detections | ItemError] = []
     for row, geometry in enumerate(geometries):
         rows = {name: value[row] for name, value in outputs.items()}
@@ -79,7 +86,7 @@ def detect_batch(
             continue
         count = int(counts[row]) if counts is not None else len(scores[row])
         points = np.asarray(keypoints[row][:count], dtype=np.float64) if keypoints is not None else None
-        found = _detections(boxes[row][:count], scores[row][:count], classes[row][:count], points, spec, cap)
+        found = _detections(boxes[row][:count], scores[row][:count], classes[row][:count], points, spec, threshold, cap)
         answers.append(Detections(tuple(_mapped(d, geometry) for d in found), rows))
     return answers
 
@@ -99,9 +106,10 @@ def _detections(
     classes: np.ndarray,
     keypoints: np.ndarray | None,
     spec: PostprocessSpec,
+    threshold: float,
     cap: int | None,
 ) -> list[_Found]:
-    keep = scores > spec.score_threshold
+    keep = scores > threshold
     boxes, scores, classes = boxes[keep], scores[keep], classes[keep].astype(np.int64)
     points = keypoints[keep] if keypoints is not None else np.zeros((len(boxes), 0, 2))
     order = np.argsort(-scores, kind="stable")
@@ -177,7 +185,7 @@ def _mapped(found: _Found, geometry: ImageGeometry | None) -> Detection:
 
 
 def postprocess(out: ModelOutputs) -> Sequence[ItemAnswer | ItemError]:
-    return detect_batch(out.tensors, out.spec, out.geometries, out.top_k)
+    return detect_batch(out.tensors, out.spec, out.geometries, out.top_k, out.detection)
 
 
 _NUMBER = {"type": "number"}
@@ -204,4 +212,5 @@ KIND = OutputKind(
     answer_schema={"properties": {"detections": {"type": "array", "items": _DETECTION}}, "required": ["detections"]},
     every_output=True,
     classifies=False,
+    request_params=DETECTION_FIELDS,
 )
