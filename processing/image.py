@@ -96,10 +96,12 @@ class ImageGeometry:
 
     def to_displayed(self, points: np.ndarray) -> np.ndarray:
         """``points`` [..., 2] as (x, y) normalised to the input frame, in the displayed image's pixels (unclipped)."""
-        xy = np.asarray(points, dtype=np.float64)
-        x = self.covered_left + (xy[..., 0] * self.frame_width - self.left) * (self.covered_width / self.scaled_width)
-        y = self.covered_top + (xy[..., 1] * self.frame_height - self.top) * (self.covered_height / self.scaled_height)
-        return np.stack([x, y], axis=-1)
+        scale = (self.covered_width / self.scaled_width, self.covered_height / self.scaled_height)
+        xy = np.asarray(points, dtype=np.float64) * (self.frame_width, self.frame_height)
+        xy -= (self.left, self.top)
+        xy *= scale
+        xy += (self.covered_left, self.covered_top)
+        return xy
 
 
 def image_to_tensor(data: ImageBytes, spec: PreprocessSpec, limits: DecodeLimits) -> np.ndarray:

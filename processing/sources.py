@@ -12,7 +12,6 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
@@ -29,6 +28,7 @@ VectorEncoding = Literal["list", "base64"]
 VECTOR_ENCODINGS: tuple[VectorEncoding, ...] = ("list", "base64")
 MAX_JSON_DEPTH = 32  # our forms need 3 levels; far below where a parser could run out of stack
 _JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"')
+_JSON_NUMBER = re.compile(r"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?", re.ASCII)
 _NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
 
 
@@ -155,13 +155,9 @@ def _score_threshold(value: Any) -> float | None:
 
 
 def _decimal(text: str) -> float | None:
-    """``text`` as a plain decimal number (ASCII; no exponent, infinity or NaN), or None."""
+    """``text`` as a number if it is one in JSON's grammar (``0.5``, ``5e-1``; no ``inf``, ``nan`` or ``1_0``)."""
     text = text.strip()
-    whole, _, fraction = text.partition(".")
-    if not text.isascii() or len(text) > 32 or not (whole + fraction).isdigit():
-        return None
-    number = float(text)
-    return number if math.isfinite(number) else None
+    return float(text) if len(text) <= 32 and _JSON_NUMBER.fullmatch(text) else None
 
 
 def _max_detections(value: Any) -> int | None:

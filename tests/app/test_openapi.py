@@ -106,6 +106,7 @@ async def test_the_document_validates_as_openapi_3_1(tier: Tier) -> None:
         "digits",
         "mobilenet_v2_bytes",
         "mobilenet_v2_embed",
+        "squares",
     ]
 
 
@@ -153,7 +154,7 @@ def test_every_output_kinds_answer_is_a_documented_item() -> None:
         "classification": Classes((ScoredClass(1, "b", 0.5),), np.array([0.5, 0.5])),
         "tensors": Tensors({"boxes": np.zeros((2, 4)), "count": np.array(2)}),
         "embedding": Embedding(np.array([0.6, 0.8], dtype=np.float32)),
-        "detection": Detections((Detection(1, "face", 0.9, (1.0, 2.0, 3.0, 4.0), ((1.5, 2.5),)),), {}),
+        "detection": Detections.of([Detection(1, "face", 0.9, (1.0, 2.0, 3.0, 4.0), ((1.5, 2.5),))], {}),
     }
     assert set(answers) == set(OUTPUT_KINDS), "a new output kind needs an example answer here"
     failed: list[ItemAnswer | ItemError] = [ImageDecodeFailed("not an image")]

@@ -27,6 +27,7 @@ import numpy as np
 from app.settings import DecodeSettings
 from processing.image import DecodeLimits, PreprocessSpec, image_to_tensor
 from tools.bench import procs
+from tools.bench.detection import scenario_detection
 from tools.bench.encoded import scenario_encoded
 from tools.bench.imagehost import ImageHost, start_image_host
 from tools.bench.images import Workload, make_workload
@@ -51,6 +52,7 @@ SCENARIOS = (
     "levers",
     "extras",
     "encoded",
+    "detection",
 )
 CONTENDERS = ("flask", "tornado", "tier")
 PEER = "kserve"  # a framework peer, in scenarios 1 and 2 when its virtualenv is there
@@ -690,6 +692,7 @@ RUNNERS: dict[str, Callable[[Harness], None]] = {
     "levers": scenario_levers,
     "extras": scenario_extras,
     "encoded": scenario_encoded,
+    "detection": scenario_detection,
 }
 
 
