@@ -146,7 +146,9 @@ def v2_infer_request(max_images: int) -> Schema:
     return obj(
         {
             "id": STRING,
-            "parameters": obj({SOURCE_PARAMETER: source, "binary_data_output": {"type": "boolean"}}, closed=False),
+            "parameters": obj(
+                {SOURCE_PARAMETER: source, "binary_data_output": {"type": "boolean"}, **DETECTION_PARAMS}, closed=False
+            ),
             "inputs": {"type": "array", "items": tensor, "minItems": 1, "maxItems": 1},
             "outputs": {"type": "array", "items": output},
         },

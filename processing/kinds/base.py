@@ -47,6 +47,15 @@ Postprocess = Callable[[ModelOutputs], Sequence[ItemAnswer | ItemError]]
 
 
 @dataclass(frozen=True)
+class TensorDescription:
+    """One output tensor as the Open Inference Protocol describes it (v2 model metadata)."""
+
+    name: str
+    datatype: str  # the protocol's: FP32, BYTES
+    shape: tuple[int, ...]  # -1 for a dimension that varies (the batch's first)
+
+
+@dataclass(frozen=True)
 class OutputKind:
     """What a model's outputs mean: how they become answers, and what an answer looks like in JSON."""
 
@@ -56,6 +65,7 @@ class OutputKind:
     every_output: bool  # without a configured ``output``, every output of the signature (else its only one)
     classifies: bool  # answers classes: v2's classification extension applies
     request_params: frozenset[str] = frozenset()  # the parameters of its own a request may set (DetectionParams)
+    v2_outputs: tuple[TensorDescription, ...] = ()  # v2 outputs it answers beside the model's (its answers, rendered)
 
 
 # What a model's input kind is told about the model: its preprocessing (decoded), or its inputs (encoded).

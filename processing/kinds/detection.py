@@ -8,11 +8,13 @@ class-aware, hard or weighted) is optional; the best ``max_detections`` are kept
 ``score_threshold`` and ``max_detections`` (over the model's); its ``top_k`` caps the boxes too.
 
 v1 answers ``{"detections": [{"label", "class_id", "score", "box": {x, y, width, height}, "keypoints"}]}``.
-v2 answers the model's tensors as they are.
+v2 answers the model's tensors as they are and, as the output ``detections`` (BYTES [N, 1]), each image's list of
+detections as v1 writes it, in JSON text: the tensors are in the model's frame, the list in the image's pixels.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -22,9 +24,12 @@ import numpy as np
 
 from processing.errors import ItemError, ModelOutputInvalid
 from processing.image import ImageGeometry
-from processing.kinds.base import ItemAnswer, ModelOutputs, OutputKind, finite, not_finite
+from processing.kinds.base import ItemAnswer, ModelOutputs, OutputKind, TensorDescription, finite, not_finite
 from processing.postprocess import NmsMode, PostprocessSpec
 from processing.sources import DETECTION_FIELDS, NO_DETECTION_PARAMS, DetectionParams, VectorEncoding
+
+# v2's output of the mapped detections (a model's own output of the name, should it have one, wins).
+DETECTIONS_OUTPUT = "detections"
 
 
 @dataclass(frozen=True)
@@ -88,6 +93,8 @@ class Detections(ItemAnswer):
         }
 
     def tensor_row(self, output: str, class_count: int | None) -> np.ndarray | list[str]:
+        if output == DETECTIONS_OUTPUT and output not in self.outputs:
+            return [json.dumps(self.to_json("list")["detections"], separators=(",", ":"))]
         return np.asarray(self.outputs[output], dtype=np.float32)
 
 
@@ -248,4 +255,5 @@ KIND = OutputKind(
     every_output=True,
     classifies=False,
     request_params=DETECTION_FIELDS,
+    v2_outputs=(TensorDescription(DETECTIONS_OUTPUT, "BYTES", (-1, 1)),),
 )

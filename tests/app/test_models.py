@@ -334,7 +334,7 @@ async def test_load_registry_completes_every_dev_model_from_the_local_backend(
     backend: LocalBackend, client: TFServingClient
 ) -> None:
     models = await load_registry(dev_settings(backend.address), client)
-    assert sorted(models) == ["digits", "mobilenet_v2", "mobilenet_v2_bytes", "mobilenet_v2_embed", "tiny"]
+    assert sorted(models) == ["digits", "mobilenet_v2", "mobilenet_v2_bytes", "mobilenet_v2_embed", "squares", "tiny"]
     assert {m.address for m in models.values()} == {backend.address}
     assert not any(m.batched for m in models.values())
 
