@@ -185,3 +185,33 @@ async def test_error_answers_carry_the_documented_headers(tier: Tier) -> None:
                 assert "X-Request-Id" in response["headers"]
                 if status in ("503", "504") and op["operationId"] != "readyz":
                     assert "Retry-After" in response["headers"], (op["operationId"], status)
+
+
+@pytest.mark.gen_test
+async def test_the_served_document_shows_the_detection_answer_and_its_parameters(tier: Tier) -> None:
+    document = await served_document(tier)
+    assert "squares" in document["components"]["parameters"]["model"]["schema"]["enum"]
+    items = document["components"]["schemas"]["PredictAnswer"]["properties"]["predictions"]["items"]["oneOf"]
+    detection = next(item for item in items if "detections" in item["properties"])
+    assert detection["properties"]["detections"]["items"]["required"] == [
+        "label",
+        "class_id",
+        "score",
+        "box",
+        "keypoints",
+    ]
+    predict = document["paths"]["/v1/models/{model}:predict"]["post"]
+    queries = {p["$ref"].rsplit("/", 1)[1] for p in predict["parameters"]}
+    assert {"score_threshold", "max_detections", "top_k"} <= queries
+    parameters = document["components"]["parameters"]
+    assert parameters["score_threshold"]["schema"] | {"description": ""} == {
+        "type": "number",
+        "minimum": 0,
+        "maximum": 1,
+        "description": "",
+    }
+    assert parameters["max_detections"]["schema"]["maximum"] == 1000
+    schemas = document["components"]["schemas"]
+    for form in ("Instances", "PredictMultipart"):
+        assert {"score_threshold", "max_detections"} <= set(schemas[form]["properties"])
+    assert "score_threshold" in schemas["V2InferRequest"]["properties"]["parameters"]["properties"]
