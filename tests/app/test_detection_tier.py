@@ -181,10 +181,10 @@ async def test_a_detection_parameter_out_of_range_is_refused(make_tier: TierFact
 
 
 @pytest.mark.gen_test(timeout=30)
-async def test_a_json_null_or_string_threshold_is_refused(make_tier: TierFactory) -> None:
+async def test_a_json_threshold_that_is_no_number_is_refused(make_tier: TierFactory) -> None:
     tier = await make_tier(squares_model("sq", "letterbox", 100, 100))
     image = instances([stored_jpeg(displayed(False)[0], 1)])
-    for value in (None, True, "1e-3", [0.5]):
+    for value in (None, True, "half", [0.5], {"value": 0.5}):
         code, answer = await post_json(tier, "/v1/models/sq:predict", {"instances": image, "score_threshold": value})
         assert (code, answer["error"]["code"]) == (400, "invalid_request"), value
 
