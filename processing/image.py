@@ -96,12 +96,11 @@ class ImageGeometry:
 
     def to_displayed(self, points: np.ndarray) -> np.ndarray:
         """``points`` [..., 2] as (x, y) normalised to the input frame, in the displayed image's pixels (unclipped)."""
-        scale = (self.covered_width / self.scaled_width, self.covered_height / self.scaled_height)
-        xy = np.asarray(points, dtype=np.float64) * (self.frame_width, self.frame_height)
-        xy -= (self.left, self.top)
-        xy *= scale
-        xy += (self.covered_left, self.covered_top)
-        return xy
+        sx, sy = self.covered_width / self.scaled_width, self.covered_height / self.scaled_height
+        scale = np.array([self.frame_width * sx, self.frame_height * sy])
+        offset = np.array([self.covered_left - self.left * sx, self.covered_top - self.top * sy])
+        mapped: np.ndarray = np.asarray(points, dtype=np.float64) * scale + offset
+        return mapped
 
 
 def image_to_tensor(data: ImageBytes, spec: PreprocessSpec, limits: DecodeLimits) -> np.ndarray:

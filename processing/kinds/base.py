@@ -91,4 +91,4 @@ def not_finite() -> ModelOutputInvalid:
 
 
 def finite(values: np.ndarray) -> bool:
-    return not np.issubdtype(values.dtype, np.inexact) or bool(np.isfinite(values).all())
+    return values.dtype.kind not in "fc" or bool(np.isfinite(values).all())  # kind: cheaper than issubdtype

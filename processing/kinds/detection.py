@@ -212,7 +212,8 @@ def suppress(
     given lists: its binding reads a list of rows in a third of the time it takes for an array's. Weighted, each
     other box joins the first kept box of its class that overlaps it, as the greedy pass drops it there.
     """
-    rects = np.stack([boxes[:, 1], boxes[:, 0], boxes[:, 3] - boxes[:, 1], boxes[:, 2] - boxes[:, 0]], axis=1)
+    rects = boxes[:, [1, 0, 3, 2]]  # x, y, then width and height:
+    rects[:, 2:] -= rects[:, :2]
     below = float(scores[-1]) - 1.0  # every box given has passed the score threshold already
     kept = cv2.dnn.NMSBoxesBatched(rects.tolist(), scores.tolist(), classes.tolist(), below, threshold)
     index = np.sort(np.asarray(kept, dtype=np.int64).ravel())  # best first, as given
@@ -237,7 +238,7 @@ def _mapped(
     if geometry is not None:
         xy = geometry.to_displayed(xy)
     width, height = (geometry.width, geometry.height) if geometry is not None else (1, 1)
-    xy = np.minimum(np.maximum(xy, 0.0), (width, height))
+    xy = np.minimum(np.maximum(xy, 0.0), np.array([width, height], dtype=np.float64))
     boxes = np.concatenate([xy[:, 0], np.maximum(xy[:, 1] - xy[:, 0], 0.0)], axis=1)  # x, y, width, height
     names, offset = spec.labels, spec.label_offset
     labels = [names[c - offset] if 0 <= c - offset < len(names) else str(c) for c in found.classes.tolist()]
