@@ -30,7 +30,7 @@ from app.memory import MemoryBudget, Reservation
 from app.models import ServedModel
 from app.routing.routed import Answered, Route
 from processing.errors import ItemError
-from processing.image import ImageGeometry
+from processing.geometry import ImageGeometry
 from processing.kinds.base import ItemAnswer, ModelOutputs
 from processing.sniff import ImageBytes
 

@@ -47,7 +47,7 @@ class PostprocessSettings:
     labels: Path | None = None  # relative paths are relative to the config file
     normalize: bool = False  # embedding: scale each vector to unit L2 norm
     score_threshold: float = 0.0  # detection: boxes scoring at or below it are dropped
-    max_detections: int | None = None  # detection: boxes per image, best first (the request's top_k overrides)
+    max_detections: int | None = None  # detection: boxes per image, best first (the request's max_detections overrides)
     label_offset: int = 1  # detection: the class id of the labels file's first line (the Object Detection API's: 1)
     nms_iou: float | None = None  # detection: tier-side non-maximum suppression above this IoU; none: the model's
     nms_mode: Literal["hard", "weighted"] = "hard"  # detection: drop overlapping boxes, or merge them by score

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -48,6 +48,9 @@ class ServedModel:
     max_in_flight: int  # batched Predicts under way at once
     input_kind: InputKind = DECODED  # how the images that arrived become the batch (processing/kinds)
     orientation_input: str | None = None  # encoded: the input of each image's EXIF orientation, if the model has one
+    output_shapes: Mapping[str, tuple[int, ...] | None] = field(
+        default_factory=dict
+    )  # the signature's (None: rank unknown)
 
     @property
     def output_kind(self) -> OutputKind:
@@ -152,7 +155,8 @@ def build_served_model(name: str, settings: Settings, meta: ModelMetadata) -> Se
         address=settings.backend_address(name),
         signature=model.signature,
         input_name=input_name,
-        output_names=_output_names(model, signature, path),
+        output_names=(names := _output_names(model, signature, path)),
+        output_shapes={name: signature.outputs[name].shape for name in names},
         preprocess=spec,
         postprocess=_postprocess_spec(model),
         max_batch_size=model.batching.max_batch_size,

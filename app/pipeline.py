@@ -27,9 +27,10 @@ from app.routing.routed import Answered, RoutedPredict
 from handlers.ports import HeldMemory
 from processing.context import RequestContext
 from processing.errors import ItemError, ItemInternalError
-from processing.image import DecodeLimits, ImageGeometry
+from processing.geometry import ImageGeometry
+from processing.image import DecodeLimits
 from processing.kinds.base import ItemAnswer
-from processing.prediction import ItemResult, PredictCall, Prediction
+from processing.prediction import ItemResult, PredictCall, Prediction, check_request_params
 from processing.sniff import ImageBytes
 from processing.sources import ImageSource
 
@@ -57,6 +58,7 @@ class Pipeline:
         """
         model = self.models.get_model(call.model)
         context.model = model.name
+        check_request_params(call, model.output_kind)
         self.admission.acquire(len(call.sources))
         own = hold is None
         hold = self.memory.open() if hold is None else hold

@@ -100,7 +100,7 @@ class OipModelMetadataHandler(ModelHandler):
                 "versions": [str(v) for v in sorted(versions)],
                 "platform": "imagegate",
                 "inputs": [{"name": INPUT_NAME, "datatype": "BYTES", "shape": [-1]}],
-                "outputs": [{"name": o, "datatype": "FP32", "shape": [-1, -1]} for o in model.outputs],
+                "outputs": [{"name": o.name, "datatype": o.datatype, "shape": list(o.shape)} for o in model.outputs],
             }
         )
 
@@ -137,8 +137,9 @@ class InferHandler(OipHandler, BodyHandler):
         header_length = self.request.headers.get("Inference-Header-Content-Length")
         request = parse_infer_request(self.body(), header_length, self.limits.max_images)
         model = self.tensors.get(name)  # None: the pipeline answers model_not_found
-        wanted = request.wanted(model.outputs, model.kind.classifies) if model is not None else []
-        call = PredictCall(name, request.sources, int(version) if version else None, None, request.class_count())
+        wanted = request.wanted(model.output_names, model.kind.classifies) if model is not None else []
+        version_number = int(version) if version else None
+        call = PredictCall(name, request.sources, version_number, None, request.class_count(), request.detection)
         prediction = await self.for_client(self.pipeline.run(call, self.context, self.hold))
         if prediction is not None:  # else the client went away
             self._write(*infer_response(prediction, request, wanted))

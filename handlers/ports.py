@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from processing.context import RequestContext
-from processing.kinds.base import OutputKind
+from processing.kinds.base import OutputKind, TensorDescription
 from processing.prediction import PredictCall, Prediction
 
 
@@ -74,7 +74,11 @@ class TensorModel:
 
     name: str
     kind: OutputKind
-    outputs: tuple[str, ...]
+    outputs: tuple[TensorDescription, ...]  # the model's tensors as the tier answers them, then its kind's own
+
+    @property
+    def output_names(self) -> tuple[str, ...]:
+        return tuple(o.name for o in self.outputs)
 
 
 class HeldMemory(Protocol):

@@ -2,7 +2,8 @@
 
 Three body forms: JSON (a list of URLs, or ``{"instances": [...], "top_k": k, "encoding": e}``),
 multipart/form-data (file fields ``image`` or ``data``; fields ``top_k``, ``encoding``), or an image body (the image
-itself). ``top_k`` and ``encoding`` may be query arguments too.
+itself). ``top_k`` and ``encoding`` may be query arguments too; so may a detection model's ``score_threshold`` and
+``max_detections``, which the JSON object and the form take as fields as well.
 The body comes in through the shared intake (``handlers/intake.py``): caps chunk by chunk,
 refusals drained or closed, and the work cancelled when the client goes away.
 """
@@ -17,7 +18,15 @@ from processing.context import server_timing
 from processing.errors import InvalidRequest, PayloadTooLarge, UnsupportedMediaType
 from processing.multipart import MultipartParser, Part, boundary_from_content_type
 from processing.prediction import PredictCall
-from processing.sources import ImageSource, PredictRequest, parse_encoding, parse_json_request, parse_top_k
+from processing.sources import (
+    DETECTION_FIELDS,
+    ImageSource,
+    PredictRequest,
+    parse_detection_params,
+    parse_encoding,
+    parse_json_request,
+    parse_top_k,
+)
 from processing.v1 import predict_document
 
 FILE_FIELDS = frozenset({"image", "images", "data", "file"})
@@ -74,9 +83,11 @@ class PredictHandler(BodyHandler):
         # The query's values are checked even when the body sets them: a wrong value is refused, never ignored.
         query_top_k = parse_top_k(self.get_query_argument("top_k", None))
         query_encoding = parse_encoding(self.get_query_argument("encoding", None))
+        query_detection = parse_detection_params({f: self.get_query_argument(f, None) for f in DETECTION_FIELDS})
         top_k = request.top_k if request.top_k is not None else query_top_k
         encoding = request.encoding or query_encoding or "list"
-        call = PredictCall(name, request.sources, int(version) if version else None, label, top_k)
+        detection = request.detection.over(query_detection)
+        call = PredictCall(name, request.sources, int(version) if version else None, label, top_k, detection)
         prediction = await self.for_client(self.pipeline.run(call, self.context, self.hold))
         if prediction is None:
             return  # the client went away
@@ -104,4 +115,4 @@ def _sources_from_parts(parts: list[Part], max_images: int) -> PredictRequest:
     fields: dict[str, Any] = {p.name: p.data.decode("utf-8", errors="replace") for p in parts if p.filename is None}
     top_k = parse_top_k(fields.get("top_k"))
     sources = tuple(ImageSource(name=p.filename or f"{p.name}[{i}]", data=p.data) for i, p in enumerate(files))
-    return PredictRequest(sources, top_k, parse_encoding(fields.get("encoding")))
+    return PredictRequest(sources, top_k, parse_encoding(fields.get("encoding")), parse_detection_params(fields))

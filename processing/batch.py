@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from processing.errors import ItemError
-from processing.image import DecodeLimits, ImageGeometry, PreprocessSpec, image_to_tensor_and_geometry
+from processing.geometry import ImageGeometry
+from processing.image import DecodeLimits, PreprocessSpec, image_to_tensor_and_geometry
 from processing.sniff import ImageBytes
 
 

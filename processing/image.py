@@ -13,6 +13,7 @@ import cv2
 import numpy as np
 
 from processing.errors import ImageDecodeFailed, ImageTooLarge
+from processing.geometry import ImageGeometry, crop_size, geometry, letterbox_size
 from processing.jpeg import decode_jpeg, exif_orientation, jpeg_size
 from processing.sniff import ImageBytes, ImageHeader, read_header
 
@@ -68,32 +69,6 @@ class PreprocessSpec:
         return max(self.height, self.width)
 
 
-@dataclass(frozen=True)
-class ImageGeometry:
-    """Where one image went in its model's input frame, so a point in that frame maps back to the image as shown.
-
-    ``width`` x ``height``: the image as the client displays it (EXIF-upright, full resolution, even when the JPEG
-    was decoded reduced). The whole image occupies the rectangle ``left, top, scaled_width, scaled_height`` of the
-    ``frame_width`` x ``frame_height`` input (inside it for letterbox, beyond it for crop, the frame for stretch).
-    """
-
-    width: int
-    height: int
-    frame_width: int
-    frame_height: int
-    left: float
-    top: float
-    scaled_width: float
-    scaled_height: float
-
-    def to_displayed(self, points: np.ndarray) -> np.ndarray:
-        """``points`` [..., 2] as (x, y) normalised to the input frame, in the displayed image's pixels (unclipped)."""
-        xy = np.asarray(points, dtype=np.float64)
-        x = (xy[..., 0] * self.frame_width - self.left) * (self.width / self.scaled_width)
-        y = (xy[..., 1] * self.frame_height - self.top) * (self.height / self.scaled_height)
-        return np.stack([x, y], axis=-1)
-
-
 def image_to_tensor(data: ImageBytes, spec: PreprocessSpec, limits: DecodeLimits) -> np.ndarray:
     """Decode ``data`` and preprocess it into one model input (no batch dimension)."""
     return image_to_tensor_and_geometry(data, spec, limits)[0]
@@ -105,23 +80,7 @@ def image_to_tensor_and_geometry(
     """One model input, and where the displayed image went in it (``geometry``: the resize is its one source)."""
     decoded = decode(data, limits, min_side=spec.min_decoded_side())
     rgb = decoded.pixels
-    return preprocess(rgb, spec), geometry(rgb.shape[1], rgb.shape[0], spec, decoded.shown)
-
-
-def geometry(width: int, height: int, spec: PreprocessSpec, shown: tuple[int, int] | None = None) -> ImageGeometry:
-    """Where a decoded ``width`` x ``height`` image goes in ``spec``'s frame (as ``_resize`` puts it), shown at
-    ``shown`` (width, height; default the decoded size: a JPEG decoded reduced is shown at its full size)."""
-    shown_w, shown_h = shown or (width, height)
-    frame = (spec.width, spec.height)
-    if spec.resize == "crop":
-        new_w, new_h = _crop_size(width, height, spec)
-        left, top = (new_w - spec.width) // 2, (new_h - spec.height) // 2
-        return ImageGeometry(shown_w, shown_h, *frame, -left, -top, new_w, new_h)
-    if spec.resize == "letterbox":
-        new_w, new_h = _letterbox_size(width, height, spec)
-        left, top = (spec.width - new_w) // 2, (spec.height - new_h) // 2
-        return ImageGeometry(shown_w, shown_h, *frame, left, top, new_w, new_h)
-    return ImageGeometry(shown_w, shown_h, *frame, 0, 0, spec.width, spec.height)
+    return preprocess(rgb, spec), geometry(rgb.shape[1], rgb.shape[0], spec, decoded.shown, decoded.orientation)
 
 
 def check_dimensions(header: ImageHeader, limits: DecodeLimits) -> None:
@@ -283,29 +242,16 @@ def shrink_steps(w: int, h: int, width: int, height: int) -> list[tuple[int, int
 
 def _resize_crop(rgb: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
     h, w = rgb.shape[:2]
-    new_w, new_h = _crop_size(w, h, spec)
+    new_w, new_h = crop_size(w, h, spec)
     resized = _resize_to(rgb, new_w, new_h)
     top = (new_h - spec.height) // 2
     left = (new_w - spec.width) // 2
     return resized[top : top + spec.height, left : left + spec.width]
 
 
-def _crop_size(w: int, h: int, spec: PreprocessSpec) -> tuple[int, int]:
-    """The size crop mode resizes a ``w`` x ``h`` image to before cutting the centre out."""
-    shorter = spec.resize_shorter or max(spec.height, spec.width)
-    scale = shorter / min(h, w)
-    return max(spec.width, round(w * scale)), max(spec.height, round(h * scale))
-
-
-def _letterbox_size(w: int, h: int, spec: PreprocessSpec) -> tuple[int, int]:
-    """The size letterbox mode resizes a ``w`` x ``h`` image to before padding it to the frame."""
-    scale = min(spec.width / w, spec.height / h)
-    return max(1, round(w * scale)), max(1, round(h * scale))
-
-
 def _letterbox(rgb: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
     h, w = rgb.shape[:2]
-    new_w, new_h = _letterbox_size(w, h, spec)
+    new_w, new_h = letterbox_size(w, h, spec)
     resized = _resize_to(rgb, new_w, new_h)
     canvas = np.full((spec.height, spec.width, 3), spec.pad_value, dtype=np.uint8)
     top = (spec.height - new_h) // 2

@@ -4,7 +4,9 @@ The answer is a rendering of the pipeline's ``Prediction`` (``processing/predict
 tensor stacks every image's row, as its model's output kind gives it (``ItemAnswer.tensor_row``).
 
 A model is presented with one ``BYTES`` input, ``image``, whose elements are encoded images (or URLs, or
-base64 text, as the ``image_source`` parameter says), and one output, the model's. The binary tensor data
+base64 text, as the ``image_source`` parameter says), and its outputs: the model's own, and those its output kind
+adds (a detection model's ``detections``). A detection model's request may carry ``score_threshold`` and
+``max_detections`` in its ``parameters``. The binary tensor data
 extension carries tensors after the JSON header (``Inference-Header-Content-Length``); a ``BYTES`` tensor is
 each element's length as a little-endian uint32, then its bytes. The classification extension turns the
 output into the top ``k`` classes as ``"<score>:<index>:<label>"`` strings, as Triton writes them.
@@ -24,7 +26,16 @@ from processing.errors import InvalidRequest, PayloadTooLarge
 from processing.kinds.base import ItemAnswer
 from processing.prediction import Prediction
 from processing.sniff import ImageBytes
-from processing.sources import MAX_TOP_K, ImageSource, decode_b64, json_integer, load_json
+from processing.sources import (
+    MAX_TOP_K,
+    NO_DETECTION_PARAMS,
+    DetectionParams,
+    ImageSource,
+    decode_b64,
+    json_integer,
+    load_json,
+    parse_detection_params,
+)
 
 INPUT_NAME = "image"
 SOURCE_PARAMETER = "image_source"  # on the request or the input: "bytes" (the default), "url" or "b64"
@@ -46,6 +57,7 @@ class InferRequest:
     sources: tuple[ImageSource, ...]
     outputs: tuple[RequestedOutput, ...]  # empty: every output, in binary when ``binary_output``
     binary_output: bool = False
+    detection: DetectionParams = NO_DETECTION_PARAMS  # the request's parameters score_threshold, max_detections
 
     def class_count(self) -> int | None:
         """The most classes an output asks for (the classification extension), if any does."""
@@ -87,7 +99,8 @@ def parse_infer_request(body: ImageBytes, header_length: str | None, max_items: 
     wanted = tuple(_parse_output(item, i) for i, item in enumerate(outputs))
     if len({o.name for o in wanted}) != len(wanted):
         raise InvalidRequest("an output is asked for more than once")
-    return InferRequest(request_id, sources, wanted, parameters.get("binary_data_output") is True)
+    binary_output = parameters.get("binary_data_output") is True
+    return InferRequest(request_id, sources, wanted, binary_output, parse_detection_params(parameters))
 
 
 def _split(body: ImageBytes, header_length: str | None) -> tuple[ImageBytes, ImageBytes]:

@@ -18,7 +18,7 @@ class PostprocessSpec:
     threshold: float | None = None  # classification: every class scoring above it (multi-label)
     normalize: bool = False  # embedding: scale each vector to unit L2 norm
     score_threshold: float = 0.0  # detection: boxes scoring at or below it are dropped
-    max_detections: int | None = None  # detection: boxes per image, best first, unless the request's top_k says
+    max_detections: int | None = None  # detection: boxes per image, best first, unless the request says
     label_offset: int = 1  # detection: the label-map id of ``labels[0]`` (the TF Object Detection API's is 1)
     nms_iou: float | None = None  # detection: tier-side non-maximum suppression above this IoU (None: the model's)
     nms_mode: NmsMode | None = None  # detection, with nms_iou: "hard" drops overlapping boxes, "weighted" merges them

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from processing.errors import ItemError
-from processing.kinds.base import ItemAnswer
-from processing.sources import ImageSource
+from processing.errors import InvalidRequest, ItemError
+from processing.kinds.base import ItemAnswer, OutputKind
+from processing.sources import NO_DETECTION_PARAMS, DetectionParams, ImageSource
 
 
 @dataclass(frozen=True)
@@ -23,6 +23,16 @@ class PredictCall:
     version: int | None = None  # the path's version or label, if any; else the model's routes or default choose
     label: str | None = None
     top_k: int | None = None  # classes per image; None: the model's configured top_k
+    detection: DetectionParams = NO_DETECTION_PARAMS  # a detection model's settings the request overrides
+
+
+def check_request_params(call: PredictCall, kind: OutputKind) -> None:
+    """Refuse a parameter the model's output kind does not take (``score_threshold`` for a classifier): a setting
+    the answer would silently ignore is an error."""
+    foreign = sorted(call.detection.given() - kind.request_params)
+    if foreign:
+        names = " and ".join(f"'{name}'" for name in foreign)
+        raise InvalidRequest(f"{names} applies only to detection models; model '{call.model}' is a {kind.name} model")
 
 
 @dataclass(frozen=True)

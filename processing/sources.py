@@ -3,7 +3,8 @@
 Accepted forms:
 - a bare JSON list of image URLs: ``["http://host/a.jpg", "http://host/b.jpg"]``;
 - an object: ``{"instances": [{"url": "..."}, {"b64": "..."}, "http://..."], "top_k": 3, "encoding": "base64"}``
-  (``b64`` as in TF Serving's REST convention; ``encoding``: how the answer writes vectors, ``VectorEncoding``).
+  (``b64`` as in TF Serving's REST convention; ``encoding``: how the answer writes vectors, ``VectorEncoding``);
+  a detection model's request may set ``score_threshold`` and ``max_detections`` too (``DetectionParams``).
 """
 
 from __future__ import annotations
@@ -12,7 +13,8 @@ import base64
 import binascii
 import json
 import re
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
 from typing import Any, Literal
 
 import numpy as np
@@ -26,6 +28,7 @@ VectorEncoding = Literal["list", "base64"]
 VECTOR_ENCODINGS: tuple[VectorEncoding, ...] = ("list", "base64")
 MAX_JSON_DEPTH = 32  # our forms need 3 levels; far below where a parser could run out of stack
 _JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"')
+_JSON_NUMBER = re.compile(r"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?", re.ASCII)
 _NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
 
 
@@ -44,10 +47,33 @@ class ImageSource:
 
 
 @dataclass(frozen=True)
+class DetectionParams:
+    """A detection model's settings the request overrides for itself (None: the model's configured value)."""
+
+    score_threshold: float | None = None  # boxes scoring at or below it are dropped
+    max_detections: int | None = None  # boxes per image, best first
+
+    def given(self) -> frozenset[str]:
+        """The names of the parameters the request set."""
+        return frozenset(f.name for f in fields(self) if getattr(self, f.name) is not None)
+
+    def over(self, fallback: DetectionParams) -> DetectionParams:
+        """These values, each unset one taken from ``fallback`` (the body's over the query's)."""
+        threshold = self.score_threshold if self.score_threshold is not None else fallback.score_threshold
+        cap = self.max_detections if self.max_detections is not None else fallback.max_detections
+        return DetectionParams(threshold, cap)
+
+
+NO_DETECTION_PARAMS = DetectionParams()
+DETECTION_FIELDS = frozenset(f.name for f in fields(DetectionParams))
+
+
+@dataclass(frozen=True)
 class PredictRequest:
     sources: tuple[ImageSource, ...]
     top_k: int | None = None
     encoding: VectorEncoding | None = None
+    detection: DetectionParams = NO_DETECTION_PARAMS
 
 
 def parse_json_request(body: ImageBytes, max_items: int) -> PredictRequest:
@@ -61,7 +87,7 @@ def parse_json_request(body: ImageBytes, max_items: int) -> PredictRequest:
 
 
 def _parse_object(document: dict[str, Any], max_items: int) -> PredictRequest:
-    unknown = sorted(set(document) - {"instances", "top_k", "encoding"})
+    unknown = sorted(set(document) - {"instances", "top_k", "encoding"} - DETECTION_FIELDS)
     if unknown:
         raise InvalidRequest(f"unknown field(s): {', '.join(unknown)}")
     instances = document.get("instances")
@@ -72,8 +98,11 @@ def _parse_object(document: dict[str, Any], max_items: int) -> PredictRequest:
         raise InvalidRequest(f"'top_k' must be an integer from 1 to {MAX_TOP_K}")
     if "encoding" in document and document["encoding"] is None:
         parse_encoding("null")  # refused, with the message that names the values
+    for name in DETECTION_FIELDS & {key for key, value in document.items() if value is None}:
+        parse_detection_params({name: "null"})  # refused, with the message that names the range
     sources = _parse_instances(instances, max_items)
-    return PredictRequest(sources, parse_top_k(document.get("top_k")), parse_encoding(document.get("encoding")))
+    top_k, encoding = parse_top_k(document.get("top_k")), parse_encoding(document.get("encoding"))
+    return PredictRequest(sources, top_k, encoding, parse_detection_params(document))
 
 
 def load_json(data: ImageBytes, max_depth: int, nested_what: str, invalid_what: str) -> Any:
@@ -106,6 +135,41 @@ def parse_top_k(value: Any) -> int | None:
     if k is None or not 1 <= k <= MAX_TOP_K:
         raise InvalidRequest(f"'top_k' must be an integer from 1 to {MAX_TOP_K}")
     return k
+
+
+def parse_detection_params(values: Mapping[str, Any]) -> DetectionParams:
+    """``score_threshold`` and ``max_detections`` from JSON, form fields or query arguments (text), where given."""
+    return DetectionParams(
+        _score_threshold(values.get("score_threshold")), _max_detections(values.get("max_detections"))
+    )
+
+
+def _score_threshold(value: Any) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = _decimal(value)
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
+        raise InvalidRequest("'score_threshold' must be a number from 0 to 1")
+    return float(value)
+
+
+def _decimal(text: str) -> float | None:
+    """``text`` as a number if it is one in JSON's grammar (``0.5``, ``5e-1``; no ``inf``, ``nan`` or ``1_0``)."""
+    text = text.strip()
+    return float(text) if len(text) <= 32 and _JSON_NUMBER.fullmatch(text) else None
+
+
+def _max_detections(value: Any) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        text = value.strip()
+        value = int(text) if text.isascii() and text.isdigit() and len(text) <= len(str(MAX_TOP_K)) else None
+    count = json_integer(value)
+    if count is None or not 1 <= count <= MAX_TOP_K:
+        raise InvalidRequest(f"'max_detections' must be an integer from 1 to {MAX_TOP_K}")
+    return count
 
 
 def parse_encoding(value: Any) -> VectorEncoding | None:

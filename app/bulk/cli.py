@@ -48,6 +48,8 @@ class Options:
     output: Path | None = None  # None: stdout
     top_k: int | None = None  # None: the model's
     encoding: str | None = None  # how embeddings are written: list or base64; None: the tier's (lists)
+    score_threshold: float | None = None  # a detection model's, for every image; None: the model's
+    max_detections: int | None = None  # a detection model's boxes per image; None: the model's
     resume: bool = False
     limit: int | None = None
     retries: int = 10  # of a transient failure: no connection, 503 or 504
@@ -71,6 +73,14 @@ def parse_args(argv: Sequence[str]) -> Options:
         choices=("list", "base64"),
         help="an embedding model's vectors as JSON lists or base64 of little-endian float32 (default: lists)",
     )
+    parser.add_argument(
+        "--score-threshold",
+        type=_fraction,
+        help="a detection model's: boxes scoring at or below it are left out (0 to 1; default: the model's)",
+    )
+    parser.add_argument(
+        "--max-detections", type=_at_least(1), help="a detection model's boxes per image (default: the model's)"
+    )
     parser.add_argument("--resume", action="store_true", help="skip the inputs already in --output, append the rest")
     parser.add_argument("--limit", type=_at_least(0), help="stop after this many inputs")
     parser.add_argument("--retries", type=_at_least(0), help="retries of a transient failure (default %(default)s)")
@@ -92,6 +102,16 @@ def _at_least(low: int) -> Any:
         return int(text)
 
     return parse
+
+
+def _fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"expected a number from 0 to 1, not {text!r}")
+    return value
 
 
 @dataclass(frozen=True)
@@ -161,7 +181,7 @@ def _check_then_run(client: TierClient, inputs: Inputs, args: Options, stdout: T
     except TierUnreachable as exc:
         raise Stop(EXIT_UNREACHABLE, str(exc)) from exc
     model = choose_model(args.model, info.models, client.base_url)
-    job = Job(model, args.top_k, info.max_upload_bytes, args.encoding)
+    job = Job(model, args.top_k, info.max_upload_bytes, args.encoding, args.score_threshold, args.max_detections)
     try:
         out, already = open_output(args.output, args.resume) if args.output else (stdout, set())
     except OutputError as exc:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,6 +30,18 @@ class Job:
     top_k: int | None
     max_upload_bytes: int | None  # the tier's limit from GET /v1/models; a bigger file is not sent
     encoding: str | None = None  # how the tier writes embeddings: list or base64; None: the tier's choice
+    score_threshold: float | None = None  # a detection model's, over its configured one
+    max_detections: int | None = None  # a detection model's, over its configured one
+
+    def fields(self) -> dict[str, Any]:
+        """The request's fields beside its images, those set."""
+        values = {
+            "top_k": self.top_k,
+            "encoding": self.encoding,
+            "score_threshold": self.score_threshold,
+            "max_detections": self.max_detections,
+        }
+        return {name: value for name, value in values.items() if value is not None}
 
     @property
     def path(self) -> str:
@@ -39,7 +51,7 @@ class Job:
 def classify(client: TierClient, job: Job, batch: Sequence[Input]) -> list[Line]:
     """One line per input of ``batch`` (all URLs or all files); raises TierUnreachable, Stopped."""
     if batch[0].is_url:
-        return _lines(job, batch, client.post(job.path, *url_body([i.source for i in batch], job.top_k, job.encoding)))
+        return _lines(job, batch, client.post(job.path, *url_body([i.source for i in batch], job.fields())))
     files: list[tuple[Input, bytes]] = []
     lines: list[Line] = []
     for item in batch:
@@ -48,7 +60,7 @@ def classify(client: TierClient, job: Job, batch: Sequence[Input]) -> list[Line]
         except _LocalError as exc:
             lines.append(error_line(job.model, None, item.source, exc.code, exc.message))
     for group in _by_size(files, job.max_upload_bytes):
-        answer = client.post(job.path, *upload_body(group, job.top_k, job.encoding))
+        answer = client.post(job.path, *upload_body(group, job.fields()))
         if answer.status == 413 and len(group) > 1:
             # Together over the tier's body limit, which each alone may be under: send them one by one.
             lines += [line for item, _ in group for line in classify(client, job, [item])]
@@ -75,24 +87,14 @@ def _by_size(files: list[tuple[Input, bytes]], budget: int | None) -> list[list[
     return groups
 
 
-def url_body(urls: Sequence[str], top_k: int | None, encoding: str | None = None) -> tuple[bytes, str]:
-    document: dict[str, Any] = {"instances": [{"url": url} for url in urls]}
-    if top_k is not None:
-        document["top_k"] = top_k
-    if encoding is not None:
-        document["encoding"] = encoding
+def url_body(urls: Sequence[str], fields: Mapping[str, Any]) -> tuple[bytes, str]:
+    document: dict[str, Any] = {"instances": [{"url": url} for url in urls], **fields}
     return json.dumps(document).encode(), "application/json"
 
 
-def upload_body(
-    files: Sequence[tuple[Input, bytes]], top_k: int | None, encoding: str | None = None
-) -> tuple[bytes, str]:
+def upload_body(files: Sequence[tuple[Input, bytes]], fields: Mapping[str, Any]) -> tuple[bytes, str]:
     boundary = uuid.uuid4().hex
-    parts: list[bytes] = []
-    if top_k is not None:
-        parts.append(_part(boundary, 'name="top_k"', str(top_k).encode()))
-    if encoding is not None:
-        parts.append(_part(boundary, 'name="encoding"', encoding.encode()))
+    parts = [_part(boundary, f'name="{name}"', str(value).encode()) for name, value in fields.items()]
     for item, data in files:
         filename = Path(item.source).name.replace('"', "%22").replace("\r", "").replace("\n", "")
         parts.append(_part(boundary, f'name="image"; filename="{filename}"', data, "application/octet-stream"))

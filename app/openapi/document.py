@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from app.openapi.schemas import ENCODING, Schema, answer_schemas, ref, request_schemas
+from app.openapi.schemas import DETECTION_PARAMS, ENCODING, Schema, answer_schemas, ref, request_schemas
 
 JSON = "application/json"
 
@@ -61,6 +61,7 @@ def _parameters(config: ApiConfig) -> dict[str, Schema]:
             "schema": {"type": "integer", "minimum": 1, "maximum": 1000},
         },
         "encoding": {"name": "encoding", "in": "query", "required": False, "schema": ENCODING},
+        **{name: {"name": name, "in": "query", "required": False, "schema": s} for name, s in DETECTION_PARAMS.items()},
     }
 
 
@@ -164,7 +165,8 @@ def predict_operation(op_id: str, config: ApiConfig, *params: str) -> Schema:
         ),
         **errors((400, 404, 413, 415, *BACKEND)),
     }
-    return operation(op_id, "classify images", responses, *params, "top_k", "encoding", requestBody=body)
+    queries = ("top_k", "encoding", *DETECTION_PARAMS)
+    return operation(op_id, "classify images", responses, *params, *queries, requestBody=body)
 
 
 def v1_paths(config: ApiConfig) -> dict[str, Schema]:

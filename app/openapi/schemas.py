@@ -68,6 +68,22 @@ ENCODING: Schema = {
     "enum": list(VECTOR_ENCODINGS),
     "description": "how the answer writes vectors (embeddings): JSON lists, or base64 of little-endian float32",
 }
+SCORE_THRESHOLD: Schema = {
+    "type": "number",
+    "minimum": 0,
+    "maximum": 1,
+    "description": "detection models only (another kind refuses it: 400 invalid_request): boxes scoring at or "
+    "below it are dropped, over the model's postprocess.score_threshold",
+}
+MAX_DETECTIONS: Schema = {
+    "type": "integer",
+    "minimum": 1,
+    "maximum": MAX_TOP_K,
+    "description": "detection models only (another kind refuses it: 400 invalid_request): boxes per image, best "
+    "first, over the model's postprocess.max_detections; top_k, when given too, also caps them",
+}
+# A detection model's own parameters, by name (processing/sources.py's DetectionParams).
+DETECTION_PARAMS: dict[str, Schema] = {"score_threshold": SCORE_THRESHOLD, "max_detections": MAX_DETECTIONS}
 STRING: Schema = {"type": "string"}
 BINARY: Schema = {"type": "string", "format": "binary"}
 
@@ -89,12 +105,16 @@ def request_schemas(max_images: int) -> dict[str, Schema]:
                 "instances": {"type": "array", "items": instance, "minItems": 1, "maxItems": max_images},
                 "top_k": TOP_K,
                 "encoding": ENCODING,
+                **DETECTION_PARAMS,
             },
             ("instances",),
         ),
         "PredictJson": {"oneOf": [ref("UrlList"), ref("Instances")]},
         "PredictMultipart": {
-            **obj({"image": files, "data": files, "top_k": TOP_K, "encoding": ENCODING}, closed=False),
+            **obj(
+                {"image": files, "data": files, "top_k": TOP_K, "encoding": ENCODING, **DETECTION_PARAMS},
+                closed=False,
+            ),
             "anyOf": [{"required": ["image"]}, {"required": ["data"]}],
             "description": "image files in fields named image or data (or images, file); other fields are ignored",
         },
@@ -126,7 +146,9 @@ def v2_infer_request(max_images: int) -> Schema:
     return obj(
         {
             "id": STRING,
-            "parameters": obj({SOURCE_PARAMETER: source, "binary_data_output": {"type": "boolean"}}, closed=False),
+            "parameters": obj(
+                {SOURCE_PARAMETER: source, "binary_data_output": {"type": "boolean"}, **DETECTION_PARAMS}, closed=False
+            ),
             "inputs": {"type": "array", "items": tensor, "minItems": 1, "maxItems": 1},
             "outputs": {"type": "array", "items": output},
         },

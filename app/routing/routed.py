@@ -36,7 +36,7 @@ from app.routing.shadow import Shadow
 from app.settings import RouteTarget
 from processing.context import RequestContext
 from processing.errors import GatewayError, InternalError, ItemError
-from processing.image import ImageGeometry
+from processing.geometry import ImageGeometry
 from processing.kinds.base import ItemAnswer, ModelOutputs
 from processing.prediction import PredictCall
 
@@ -135,7 +135,9 @@ class RoutedPredict:
                 self._fell_back(model, attempt, exc.code)
                 continue
             postprocessing = time.perf_counter()
-            outputs = ModelOutputs(result.outputs, model.output_names, model.postprocess, call.top_k, geometries)
+            outputs = ModelOutputs(
+                result.outputs, model.output_names, model.postprocess, call.top_k, geometries, call.detection
+            )
             rows = model.output_kind.postprocess(outputs)
             failed = [row.code for row in rows if isinstance(row, ItemError) and row.code in MODEL_FAILURES]
             self._record(router, attempt, len(batch), len(failed), result.answered_at - waiting)

@@ -8,7 +8,7 @@ from __future__ import annotations
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
-from app.models import ModelRegistry
+from app.models import ModelRegistry, ServedModel
 from app.openapi.document import ApiConfig, build_document
 from app.settings import Settings
 from handlers.oip import (
@@ -22,6 +22,7 @@ from handlers.oip import (
 )
 from handlers.openapi import OpenApiHandler
 from handlers.ports import MemoryGate, ModelCatalog, PredictPipeline, ProcessLifecycle, RequestLimits, TensorModel
+from processing.kinds.base import TensorDescription
 
 V2_MODEL = r"/v2/models/([^/]+)(?:/versions/([0-9]{1,18}))?"
 
@@ -34,7 +35,18 @@ def tier_version() -> str:
 
 
 def tensor_models(models: ModelRegistry) -> dict[str, TensorModel]:
-    return {name: TensorModel(name, m.output_kind, m.output_names) for name, m in models.items()}
+    return {name: TensorModel(name, m.output_kind, v2_outputs(m)) for name, m in models.items()}
+
+
+def v2_outputs(model: ServedModel) -> tuple[TensorDescription, ...]:
+    """The model's outputs as v2 answers them: its tensors, FP32 (the tier answers numbers so), shaped as its
+    signature says (a batch of rows, -1 first; [-1, -1] when the rank is unknown), then its kind's own outputs."""
+    own = tuple(
+        TensorDescription(name, "FP32", (-1, *shape[1:]) if shape else (-1, -1))  # None or ()
+        for name, shape in ((n, model.output_shapes.get(n)) for n in model.output_names)
+    )
+    extra = tuple(o for o in model.output_kind.v2_outputs if o.name not in model.output_names)
+    return own + extra
 
 
 def api_config(settings: Settings) -> ApiConfig:

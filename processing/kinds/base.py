@@ -12,11 +12,12 @@ import numpy as np
 from processing.batch import InputBatch
 from processing.errors import ItemError, ModelOutputInvalid
 from processing.footprint import Footprint
-from processing.image import DecodeLimits, ImageGeometry, PreprocessSpec
+from processing.geometry import ImageGeometry
+from processing.image import DecodeLimits, PreprocessSpec
 from processing.kinds.encoded import EncodedSpec
 from processing.postprocess import PostprocessSpec
 from processing.sniff import ImageBytes
-from processing.sources import VectorEncoding
+from processing.sources import NO_DETECTION_PARAMS, DetectionParams, VectorEncoding
 
 
 class ItemAnswer(ABC):
@@ -40,9 +41,19 @@ class ModelOutputs:
     spec: PostprocessSpec  # its postprocess settings
     top_k: int | None  # the request's
     geometries: Sequence[ImageGeometry | None]  # each row's image geometry (None: an encoded input has none)
+    detection: DetectionParams = NO_DETECTION_PARAMS  # the request's detection settings, over the model's
 
 
 Postprocess = Callable[[ModelOutputs], Sequence[ItemAnswer | ItemError]]
+
+
+@dataclass(frozen=True)
+class TensorDescription:
+    """One output tensor as the Open Inference Protocol describes it (v2 model metadata)."""
+
+    name: str
+    datatype: str  # the protocol's: FP32, BYTES
+    shape: tuple[int, ...]  # -1 for a dimension that varies (the batch's first)
 
 
 @dataclass(frozen=True)
@@ -54,6 +65,8 @@ class OutputKind:
     answer_schema: Mapping[str, Any]  # JSON Schema of an item's fields beside ``source``: properties, required
     every_output: bool  # without a configured ``output``, every output of the signature (else its only one)
     classifies: bool  # answers classes: v2's classification extension applies
+    request_params: frozenset[str] = frozenset()  # the parameters of its own a request may set (DetectionParams)
+    v2_outputs: tuple[TensorDescription, ...] = ()  # v2 outputs it answers beside the model's (its answers, rendered)
 
 
 # What a model's input kind is told about the model: its preprocessing (decoded), or its inputs (encoded).
@@ -79,4 +92,4 @@ def not_finite() -> ModelOutputInvalid:
 
 
 def finite(values: np.ndarray) -> bool:
-    return not np.issubdtype(values.dtype, np.inexact) or bool(np.isfinite(values).all())
+    return values.dtype.kind not in "fc" or bool(np.isfinite(values).all())  # kind: cheaper than issubdtype

@@ -155,7 +155,7 @@ def test_every_output_kinds_answer_is_a_documented_item() -> None:
         "classification": Classes((ScoredClass(1, "b", 0.5),), np.array([0.5, 0.5])),
         "tensors": Tensors({"boxes": np.zeros((2, 4)), "count": np.array(2)}),
         "embedding": Embedding(np.array([0.6, 0.8], dtype=np.float32)),
-        "detection": Detections((Detection(1, "face", 0.9, (1.0, 2.0, 3.0, 4.0), ((1.5, 2.5),)),), {}),
+        "detection": Detections.of([Detection(1, "face", 0.9, (1.0, 2.0, 3.0, 4.0), ((1.5, 2.5),))], {}),
     }
     assert set(answers) == set(OUTPUT_KINDS), "a new output kind needs an example answer here"
     failed: list[ItemAnswer | ItemError] = [ImageDecodeFailed("not an image")]
@@ -186,3 +186,33 @@ async def test_error_answers_carry_the_documented_headers(tier: Tier) -> None:
                 assert "X-Request-Id" in response["headers"]
                 if status in ("503", "504") and op["operationId"] != "readyz":
                     assert "Retry-After" in response["headers"], (op["operationId"], status)
+
+
+@pytest.mark.gen_test
+async def test_the_served_document_shows_the_detection_answer_and_its_parameters(tier: Tier) -> None:
+    document = await served_document(tier)
+    assert "squares" in document["components"]["parameters"]["model"]["schema"]["enum"]
+    items = document["components"]["schemas"]["PredictAnswer"]["properties"]["predictions"]["items"]["oneOf"]
+    detection = next(item for item in items if "detections" in item["properties"])
+    assert detection["properties"]["detections"]["items"]["required"] == [
+        "label",
+        "class_id",
+        "score",
+        "box",
+        "keypoints",
+    ]
+    predict = document["paths"]["/v1/models/{model}:predict"]["post"]
+    queries = {p["$ref"].rsplit("/", 1)[1] for p in predict["parameters"]}
+    assert {"score_threshold", "max_detections", "top_k"} <= queries
+    parameters = document["components"]["parameters"]
+    assert parameters["score_threshold"]["schema"] | {"description": ""} == {
+        "type": "number",
+        "minimum": 0,
+        "maximum": 1,
+        "description": "",
+    }
+    assert parameters["max_detections"]["schema"]["maximum"] == 1000
+    schemas = document["components"]["schemas"]
+    for form in ("Instances", "PredictMultipart"):
+        assert {"score_threshold", "max_detections"} <= set(schemas[form]["properties"])
+    assert "score_threshold" in schemas["V2InferRequest"]["properties"]["parameters"]["properties"]

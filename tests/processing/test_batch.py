@@ -12,7 +12,8 @@ import pytest
 import processing.batch
 from processing.batch import decode_batch
 from processing.errors import ImageDecodeFailed
-from processing.image import ImageGeometry, image_to_tensor, image_to_tensor_and_geometry
+from processing.geometry import ImageGeometry
+from processing.image import image_to_tensor, image_to_tensor_and_geometry
 from tests.support.specs import decode_limits, preprocess_spec
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "images"

@@ -9,7 +9,15 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from processing.errors import GatewayError, ImageDecodeFailed, InvalidRequest, PayloadTooLarge
-from processing.sources import MAX_JSON_DEPTH, ImageSource, json_depth, parse_json_request, parse_top_k
+from processing.sources import (
+    MAX_JSON_DEPTH,
+    DetectionParams,
+    ImageSource,
+    json_depth,
+    parse_detection_params,
+    parse_json_request,
+    parse_top_k,
+)
 
 
 def body(document: object) -> bytes:
@@ -138,3 +146,37 @@ def test_the_answers_vector_encoding_is_read_from_the_object_form() -> None:
     assert parse_json_request(b'["http://example.com/a.jpg"]', 8).encoding is None
     with pytest.raises(InvalidRequest, match="'encoding' must be one of list, base64"):
         parse_json_request(b'{"instances": ["http://example.com/a.jpg"], "encoding": "hex"}', 8)
+
+
+def test_a_detection_models_parameters_come_from_the_json_body() -> None:
+    body = b'{"instances": ["http://a/b.jpg"], "score_threshold": 0.6, "max_detections": 3}'
+    request = parse_json_request(body, 8)
+    assert request.detection == DetectionParams(0.6, 3)
+    assert request.detection.given() == {"score_threshold", "max_detections"}
+    assert parse_json_request(b'{"instances": ["http://a/b.jpg"]}', 8).detection.given() == frozenset()
+
+
+@pytest.mark.parametrize("text", ["0", "1", "0.5", "5e-1", " 0.25 ", "1.0"])
+def test_a_score_threshold_in_text_is_a_json_number_from_0_to_1(text: str) -> None:
+    assert parse_detection_params({"score_threshold": text}).score_threshold == float(text)
+
+
+@pytest.mark.parametrize(
+    "value", ["1.5", "-0.1", "nan", "inf", "1_0", "0x1", ".5", "", "\u0660.5", True, None, [0.5], 2]
+)
+def test_a_score_threshold_out_of_range_or_not_a_number_is_refused(value: object) -> None:
+    document = {"instances": ["http://a/b.jpg"], "score_threshold": value}
+    with pytest.raises(InvalidRequest, match="'score_threshold' must be a number from 0 to 1"):
+        parse_json_request(json.dumps(document).encode(), 8)
+
+
+@pytest.mark.parametrize("value", ["0", "1001", "2.5", 2.5, "x", True, None])
+def test_max_detections_must_be_an_integer_from_1_to_1000(value: object) -> None:
+    document = {"instances": ["http://a/b.jpg"], "max_detections": value}
+    with pytest.raises(InvalidRequest, match="'max_detections' must be an integer from 1 to 1000"):
+        parse_json_request(json.dumps(document).encode(), 8)
+
+
+def test_the_bodys_detection_parameters_win_over_the_querys() -> None:
+    body, query = DetectionParams(0.5, None), DetectionParams(0.9, 4)
+    assert body.over(query) == DetectionParams(0.5, 4)

@@ -28,6 +28,7 @@ from app.settings import DecodeSettings
 from processing.image import DecodeLimits, PreprocessSpec, image_to_tensor
 from tools.bench import procs
 from tools.bench.cache import scenario_cache
+from tools.bench.detection import scenario_detection
 from tools.bench.encoded import scenario_encoded
 from tools.bench.faces import scenario_faces
 from tools.bench.imagehost import ImageHost, start_image_host
@@ -55,6 +56,7 @@ SCENARIOS = (
     "encoded",
     "faces",
     "cache",
+    "detection",
 )
 CONTENDERS = ("flask", "tornado", "tier")
 PEER = "kserve"  # a framework peer, in scenarios 1 and 2 when its virtualenv is there
@@ -700,6 +702,7 @@ RUNNERS: dict[str, Callable[[Harness], None]] = {
     "encoded": scenario_encoded,
     "faces": scenario_faces,
     "cache": scenario_cache,
+    "detection": scenario_detection,
 }
 
 

@@ -235,3 +235,33 @@ async def test_an_embedding_model_writes_each_images_vector(tier: Tier, tmp_path
         assert line["encoding"] == "base64" and line["dimension"] == 1280
         assert lists[Path(line["source"]).name]["embedding"] == vector.tolist()
         assert float(np.linalg.norm(vector)) == pytest.approx(1.0, abs=1e-5)
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_a_detection_models_boxes_go_to_the_jsonl_as_the_tier_answers_them(tier: Tier, tmp_path: Path) -> None:
+    from tests.processing.kinds.test_detection_mapping import displayed, stored_jpeg
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for orientation in (1, 6):
+        (photos / f"squares-{orientation}.jpg").write_bytes(stored_jpeg(displayed(False)[0], orientation))
+    out = tmp_path / "boxes.jsonl"
+    args = [str(photos), "--server", tier.base_url, "--model", "squares", "-o", str(out)]
+    result = await classify(*args, "--score-threshold", "0.75", "--batch", "1")
+    assert result.code == 0, result.err
+    lines = {Path(line["source"]).name: line for line in read_lines(out)}
+    assert sorted(lines) == ["squares-1.jpg", "squares-6.jpg"]
+    for line in lines.values():
+        assert (line["model"], line["version"]) == ("squares", 1)
+        assert [d["label"] for d in line["detections"]] == ["red", "green"]  # blue scores 0.7
+        red = line["detections"][0]
+        assert red["box"] == pytest.approx({"x": 8, "y": 16, "width": 64, "height": 64}, abs=1.0)  # 400x200 shown
+        assert np.abs(np.subtract(red["keypoints"], [[8, 16], [40, 48]])).max() <= 1.0
+    capped = await classify(
+        str(photos), "--server", tier.base_url, "--model", "squares", "--max-detections", "1", "--batch", "2"
+    )
+    assert capped.code == 0, capped.err
+    assert [[d["label"] for d in line["detections"]] for line in capped.lines()] == [["red"], ["red"]]
+    refused = await classify(str(photos), "--server", tier.base_url, "--model", "tiny", "--score-threshold", "0.5")
+    assert refused.code != 0
+    assert all(line["error"]["code"] == "invalid_request" for line in refused.lines())

@@ -154,3 +154,58 @@ def test_the_bytes_model_takes_the_same_bytes_input(client: triton.InferenceServ
         "mobilenet_v2_bytes", [image_input(COFFEE)], outputs=[triton.InferRequestedOutput(OUTPUT, class_count=1)]
     )
     assert result.as_numpy(OUTPUT)[0][0].decode().endswith(":967:espresso")
+
+
+def squares_jpeg() -> bytes:
+    """Red, green and blue squares on grey, 400x200, stored turned (EXIF 6): their boxes are known exactly."""
+    from tests.processing.kinds.test_detection_mapping import displayed, stored_jpeg
+
+    return stored_jpeg(displayed(False)[0], 6)
+
+
+def test_model_metadata_describes_the_models_own_outputs(client: triton.InferenceServerClient) -> None:
+    assert client.get_model_metadata("mobilenet_v2")["outputs"] == [
+        {"name": OUTPUT, "datatype": "FP32", "shape": [-1, 1000]}
+    ]
+    outputs = {o["name"]: (o["datatype"], o["shape"]) for o in client.get_model_metadata("squares")["outputs"]}
+    assert outputs == {
+        "detection_boxes": ("FP32", [-1, 3, 4]),
+        "detection_classes": ("FP32", [-1, 3]),
+        "detection_keypoints": ("FP32", [-1, 3, 2, 2]),
+        "detection_scores": ("FP32", [-1, 3]),
+        "num_detections": ("FP32", [-1]),
+        "detections": ("BYTES", [-1, 1]),
+    }
+
+
+def test_a_detection_model_answers_its_tensors_and_the_boxes_in_the_images_pixels(
+    client: triton.InferenceServerClient, oip_tier: TierProcess
+) -> None:
+    image = squares_jpeg()
+    result = client.infer("squares", [image_input(image, image)])  # every output, binary
+    assert result.as_numpy("detection_boxes").shape == (2, 3, 4)
+    found = result.as_numpy("detections")
+    assert found.shape == (2, 1)
+    first = json.loads(found[0][0])
+    request = urllib.request.Request(
+        oip_tier.base_url + "/v1/models/squares:predict", image, {"Content-Type": "image/jpeg"}
+    )
+    with urllib.request.urlopen(request) as answer:
+        assert first == json.load(answer)["predictions"][0]["detections"]  # v1's answer, to the digit
+    assert [d["label"] for d in first] == ["red", "green", "blue"]
+    assert first[0]["box"] == pytest.approx({"x": 8, "y": 16, "width": 64, "height": 64}, abs=1.0)
+    assert json.loads(found[1][0]) == first
+
+
+def test_a_detection_infer_takes_its_parameters_and_answers_json(client: triton.InferenceServerClient) -> None:
+    outputs = [triton.InferRequestedOutput("detections", binary_data=False)]
+    result = client.infer(
+        "squares", [image_input(squares_jpeg())], outputs=outputs, parameters={"score_threshold": 0.75}
+    )
+    assert [d["label"] for d in json.loads(result.as_numpy("detections")[0][0])] == ["red", "green"]
+    capped = client.infer("squares", [image_input(squares_jpeg())], outputs=outputs, parameters={"max_detections": 1})
+    assert [d["label"] for d in json.loads(capped.as_numpy("detections")[0][0])] == ["red"]
+    with pytest.raises(InferenceServerException, match="applies only to detection models"):
+        client.infer("mobilenet_v2", [image_input(COFFEE)], parameters={"score_threshold": 0.5})
+    with pytest.raises(InferenceServerException, match="'max_detections' must be an integer from 1 to 1000"):
+        client.infer("squares", [image_input(squares_jpeg())], parameters={"max_detections": 0})

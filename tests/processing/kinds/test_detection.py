@@ -7,8 +7,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from processing.image import geometry
-from processing.kinds.detection import Detections, detect_batch, iou
+from processing.geometry import geometry
+from processing.kinds.detection import Detections, detect_batch, iou_matrix, suppress
 from processing.oip import output_tensor
 from tests.support.specs import postprocess_spec, preprocess_spec
 
@@ -68,8 +68,45 @@ def test_weighted_suppression_merges_boxes_and_keypoints_by_score() -> None:
 
 
 def test_iou_of_a_box_with_itself_and_with_a_disjoint_one() -> None:
-    box = np.array([0.0, 0.0, 0.5, 0.5])
-    assert iou(box, np.array([box, [0.6, 0.6, 1.0, 1.0], [0.0, 0.0, 0.5, 1.0]])).tolist() == [1.0, 0.0, 0.5]
+    box = [0.0, 0.0, 0.5, 0.5]
+    assert iou_matrix(np.array([box, [0.6, 0.6, 1.0, 1.0], [0.0, 0.0, 0.5, 1.0]]))[0].tolist() == [1.0, 0.0, 0.5]
+    assert iou_matrix(np.array([[0.2, 0.2, 0.2, 0.2]] * 2)).tolist() == [[0.0, 0.0], [0.0, 0.0]]  # no area: no union
+
+
+def reference_suppress(
+    boxes: np.ndarray, scores: np.ndarray, classes: np.ndarray, points: np.ndarray, threshold: float, weighted: bool
+) -> tuple[np.ndarray, np.ndarray]:
+    """The greedy pass written out box by box, pair by pair: what ``suppress`` must agree with."""
+    alive = [True] * len(boxes)
+    out_boxes, out_points = [], []
+    for i in range(len(boxes)):
+        if not alive[i]:
+            continue
+        group = [j for j in range(len(boxes)) if alive[j] and classes[j] == classes[i]]
+        group = [j for j in group if j == i or iou_matrix(boxes[[i, j]])[0, 1] > threshold]
+        weights = scores[group] / scores[group].sum() if weighted else np.eye(len(group))[group.index(i)]
+        out_boxes.append((boxes[group] * weights[:, None]).sum(axis=0))
+        out_points.append((points[group] * weights[:, None, None]).sum(axis=0))
+        for j in group:
+            alive[j] = False
+    return np.array(out_boxes), np.array(out_points)
+
+
+@pytest.mark.parametrize("mode", ["hard", "weighted"])
+def test_suppression_agrees_with_the_greedy_pass_written_out(mode: str) -> None:
+    from tools.bench.detection import candidates
+
+    out = candidates(seed=5)
+    order = np.argsort(-out["detection_scores"][0], kind="stable")
+    boxes, scores = out["detection_boxes"][0][order].astype(np.float64), out["detection_scores"][0][order]
+    classes, points = out["detection_classes"][0][order].astype(np.int64), out["detection_keypoints"][0][order]
+    kept_boxes, _, _, kept_points = suppress(boxes, scores.astype(np.float64), classes, points, 0.3, mode)  # type: ignore[arg-type]
+    expected_boxes, expected_points = reference_suppress(
+        boxes, scores.astype(np.float64), classes, points, 0.3, mode == "weighted"
+    )
+    assert 5 < len(kept_boxes) < 100  # the candidates overlap: some, not all, are suppressed
+    np.testing.assert_allclose(kept_boxes, expected_boxes, atol=1e-6)
+    np.testing.assert_allclose(kept_points, expected_points, atol=1e-6)
 
 
 def test_v1_answers_pixels_and_v2_the_models_tensors() -> None:

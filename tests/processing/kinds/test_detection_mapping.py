@@ -8,11 +8,14 @@ image is known exactly, since the test drew it there.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import cv2
 import numpy as np
 import pytest
 
-from processing.image import ImageGeometry, ResizeMode, image_to_tensor_and_geometry
+from processing.geometry import ImageGeometry
+from processing.image import PreprocessSpec, ResizeMode, image_to_tensor_and_geometry
 from processing.jpeg import orient
 from processing.kinds.detection import Detections, detect_batch
 from tests.support.exif import with_exif_orientation
@@ -118,3 +121,84 @@ def test_a_box_beyond_the_letterboxed_image_is_clipped_to_it() -> None:
     answer = detect_batch(outputs, postprocess_spec(kind="detection"), [geometry])[0]
     assert isinstance(answer, Detections)
     assert answer.detections[0].box == (0.0, 0.0, 400.0, 200.0)
+
+
+# A large JPEG whose sides are no multiple of the DCT reduction (4 here: the shorter side 1501 allows 4, not 8, for
+# a 256 frame), so libjpeg-turbo rounds the reduced sides up to 512 x 376, whose last pixels stand partly past the
+# image. Squares (x, y, side) in the stored pixels on 16-pixel edges (whole chroma blocks: sharp after JPEG and the
+# reduction), one at each far edge where a mapping by the nominal 2045/512 would be off by about 3 px.
+ODD_SIZE = (2045, 1501)
+ODD_SQUARES = ((32, 48, 320), (1920, 640, 112), (960, 1280, 208))
+# Frames that take the reduced 512 x 376 image by exactly a half: letterbox 256 x 256, crop to 188 of a 188 shorter
+# side, stretch to 256 x 188 (188 x 256 when the orientation turns the image a quarter).
+ODD_FRAMES: dict[ResizeMode, tuple[int, int, int | None]] = {
+    "letterbox": (256, 256, None),
+    "crop": (188, 188, 188),
+    "stretch": (256, 188, None),
+}
+
+
+def odd_sized(orientation: int, kept: tuple[int, int] | None = None) -> tuple[bytes, np.ndarray]:
+    """The odd-sized JPEG stored with ``orientation``, and the image as displayed with only the stored columns
+    ``kept`` (all by default) showing their squares: what the model can see, so the truth."""
+    width, height = ODD_SIZE
+    stored = np.full((height, width, 3), 128, dtype=np.uint8)
+    for (x, y, side), colour in zip(ODD_SQUARES, COLOURS, strict=True):
+        stored[y : y + side, x : x + side] = colour
+    ok, data = cv2.imencode(".jpg", cv2.cvtColor(stored, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 100])
+    assert ok
+    if kept is not None:
+        stored[:, : kept[0]] = stored[:, kept[1] :] = 128
+    return with_exif_orientation(data.tobytes(), orientation), orient(stored, orientation)
+
+
+def drawn_boxes(shown: np.ndarray) -> list[tuple[int, int, int, int] | None]:
+    """Each colour's square in the displayed pixels as drawn, (x, y, width, height); None where none shows."""
+    boxes: list[tuple[int, int, int, int] | None] = []
+    for colour in COLOURS:
+        rows, cols = np.nonzero((shown == colour).all(axis=2))
+        if not len(rows):
+            boxes.append(None)
+            continue
+        x, y = int(cols.min()), int(rows.min())
+        boxes.append((x, y, int(cols.max()) + 1 - x, int(rows.max()) + 1 - y))
+    return boxes
+
+
+def odd_frame(resize: ResizeMode, orientation: int) -> PreprocessSpec:
+    width, height, shorter = ODD_FRAMES[resize]
+    if orientation in (5, 6, 7, 8):
+        width, height = height, width
+    return preprocess_spec(height, width, resize=resize, resize_shorter=shorter, dtype="uint8")
+
+
+# What the crop keeps of the stored long side: 512 x 376 reduced, halved to 256 x 188, its middle 188 columns
+# (from 34) are the reduced columns 68 to 444, the stored ones 272 to 1776.
+CROP_KEPT = (272, 1776)
+
+
+def worst_error(answer: Detections, truths: Sequence[tuple[int, int, int, int] | None]) -> float:
+    """The largest distance, in px, of a box side or keypoint from the truth (squares the model cannot see skipped)."""
+    worst = 0.0
+    for detection, truth in zip(answer.detections, truths, strict=True):
+        if truth is None:
+            continue
+        x, y, w, h = truth
+        worst = max(worst, *np.abs(np.subtract(detection.box, truth)).tolist())
+        points = np.array(detection.keypoints)
+        worst = max(worst, *np.abs(points - [[x, y], [x + w / 2, y + h / 2]]).ravel().tolist())
+    return worst
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+@pytest.mark.parametrize("resize", ["letterbox", "crop", "stretch"])
+def test_a_jpeg_decoded_reduced_maps_exactly_when_its_sides_are_no_multiple_of_the_reduction(
+    resize: ResizeMode, orientation: int
+) -> None:
+    data, shown = odd_sized(orientation, CROP_KEPT if resize == "crop" else None)
+    tensor, geometry = image_to_tensor_and_geometry(data, odd_frame(resize, orientation), decode_limits())
+    assert tensor.shape[:2] == (odd_frame(resize, orientation).height, odd_frame(resize, orientation).width)
+    assert (geometry.width, geometry.height) == (shown.shape[1], shown.shape[0])
+    (answer,) = detect_batch(square_detector(tensor), postprocess_spec(kind="detection"), [geometry])
+    assert isinstance(answer, Detections)
+    assert worst_error(answer, drawn_boxes(shown)) <= 0.01  # exact but for float32 boxes

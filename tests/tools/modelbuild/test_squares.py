@@ -13,7 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from processing.image import ImageGeometry, image_to_tensor_and_geometry
+from processing.geometry import ImageGeometry
+from processing.image import image_to_tensor_and_geometry
 from processing.kinds.detection import Detections, detect_batch
 from tests.processing.kinds.test_detection_mapping import displayed, stored_jpeg
 from tests.support.specs import decode_limits, postprocess_spec, preprocess_spec
