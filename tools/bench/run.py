@@ -28,6 +28,7 @@ from app.settings import DecodeSettings
 from processing.image import DecodeLimits, PreprocessSpec, image_to_tensor
 from tools.bench import procs
 from tools.bench.encoded import scenario_encoded
+from tools.bench.float32 import scenario_float32
 from tools.bench.imagehost import ImageHost, start_image_host
 from tools.bench.images import Workload, make_workload
 from tools.bench.levers import scenario_levers
@@ -51,6 +52,7 @@ SCENARIOS = (
     "levers",
     "extras",
     "encoded",
+    "float32",
 )
 CONTENDERS = ("flask", "tornado", "tier")
 PEER = "kserve"  # a framework peer, in scenarios 1 and 2 when its virtualenv is there
@@ -690,6 +692,7 @@ RUNNERS: dict[str, Callable[[Harness], None]] = {
     "levers": scenario_levers,
     "extras": scenario_extras,
     "encoded": scenario_encoded,
+    "float32": scenario_float32,
 }
 
 

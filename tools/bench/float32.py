@@ -1,0 +1,93 @@
+"""Scenario 11 (issue 29, item 1): the float32 path against the uint8 path, tier CPU per image, in one run.
+
+Issue 29's table: the bench's fake TF Serving (``tools/fakeserving.py``) answering the tiny model's
+``serving_default`` signature, float32 on the wire, the model configured with ``input.scale`` 1/255 and a softmax
+postprocess; 640x480 JPEGs, 4 URLs a request, 16 connections (scenario 1's load). The same load goes to the tier
+configured for ``serving_uint8``, the two run alternately, each in a new tier process, over the rounds; each keeps its
+lowest CPU per image (utime+stime over the images answered: other tenants of the cores only ever add to it).
+
+The float32 path also runs as it stood at the commits in ``STEPS`` (checked out with ``git worktree`` as
+scenario 9's levers are), so what each change bought is read from the same run.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from tools.bench import procs
+from tools.bench.levers import Lever, start
+
+if TYPE_CHECKING:
+    from tools.bench.run import Harness
+
+TARGET_MS = 0.15  # float32 within this much tier CPU of uint8, per 640x480 image
+SCALE = 1 / 255
+STEPS: tuple[tuple[str, str], ...] = (  # the float32 path at earlier commits: (what it was, commit)
+    ("before issue 29: astype, scale in place, copied into the batch row", "2da93fe"),
+)
+UINT8 = "uint8 (serving_uint8), working tree"
+FLOAT32 = "float32 (serving_default, scale 1/255), working tree"
+
+
+def models(h: Harness, dtype: str) -> dict[str, dict[str, Any]]:
+    """The tiny model as scenario 1 has it (softmax, top 3), or its float32 signature with ``input.scale``."""
+    if dtype == "uint8":
+        return h.tiny()
+    tiny = h.tiny("serving_default")["tiny"]
+    return {"tiny": {**tiny, "input": {"scale": SCALE}}}
+
+
+def contenders(h: Harness) -> list[tuple[str, Lever, Path]]:
+    uint8 = h.tier_config("tiny", models(h, "uint8"), h.backend_address)
+    float32 = h.tier_config("tiny_float32_scale", models(h, "float32"), h.backend_address)
+    found = [(UINT8, Lever(UINT8, None), uint8), (FLOAT32, Lever(FLOAT32, None), float32)]
+    found += [(f"float32 {name}", Lever(name, commit), float32) for name, commit in STEPS]
+    return found
+
+
+def scenario_float32(h: Harness) -> None:
+    from tools.bench.run import _cpu_per_image, _summary, _verdict
+
+    bodies = h.bodies("small4", h.workload.small, per_request=4)
+    runs: dict[str, list[dict[str, Any]]] = {}
+    for _round in range(h.timing.rounds + 1):
+        for name, lever, config in contenders(h):
+            child, url = start(h, lever, config)
+            try:
+                cpu = procs.cpu_seconds(child.pid)
+                result = h.load(url, bodies, concurrency=16)
+                result["cpu_ms_per_image"] = _cpu_per_image(procs.cpu_seconds(child.pid) - cpu, result)
+            finally:
+                child.stop()
+            print(f"    {name}: {_summary(result)}", flush=True)
+            runs.setdefault(name, []).append(result)
+    h.raw["float32"] = runs
+    best = {name: min(results, key=lambda r: float(r["cpu_ms_per_image"])) for name, results in runs.items()}
+    uint8, float32 = best[UINT8]["cpu_ms_per_image"], best[FLOAT32]["cpu_ms_per_image"]
+    gap = float32 - uint8
+    h.add(
+        "11 float32 vs uint8 on the wire, 4 x 640x480 per request, c=16",
+        f"float32 tier CPU per image within {TARGET_MS} ms of uint8",
+        f"tier CPU ms per image: float32 {float32:.3f} ({_cpus(runs[FLOAT32])}; "
+        f"{best[FLOAT32]['images_per_s']:.0f} img/s), uint8 {uint8:.3f} ({_cpus(runs[UINT8])}; "
+        f"{best[UINT8]['images_per_s']:.0f} img/s); item errors "
+        f"{sum(r['item_errors'] for r in (*runs[FLOAT32], *runs[UINT8]))}",
+        f"{gap:+.3f} ms",
+        _verdict(gap <= TARGET_MS),
+    )
+    for name, commit in STEPS:
+        results = runs[f"float32 {name}"]
+        cpu = min(float(r["cpu_ms_per_image"]) for r in results)
+        h.add(
+            f"11 float32 at {commit}: {name}",
+            "(info) CPU per image against the working tree's uint8",
+            f"CPU ms per image {_cpus(results)} (lowest {cpu:.3f}); img/s "
+            + ", ".join(f"{r['images_per_s']:.0f}" for r in results),
+            f"{cpu - uint8:+.3f} ms",
+            "info",
+        )
+
+
+def _cpus(results: list[dict[str, Any]]) -> str:
+    return ", ".join(f"{r['cpu_ms_per_image']:.2f}" for r in results)
