@@ -7,14 +7,25 @@ configured for ``serving_uint8``, the two run alternately, each in a new tier pr
 lowest CPU per image (utime+stime over the images answered: other tenants of the cores only ever add to it).
 
 The float32 path also runs as it stood at the commits in ``STEPS`` (checked out with ``git worktree`` as
-scenario 9's levers are), so what each change bought is read from the same run.
+scenario 9's levers are), so what each change bought is read from the same run. Last, the wire alone: this
+process sends the two Predict requests (4 rows of 224x224x3, uint8 and float32, already encoded) to the same fake
+over one grpc.aio channel, 4 calls at a time, its own user and system CPU per image around each batch of calls:
+what carrying four times the bytes costs any client, whatever it did before the call.
 """
 
 from __future__ import annotations
 
+import asyncio
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import grpc
+import numpy as np
+
+from app.backend.protos import predict_pb2
+from app.backend.tensors import encode_predict_request
+from app.backend.types import ModelRef
 from tools.bench import procs
 from tools.bench.levers import Lever, start
 
@@ -26,6 +37,8 @@ SCALE = 1 / 255
 STEPS: tuple[tuple[str, str], ...] = (  # the float32 path at earlier commits: (what it was, commit)
     ("before issue 29: astype, scale in place, copied into the batch row", "2da93fe"),
 )
+WIRE_CALLS = 300  # 4-image Predicts per dtype and round, 4 at a time
+PREDICT = "/tensorflow.serving.PredictionService/Predict"
 UINT8 = "uint8 (serving_uint8), working tree"
 FLOAT32 = "float32 (serving_default, scale 1/255), working tree"
 
@@ -62,7 +75,8 @@ def scenario_float32(h: Harness) -> None:
                 child.stop()
             print(f"    {name}: {_summary(result)}", flush=True)
             runs.setdefault(name, []).append(result)
-    h.raw["float32"] = runs
+    wire = asyncio.run(wire_cpu(h.backend_address, h.timing.rounds + 1))
+    h.raw["float32"] = {"tier": runs, "wire": wire}
     best = {name: min(results, key=lambda r: float(r["cpu_ms_per_image"])) for name, results in runs.items()}
     uint8, float32 = best[UINT8]["cpu_ms_per_image"], best[FLOAT32]["cpu_ms_per_image"]
     gap = float32 - uint8
@@ -76,6 +90,18 @@ def scenario_float32(h: Harness) -> None:
         f"{gap:+.3f} ms",
         _verdict(gap <= TARGET_MS),
     )
+    low = {dtype: min(wire[dtype], key=lambda r: r["cpu_ms"]) for dtype in wire}
+    wire_gap = low["float32"]["cpu_ms"] - low["uint8"]["cpu_ms"]
+    h.add(
+        "11 the wire alone: 4-image Predicts, encoded, c=4, grpc.aio from the bench process",
+        "(info) client CPU per image float32 against uint8",
+        "CPU ms per image (user/system, lowest of "
+        + f"{len(wire['uint8'])}): float32 {low['float32']['user_ms']:.3f}/{low['float32']['system_ms']:.3f}, "
+        + f"uint8 {low['uint8']['user_ms']:.3f}/{low['uint8']['system_ms']:.3f}; the tier's gap less this: "
+        + f"{gap - wire_gap:+.3f} ms",
+        f"{wire_gap:+.3f} ms",
+        "info",
+    )
     for name, commit in STEPS:
         results = runs[f"float32 {name}"]
         cpu = min(float(r["cpu_ms_per_image"]) for r in results)
@@ -87,6 +113,31 @@ def scenario_float32(h: Harness) -> None:
             f"{cpu - uint8:+.3f} ms",
             "info",
         )
+
+
+async def wire_cpu(address: str, rounds: int) -> dict[str, list[dict[str, float]]]:
+    """This process's user and system CPU ms per image sending 4-image Predicts of each dtype, alternating."""
+    requests = {dtype: _request(dtype) for dtype in ("uint8", "float32")}
+    found: dict[str, list[dict[str, float]]] = {dtype: [] for dtype in requests}
+    async with grpc.aio.insecure_channel(address, options=[("grpc.max_send_message_length", 64 << 20)]) as channel:
+        call = channel.unary_unary(PREDICT)
+        for _round in range(rounds):
+            for dtype, request in requests.items():
+                await call(request)
+                before = os.times()
+                for _ in range(WIRE_CALLS // 4):
+                    await asyncio.gather(*(call(request) for _ in range(4)))
+                after = os.times()
+                per_image = 1000.0 / (WIRE_CALLS * 4)
+                user, system = (after.user - before.user) * per_image, (after.system - before.system) * per_image
+                found[dtype].append({"user_ms": user, "system_ms": system, "cpu_ms": user + system})
+    return found
+
+
+def _request(dtype: str) -> bytes:
+    signature = "serving_uint8" if dtype == "uint8" else "serving_default"
+    head = predict_pb2.PredictRequest(model_spec=ModelRef("tiny", signature=signature).to_proto())
+    return encode_predict_request(head, {"images": np.zeros((4, 224, 224, 3), dtype=dtype)})
 
 
 def _cpus(results: list[dict[str, Any]]) -> str:
