@@ -297,7 +297,7 @@ def _normalise(pixels: np.ndarray, spec: PreprocessSpec, out: np.ndarray | None 
     elif _scale_only(spec):
         np.multiply(pixels, np.float32(spec.scale), out=out, dtype=np.float32)
     else:
-        cv2.LUT(pixels, _lookup_table(spec), dst=out)
+        _look_up(pixels, _lookup_table(spec), out)
     return out
 
 
@@ -305,7 +305,14 @@ def _normalise_plane(plane: np.ndarray, spec: PreprocessSpec, channel: int, out:
     if spec.dtype == "uint8":
         np.copyto(out, plane)
     else:
-        cv2.LUT(plane, _plane_tables(spec)[channel], dst=out)
+        _look_up(plane, _plane_tables(spec)[channel], out)
+
+
+def _look_up(pixels: np.ndarray, table: np.ndarray, out: np.ndarray) -> None:
+    if out.flags.c_contiguous:  # a batch row is; OpenCV refuses a strided ``dst``
+        cv2.LUT(pixels, table, dst=out)
+    else:
+        np.copyto(out, cv2.LUT(pixels, table))
 
 
 def _scale_only(spec: PreprocessSpec) -> bool:

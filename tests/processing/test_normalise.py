@@ -105,3 +105,11 @@ def test_a_batch_is_its_images_decoded_each_straight_into_its_row(monkeypatch: p
     for row, (out, data) in enumerate(zip(given, images, strict=True)):
         assert np.shares_memory(out, decoded.tensors[row])
         np.testing.assert_array_equal(decoded.tensors[row], image_to_tensor(data, spec, decode_limits()))
+
+
+def test_a_strided_row_is_written_too() -> None:
+    spec = preprocess_spec(24, 32, **IMAGENET)
+    rgb = noise(24, 32)
+    wide = np.zeros((24, 64, 3), dtype=np.float32)
+    preprocess(rgb, spec, wide[:, ::2])
+    np.testing.assert_array_equal(wide[:, ::2], preprocess(rgb, spec))
