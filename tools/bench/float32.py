@@ -10,13 +10,19 @@ The float32 path also runs as it stood at the commits in ``STEPS`` (checked out 
 scenario 9's levers are), so what each change bought is read from the same run. Last, the wire alone: this
 process sends the two Predict requests (4 rows of 224x224x3, uint8 and float32, already encoded) to the same fake
 over one grpc.aio channel, 4 calls at a time, its own user and system CPU per image around each batch of calls:
-what carrying four times the bytes costs any client, whatever it did before the call.
+what carrying four times the bytes costs any client, whatever it did before the call. And in this process, from
+the workload's decoded 640x480 pixels, one batch row made the former way (``former_row``: a float copy, scaled in
+place, transposed, copied into the row) against ``preprocess`` writing it (CPU per image, alternating).
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
+import statistics
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -26,6 +32,8 @@ import numpy as np
 from app.backend.protos import predict_pb2
 from app.backend.tensors import encode_predict_request
 from app.backend.types import ModelRef
+from app.settings import DecodeSettings
+from processing.image import DecodeLimits, PreprocessSpec, _convert_color, _resize, decode_image, preprocess
 from tools.bench import procs
 from tools.bench.levers import Lever, start
 
@@ -39,6 +47,15 @@ STEPS: tuple[tuple[str, str], ...] = (  # the float32 path at earlier commits: (
 )
 WIRE_CALLS = 300  # 4-image Predicts per dtype and round, 4 at a time
 PREDICT = "/tensorflow.serving.PredictionService/Predict"
+ROW_ROUNDS = 200
+TINY = PreprocessSpec(224, 224, "stretch", None, "rgb", "float32", SCALE, (0.0,), (1.0,), "nhwc", 0)
+ROW_SPECS = {  # the tiny model as scenario 11 configures it, and the other normalisations a model may ask for
+    "scale 1/255": TINY,
+    "ImageNet mean/std": dataclasses.replace(TINY, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225)),
+    "ImageNet mean/std, nchw": dataclasses.replace(
+        TINY, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225), layout="nchw"
+    ),
+}
 UINT8 = "uint8 (serving_uint8), working tree"
 FLOAT32 = "float32 (serving_default, scale 1/255), working tree"
 
@@ -102,6 +119,16 @@ def scenario_float32(h: Harness) -> None:
         f"{wire_gap:+.3f} ms",
         "info",
     )
+    rows = row_cpu(h)
+    h.raw["float32"]["rows"] = rows
+    h.add(
+        "11 one batch row from decoded 640x480 pixels, in this process",
+        "(info) CPU us per image, former way -> preprocess into the row",
+        "; ".join(f"{name}: {former:.0f} -> {now:.0f}" for name, (former, now) in rows.items())
+        + f" (median of {ROW_ROUNDS} rounds)",
+        f"{rows['scale 1/255'][1] / rows['scale 1/255'][0]:.2f}x (scale)",
+        "info",
+    )
     for name, commit in STEPS:
         results = runs[f"float32 {name}"]
         cpu = min(float(r["cpu_ms_per_image"]) for r in results)
@@ -138,6 +165,43 @@ def _request(dtype: str) -> bytes:
     signature = "serving_uint8" if dtype == "uint8" else "serving_default"
     head = predict_pb2.PredictRequest(model_spec=ModelRef("tiny", signature=signature).to_proto())
     return encode_predict_request(head, {"images": np.zeros((4, 224, 224, 3), dtype=dtype)})
+
+
+def row_cpu(h: Harness) -> dict[str, tuple[float, float]]:
+    """Median CPU us per image of the former row and of ``preprocess`` into the row, per spec in ``ROW_SPECS``."""
+    limits = DecodeLimits(DecodeSettings().max_pixels, DecodeSettings().max_side)
+    images = [(h.workload.directory / name).read_bytes() for name in h.workload.small]
+    found: dict[str, tuple[float, float]] = {}
+    for name, spec in ROW_SPECS.items():
+        rgbs = [decode_image(data, limits, spec.min_decoded_side()) for data in images]
+        batch = np.empty((len(rgbs), *spec.shape), dtype=np.float32)
+        ways: dict[str, Callable[[np.ndarray, PreprocessSpec, np.ndarray], object]] = {
+            "former": former_row,
+            "now": preprocess,
+        }
+        samples: dict[str, list[float]] = {way: [] for way in ways}
+        for r in range(ROW_ROUNDS):
+            for way in list(ways)[r % 2 :] + list(ways)[: r % 2]:
+                started = time.process_time()
+                for rgb, row in zip(rgbs, batch, strict=True):
+                    ways[way](rgb, spec, row)
+                samples[way].append((time.process_time() - started) * 1e6 / len(rgbs))
+        found[name] = (statistics.median(samples["former"]), statistics.median(samples["now"]))
+    return found
+
+
+def former_row(rgb: np.ndarray, spec: PreprocessSpec, row: np.ndarray) -> None:
+    """The row as it was made before issue 29 (2da93fe): a float copy normalised in place, then copied into the row."""
+    tensor = _convert_color(_resize(rgb, spec), spec.color).astype(np.float32)
+    if spec.scale != 1.0:
+        tensor *= np.float32(spec.scale)
+    if any(m != 0.0 for m in spec.mean):
+        tensor -= np.asarray(spec.mean, dtype=np.float32)
+    if any(s != 1.0 for s in spec.std):
+        tensor /= np.asarray(spec.std, dtype=np.float32)
+    if spec.layout == "nchw":
+        tensor = np.transpose(tensor, (2, 0, 1))
+    row[...] = np.ascontiguousarray(tensor)
 
 
 def _cpus(results: list[dict[str, Any]]) -> str:
