@@ -59,7 +59,7 @@ def decode_batch(images: Sequence[ImageBytes], spec: PreprocessSpec, limits: Dec
             if done is not None:
                 batch[rows], geometry = batch[done], geometries[done]
             else:
-                batch[rows], geometry = image_to_tensor_and_geometry(data, spec, limits)
+                _, geometry = image_to_tensor_and_geometry(data, spec, limits, batch[rows])
         except Exception as exc:  # one input's failure, whatever it is, is reported as that input's
             failures.append(_detached(exc))
         else:

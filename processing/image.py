@@ -6,6 +6,7 @@ pool (OpenCV releases the GIL while it works).
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Literal
 
@@ -75,12 +76,13 @@ def image_to_tensor(data: ImageBytes, spec: PreprocessSpec, limits: DecodeLimits
 
 
 def image_to_tensor_and_geometry(
-    data: ImageBytes, spec: PreprocessSpec, limits: DecodeLimits
+    data: ImageBytes, spec: PreprocessSpec, limits: DecodeLimits, out: np.ndarray | None = None
 ) -> tuple[np.ndarray, ImageGeometry]:
-    """One model input, and where the displayed image went in it (``geometry``: the resize is its one source)."""
+    """One model input (written into ``out`` if given, e.g. its batch row), and where the displayed image went in it
+    (``geometry``: the resize is its one source)."""
     decoded = decode(data, limits, min_side=spec.min_decoded_side())
     rgb = decoded.pixels
-    return preprocess(rgb, spec), geometry(rgb.shape[1], rgb.shape[0], spec, decoded.shown, decoded.orientation)
+    return preprocess(rgb, spec, out), geometry(rgb.shape[1], rgb.shape[0], spec, decoded.shown, decoded.orientation)
 
 
 def check_dimensions(header: ImageHeader, limits: DecodeLimits) -> None:
@@ -193,14 +195,15 @@ def _over_white(color: np.ndarray, alpha: np.ndarray) -> np.ndarray:
     return composite
 
 
-def preprocess(rgb: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
-    """Resize, convert colour, normalise and lay out one RGB image as the model expects."""
+def preprocess(rgb: np.ndarray, spec: PreprocessSpec, out: np.ndarray | None = None) -> np.ndarray:
+    """Resize, convert colour, normalise and lay out one RGB image as the model expects, into ``out`` if given.
+
+    ``out`` (``spec.shape``, the spec's dtype; e.g. a row of the request's batch) is written in one pass from the
+    resized pixels: no float image in between, no copy of the finished tensor.
+    """
     resized = _resize(rgb, spec)
     colored = _convert_color(resized, spec.color)
-    tensor = _normalise(colored, spec)
-    if spec.layout == "nchw":
-        tensor = np.transpose(tensor, (2, 0, 1))
-    return np.ascontiguousarray(tensor)
+    return _normalise(colored, spec, out)
 
 
 def _resize(rgb: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
@@ -268,14 +271,62 @@ def _convert_color(rgb: np.ndarray, color: ColorOrder) -> np.ndarray:
     return rgb
 
 
-def _normalise(pixels: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
+def _normalise(pixels: np.ndarray, spec: PreprocessSpec, out: np.ndarray | None = None) -> np.ndarray:
+    """``pixels`` (H, W, C uint8) scaled, less ``mean``, over ``std``, laid out, written into ``out`` in one pass.
+
+    Float32 values are those of ``((x * scale) - mean) / std`` in float32, to the bit: a scale alone is one
+    multiply; anything else reads a 256-entry table per channel made with that formula (``_lookup_table``).
+    """
+    dtype = np.uint8 if spec.dtype == "uint8" else np.float32
+    if out is None:
+        out = np.empty(spec.shape, dtype=dtype)
+    if spec.layout == "nchw":
+        for channel, plane in enumerate(cv2.split(np.ascontiguousarray(pixels))):
+            _normalise_plane(plane, spec, channel, out[channel])
+    elif spec.dtype == "uint8":
+        np.copyto(out, pixels)
+    elif _scale_only(spec):
+        np.multiply(pixels, np.float32(spec.scale), out=out, dtype=np.float32)
+    else:
+        _look_up(pixels, _lookup_table(spec), out)
+    return out
+
+
+def _normalise_plane(plane: np.ndarray, spec: PreprocessSpec, channel: int, out: np.ndarray) -> None:
     if spec.dtype == "uint8":
-        return pixels
-    tensor = pixels.astype(np.float32)
+        np.copyto(out, plane)
+    else:
+        _look_up(plane, _plane_tables(spec)[channel], out)
+
+
+def _look_up(pixels: np.ndarray, table: np.ndarray, out: np.ndarray) -> None:
+    if out.flags.c_contiguous:  # a batch row is; OpenCV refuses a strided ``dst``
+        cv2.LUT(pixels, table, dst=out)
+    else:
+        np.copyto(out, cv2.LUT(pixels, table))
+
+
+def _scale_only(spec: PreprocessSpec) -> bool:
+    return all(m == 0.0 for m in spec.mean) and all(s == 1.0 for s in spec.std)
+
+
+@functools.lru_cache(maxsize=64)
+def _lookup_table(spec: PreprocessSpec) -> np.ndarray:
+    """What each uint8 value of each channel becomes, [1, 256, C] float32, as cv2.LUT reads it."""
+    values = np.repeat(np.arange(256, dtype=np.float32)[:, None], spec.channels, axis=1)
     if spec.scale != 1.0:
-        tensor *= np.float32(spec.scale)
+        values *= np.float32(spec.scale)
     if any(m != 0.0 for m in spec.mean):
-        tensor -= np.asarray(spec.mean, dtype=np.float32)
+        values -= np.asarray(spec.mean, dtype=np.float32)
     if any(s != 1.0 for s in spec.std):
-        tensor /= np.asarray(spec.std, dtype=np.float32)
-    return tensor
+        values /= np.asarray(spec.std, dtype=np.float32)
+    table: np.ndarray = values.reshape(1, 256, spec.channels)
+    table.flags.writeable = False
+    return table
+
+
+@functools.lru_cache(maxsize=64)
+def _plane_tables(spec: PreprocessSpec) -> tuple[np.ndarray, ...]:
+    """``_lookup_table`` one contiguous [1, 256] table per channel, for planes laid out channel first."""
+    table = _lookup_table(spec)
+    return tuple(np.ascontiguousarray(table[:, :, c]) for c in range(spec.channels))

@@ -84,7 +84,15 @@ def encode_predict_request(head: predict_pb2.PredictRequest, inputs: Mapping[str
 
     Parses to the same message as setting ``head.inputs`` through protobuf would give:
     protobuf fields may come in any order, and a map is a repeated (key, value) entry.
+    The join is the one copy of the pixels: gRPC takes the request as one ``bytes``.
     """
+    return b"".join(predict_request_parts(head, inputs))
+
+
+def predict_request_parts(
+    head: predict_pb2.PredictRequest, inputs: Mapping[str, np.ndarray]
+) -> list[bytes | memoryview]:
+    """``encode_predict_request``'s pieces, in order: a contiguous array's values are a view of its own buffer."""
     parts: list[bytes | memoryview] = [head.SerializeToString()]
     for name, array in inputs.items():
         value = _strings_value(array) if array.dtype == object else _numbers_value(array)
@@ -93,7 +101,7 @@ def encode_predict_request(head: predict_pb2.PredictRequest, inputs: Mapping[str
         entry_head = _tag(1) + _varint(len(key)) + key + _tag(2) + _varint(value_size)
         entry_size = len(entry_head) + value_size
         parts += [_tag(_INPUTS_FIELD) + _varint(entry_size) + entry_head, *value]
-    return b"".join(parts)
+    return parts
 
 
 def _numbers_value(array: np.ndarray) -> list[bytes | memoryview]:

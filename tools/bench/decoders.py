@@ -27,9 +27,6 @@ from app.settings import DecodeSettings
 from processing.image import (
     DecodeLimits,
     PreprocessSpec,
-    _convert_color,
-    _normalise,
-    _resize,
     check_dimensions,
     decode_image,
     decode_with_opencv,
@@ -151,11 +148,11 @@ def stacked(rgbs: Sequence[np.ndarray], spec: PreprocessSpec) -> np.ndarray:
 
 
 def into_rows(rgbs: Sequence[np.ndarray], spec: PreprocessSpec) -> np.ndarray:
-    """The alternative: the batch allocated first, each image's last preprocessing step writing into its row."""
+    """The batch allocated first, each image preprocessed straight into its row (``decode_batch``'s way since
+    issue 29)."""
     out = np.empty((len(rgbs), *spec.shape), dtype=np.dtype(spec.dtype))
     for row, rgb in zip(out, rgbs, strict=True):
-        tensor = _normalise(_convert_color(_resize(rgb, spec), spec.color), spec)
-        np.copyto(row, np.transpose(tensor, (2, 0, 1)) if spec.layout == "nchw" else tensor)
+        preprocess(rgb, spec, row)
     return out
 
 

@@ -31,6 +31,7 @@ from tools.bench.cache import scenario_cache
 from tools.bench.detection import scenario_detection
 from tools.bench.encoded import scenario_encoded
 from tools.bench.faces import scenario_faces
+from tools.bench.float32 import scenario_float32
 from tools.bench.imagehost import ImageHost, start_image_host
 from tools.bench.images import Workload, make_workload
 from tools.bench.levers import scenario_levers
@@ -57,6 +58,7 @@ SCENARIOS = (
     "faces",
     "cache",
     "detection",
+    "float32",
 )
 CONTENDERS = ("flask", "tornado", "tier")
 PEER = "kserve"  # a framework peer, in scenarios 1 and 2 when its virtualenv is there
@@ -703,6 +705,7 @@ RUNNERS: dict[str, Callable[[Harness], None]] = {
     "faces": scenario_faces,
     "cache": scenario_cache,
     "detection": scenario_detection,
+    "float32": scenario_float32,
 }
 
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from app.backend.protos import predict_pb2, types_pb2
-from app.backend.tensors import UnsupportedTensor, encode_predict_request, from_tensor_proto
+from app.backend.tensors import UnsupportedTensor, encode_predict_request, from_tensor_proto, predict_request_parts
 
 # Written out here rather than taken from the module under test, so the reference is independent.
 TENSOR_TYPES = {
@@ -94,3 +94,14 @@ def test_bytes_are_a_string_tensor_as_protobuf_would_build_it() -> None:
     tensor.tensor_shape.dim.add().size = 3
     tensor.string_val.extend(images.tolist())
     assert parsed == expected
+
+
+def test_a_contiguous_batch_goes_into_the_request_as_a_view_of_its_own_buffer() -> None:
+    batch = np.random.default_rng(3).random((4, 8, 8, 3), dtype=np.float32)
+    parts = predict_request_parts(head(), {"images": batch})
+    views = [part for part in parts if isinstance(part, memoryview)]
+    assert len(views) == 1 and views[0].nbytes == batch.nbytes
+    assert np.shares_memory(np.frombuffer(views[0], dtype=np.uint8), batch)
+    assert b"".join(parts) == encode_predict_request(head(), {"images": batch})
+    parsed = predict_pb2.PredictRequest.FromString(b"".join(parts))
+    np.testing.assert_array_equal(from_tensor_proto(parsed.inputs["images"]), batch)
