@@ -94,7 +94,7 @@ def test_missing_file_is_a_settings_error(tmp_path: Path) -> None:
 
 def test_docker_config_is_valid(tmp_path: Path) -> None:
     config = (DEV_CONFIG.parent / "config.docker.yaml").read_text()
-    for name in ("mobilenet_v2", "tiny", "digits"):
+    for name in ("mobilenet_v2", "tiny", "digits", "faces"):
         (tmp_path / name).mkdir()
         (tmp_path / name / "labels.txt").write_text("x\n")
     settings = load_settings(write(tmp_path, config.replace("/models/", f"{tmp_path}/")), {})
