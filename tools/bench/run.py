@@ -28,6 +28,7 @@ from app.settings import DecodeSettings
 from processing.image import DecodeLimits, PreprocessSpec, image_to_tensor
 from tools.bench import procs
 from tools.bench.encoded import scenario_encoded
+from tools.bench.floors import own_work_rows
 from tools.bench.imagehost import ImageHost, start_image_host
 from tools.bench.images import Workload, make_workload
 from tools.bench.levers import scenario_levers
@@ -313,6 +314,7 @@ def scenario_throughput(h: Harness) -> None:
         f"{cpu / CPU_PER_SMALL_IMAGE_MS:.2f}x of cap",
         _verdict(cpu <= CPU_PER_SMALL_IMAGE_MS),
     )
+    own_work_rows(h, cpu)  # issue 29 item 4: the uint8 path's target, and the tier's own work beside the floors
 
 
 PEER_TARGET = 2.0
