@@ -11,8 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass
 
@@ -99,76 +98,53 @@ class Pipeline:
     async def _download_all(
         self, sources: Sequence[ImageSource], context: RequestContext, hold: HeldMemory
     ) -> list[ImageBytes | ItemError]:
-        """Each source's bytes (uploads as they came, URLs downloaded concurrently), or its error.
+        """Each source's bytes (uploads as they came, URLs downloaded concurrently), or its error."""
+        gate = asyncio.Semaphore(self.fetch_concurrency_per_request)
+        shared: dict[str, asyncio.Task[ImageBytes | ItemError]] = {}
 
-        Only URLs wait: an upload or a source already known bad is its value at once, without a task. A lone URL
-        is downloaded in the request's own task, several each in a task of their own (a URL repeated in one
-        request is fetched once); the per-request gate exists only when there are more URLs than it lets through.
-        """
-        first: dict[str, int] = {}  # each URL to download, in order, and the first item that names it
-        for item, source in enumerate(sources):
-            if source.error is None and source.data is None:
-                assert source.url is not None
-                first.setdefault(source.url, item)
-        gate = None  # it could never make a download wait
-        if len(first) > self.fetch_concurrency_per_request:
-            gate = asyncio.Semaphore(self.fetch_concurrency_per_request)
-        downloaded: dict[str | None, ImageBytes | ItemError] = {}
-        if len(first) == 1:
-            [(url, item)] = first.items()
-            downloaded[url] = await self._download(url, gate, context, item, hold)
-        elif first:
-            downloaded.update(await self._download_concurrently(first, gate, context, hold))
-        return [_arrived(source, downloaded) for source in sources]
+        def task_for(item: int, source: ImageSource) -> asyncio.Task[ImageBytes | ItemError]:
+            key = source.url if source.url is not None else f"#{id(source)}"
+            if key not in shared:  # a URL repeated in one request is fetched once
+                shared[key] = asyncio.ensure_future(_captured(self._download(source, gate, context, item, hold)))
+            return shared[key]
 
-    async def _download_concurrently(
-        self, first: dict[str, int], gate: asyncio.Semaphore | None, context: RequestContext, hold: HeldMemory
-    ) -> dict[str | None, ImageBytes | ItemError]:
-        """Each URL of ``first`` downloaded in a task of its own: its bytes or its error."""
-        tasks = [asyncio.ensure_future(self._download(url, gate, context, item, hold)) for url, item in first.items()]
+        tasks = [task_for(item, source) for item, source in enumerate(sources)]
         try:
-            return dict(zip(first, await asyncio.gather(*tasks), strict=True))
+            return list(await asyncio.gather(*tasks))
         finally:
             for task in tasks:
                 task.cancel()
             # A refusal raised here (no memory for a download) holds this frame in its traceback, and the
             # tasks it failed hold it too: let go of the downloads' bytes now, not when the collector runs.
             tasks.clear()
+            shared.clear()
 
     async def _download(
-        self, url: str, gate: asyncio.Semaphore | None, context: RequestContext, item: int, hold: HeldMemory
-    ) -> ImageBytes | ItemError:
-        """The URL's bytes, or its item's error as a value so it does not fail the other items.
-
-        No memory for a download fails the whole request (503 overloaded), as no memory for its body would.
-        """
-        try:
-            if gate is not None:
-                await gate.acquire()
-            try:
-                start = time.perf_counter()
-                try:
-                    data = await self.fetcher.fetch(url, hold)  # the body's bytes are added to the request's hold
-                finally:
-                    context.record("download", start, time.perf_counter(), item)
-            finally:
-                if gate is not None:
-                    gate.release()
-        except Overloaded:
-            raise
-        except Exception as exc:
-            return _item_error(exc)
+        self, source: ImageSource, gate: asyncio.Semaphore, context: RequestContext, item: int, hold: HeldMemory
+    ) -> ImageBytes:
+        if source.error is not None:
+            raise source.error
+        if source.data is not None:
+            return source.data
+        assert source.url is not None
+        async with gate:
+            with context.timed("download", item):
+                data = await self.fetcher.fetch(source.url, hold)  # the body's bytes are added to the request's hold
         context.bytes_downloaded += len(data)
         return data
 
 
-def _arrived(source: ImageSource, downloaded: dict[str | None, ImageBytes | ItemError]) -> ImageBytes | ItemError:
-    """A source's bytes or error: its own, or its URL's download."""
-    if source.error is not None:
-        return source.error
-    if source.data is not None:
-        return source.data
-    return downloaded[source.url]
+async def _captured(work: Awaitable[ImageBytes]) -> ImageBytes | ItemError:
+    """The result, or the item's error as a value so it does not fail the other items.
+
+    No memory for a download fails the whole request (503 overloaded), as no memory for its body would.
+    """
+    try:
+        return await work
+    except Overloaded:
+        raise
+    except Exception as exc:
+        return _item_error(exc)
 
 
 def _item_error(exc: Exception) -> ItemError:
