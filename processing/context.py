@@ -14,12 +14,14 @@ from collections import Counter
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 MAX_REQUEST_ID_LENGTH = 128
 _REQUEST_ID = re.compile(rf"[A-Za-z0-9._:/+=-]{{1,{MAX_REQUEST_ID_LENGTH}}}")
 _TRACEPARENT = re.compile(r"[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}")
 # Stages in the order a request runs them; Server-Timing lists them so.
 STAGES = ("upload", "download", "decode", "batch_wait", "predict", "postprocess")
+_RANKS = {stage: rank for rank, stage in enumerate(STAGES)}
 
 
 def request_id_from(header: str | None) -> str:
@@ -35,9 +37,12 @@ def traceparent_from(header: str | None) -> str | None:
     return value if _TRACEPARENT.fullmatch(value) else None
 
 
-@dataclass(frozen=True)
-class Interval:
-    """One stage run: for one item (``item`` is its index) or for the whole request (``item`` is None)."""
+class Interval(NamedTuple):
+    """One stage run: for one item (``item`` is its index) or for the whole request (``item`` is None).
+
+    A named tuple rather than a frozen dataclass: a request records a dozen, and a tuple is made in a third of
+    the time.
+    """
 
     stage: str
     item: int | None
@@ -79,24 +84,30 @@ class RequestContext:
         download stage lasts from the first download's start to the last one's end, and decoding
         counts only while no download runs.
         """
-        order = {stage: rank for rank, stage in enumerate(STAGES)}
-        events = sorted(
-            (t, delta, order[i.stage])
-            for i in self.intervals
-            if i.stage in order
-            for t, delta in ((i.start, 1), (i.end, -1))
-        )
-        running = [0] * len(STAGES)
-        totals = [0.0] * len(STAGES)
-        previous = None
+        events: list[tuple[float, int, int]] = []
+        seen = set()
+        for i in self.intervals:
+            rank = _RANKS.get(i.stage)
+            if rank is not None:
+                seen.add(rank)
+                if i.end > i.start:  # an empty one takes no moment from anyone
+                    events += ((i.start, 1, rank), (i.end, -1, rank))
+        events.sort()
+        idle = len(STAGES)
+        running = [0] * idle
+        totals = [0.0] * idle
+        active = idle  # the earliest stage running between the last event and this one; none: idle
+        previous = 0.0
         for t, delta, rank in events:
-            if previous is not None:
-                active = next((r for r, n in enumerate(running) if n), None)
-                if active is not None:
-                    totals[active] += t - previous
+            if active < idle:
+                totals[active] += t - previous
             running[rank] += delta
+            if delta > 0:
+                active = min(active, rank)
+            elif rank == active and not running[rank]:
+                active = next((r for r in range(rank + 1, idle) if running[r]), idle)
             previous = t
-        return {stage: totals[rank] for stage, rank in order.items() if any(i.stage == stage for i in self.intervals)}
+        return {stage: totals[rank] for rank, stage in enumerate(STAGES) if rank in seen}
 
     def wall_ns(self, perf: float) -> int:
         """A ``time.perf_counter()`` reading of this request as wall-clock nanoseconds."""

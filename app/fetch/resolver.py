@@ -11,6 +11,9 @@ from tornado.netutil import Resolver
 from app.fetch.errors import SourceForbidden, SourceUnreachable
 from app.fetch.policy import AddressPolicy, IPAddress
 
+KNOWN_HOSTS = 1024  # hosts whose literal verdict is remembered (GuardedResolver.literal)
+_UNJUDGED = object()
+
 
 class GuardedResolver(Resolver):
     """Resolves through ``inner`` and refuses the host unless every address is allowed."""
@@ -18,16 +21,31 @@ class GuardedResolver(Resolver):
     def initialize(self, inner: Resolver, policy: AddressPolicy) -> None:
         self._inner = inner
         self._policy = policy
+        # Each host seen: the literal's checked (family, address), or None for a name. The policy is fixed for
+        # the resolver's life, so a verdict holds; a refusal raises and is not kept, so it is judged every time.
+        self._literals: dict[str, tuple[socket.AddressFamily, str] | None] = {}
 
     def literal(self, host: str, port: int) -> list[tuple[int, Any]] | None:
         """The address ``host`` names if it is a canonical IP literal, checked; None for a name to look up."""
+        known = self._literals.get(host, _UNJUDGED)
+        if known is _UNJUDGED:
+            known = self._judge_literal(host)
+            if len(self._literals) >= KNOWN_HOSTS:
+                self._literals.clear()  # bounded: hosts come from clients' URLs
+            self._literals[host] = known
+        if not isinstance(known, tuple):
+            return None
+        family, address = known
+        return [(family, (address, port) if family == socket.AF_INET else (address, port, 0, 0))]
+
+    def _judge_literal(self, host: str) -> tuple[socket.AddressFamily, str] | None:
+        """The checked family and address of a literal (parsing one costs more than the rest of a URL's check)."""
         literal = _canonical_literal(host)
         if literal is None:
             return None
         self._policy.check_host(host)
         self._policy.check_address(literal)
-        sockaddr = (str(literal), port) if literal.version == 4 else (str(literal), port, 0, 0)
-        return [(socket.AF_INET if literal.version == 4 else socket.AF_INET6, sockaddr)]
+        return (socket.AF_INET if literal.version == 4 else socket.AF_INET6), str(literal)
 
     async def resolve(
         self, host: str, port: int, family: socket.AddressFamily = socket.AF_UNSPEC

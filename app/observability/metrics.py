@@ -12,6 +12,7 @@ scrape adds up all of them.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
@@ -229,6 +230,17 @@ class Metrics:
             return self._child(self.predict_seconds, model, version)  # type: ignore[no-any-return]
         if stage == "postprocess":
             return self._child(self.postprocess_seconds, model)  # type: ignore[no-any-return]
+        return None
+
+    def watch_memory_held(self, held: Callable[[], float]) -> Callable[[int], None] | None:
+        """What the memory budget calls on each change of its held bytes, if anything.
+
+        In one process the gauge reads ``held`` when scraped, so the budget's dozen changes a request set nothing;
+        with workers each change is written to the worker's file (a function cannot be read across processes).
+        """
+        if self._multiprocess:
+            return self.memory_held.set
+        self.memory_held.set_function(held)
         return None
 
     def observe_batch(self, model: str, rows: int) -> None:

@@ -156,13 +156,12 @@ def _memory(settings: Settings, cgroup_root: Path, metrics: Metrics | None, kept
     s = settings.server
     derived_once = kept is not None and not s.memory_budget_bytes
     capacity = kept.capacity if kept is not None and derived_once else memory_budget(settings, 1, cgroup_root)
-    on_change = metrics.memory_held.set if metrics is not None else None
+    budget = kept if kept is not None else MemoryBudget(capacity, s.memory_wait_s, s.retry_after_s)
+    on_change = metrics.watch_memory_held(lambda: budget.held) if metrics is not None else None
     if metrics is not None:
         metrics.memory_budget.set(capacity)
-    if kept is None:
-        return MemoryBudget(capacity, s.memory_wait_s, s.retry_after_s, on_change)
-    kept.configure(capacity, s.memory_wait_s, s.retry_after_s, on_change)
-    return kept
+    budget.configure(capacity, s.memory_wait_s, s.retry_after_s, on_change)
+    return budget
 
 
 def _cache(

@@ -9,6 +9,13 @@ changes the tier's CPU by less than the machine's noise (about 5 % between runs 
 median alone.
 
     python -m tools.bench.cpu_ab --b server.malloc_hand_back_s=0 --pairs 3
+
+``--a-root``/``--b-root`` run that side's tier from another tree (its ``app`` package, this virtualenv), e.g. a
+``git archive`` of the base commit, to compare code rather than settings:
+
+    git archive 2da93fe | tar -x -C /tmp/base && python -m tools.bench.cpu_ab --a-root /tmp/base --pairs 3
+
+Each run also prints its CPU per image by thread (the event loop, the decode pool, gRPC's own threads).
 """
 
 from __future__ import annotations
@@ -17,15 +24,34 @@ import argparse
 import statistics
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from tools.bench import procs
 from tools.bench.imagehost import start_image_host
 from tools.bench.images import make_workload
+from tools.bench.levers import THREAD_GROUPS
 from tools.bench.run import FULL, OUT, QUICK, Harness, _cpu_per_image, _summary
 from tools.fakeserving import start_fakeserving
+from tools.process import Child, start_child
+from tools.tier import READY as TIER_READY
 
 
-def run_pairs(h: Harness, sets: dict[str, list[str]], pairs: int, large: bool = False) -> list[dict[str, float]]:
+def start_tier_from(root: Path, config: Path, sets: Sequence[str]) -> tuple[Child, str]:
+    """The tier of the tree at ``root`` (``python -m app`` run from there with this virtualenv)."""
+    args = [sys.executable, "-m", "app", "--config", str(config), "--port", "0", "--log-level", "WARNING"]
+    for item in ["server.drain_delay_s=0", *sets]:
+        args += ["--set", item]
+    child = start_child("tier", args, TIER_READY, cwd=root)
+    return child, f"{child.match.group(1)}/v1/models/tiny:predict"
+
+
+def run_pairs(
+    h: Harness,
+    sets: dict[str, list[str]],
+    pairs: int,
+    large: bool = False,
+    roots: dict[str, Path | None] | None = None,
+) -> list[dict[str, float]]:
     if large:  # scenario 2's load: one 12 MP image per request, c=8
         bodies, concurrency = h.bodies("large1", h.workload.large, per_request=1), 8
     else:
@@ -35,14 +61,20 @@ def run_pairs(h: Harness, sets: dict[str, list[str]], pairs: int, large: bool = 
     for pair in range(pairs):
         costs: dict[str, float] = {}
         for name in ("a", "b") if pair % 2 == 0 else ("b", "a"):
-            child, url = h.start_tier(config, sets[name])
+            root = (roots or {}).get(name)
+            child, url = h.start_tier(config, sets[name]) if root is None else start_tier_from(root, config, sets[name])
             try:
-                cpu = procs.cpu_seconds(child.pid)
+                cpu, threads = procs.cpu_seconds(child.pid), procs.thread_cpu_seconds(child.pid)
                 result = h.load(url, bodies, concurrency=concurrency)
                 costs[name] = _cpu_per_image(procs.cpu_seconds(child.pid) - cpu, result)
+                after = procs.thread_cpu_seconds(child.pid)
+                split = {g: _cpu_per_image(after[g] - threads[g], result) for g in THREAD_GROUPS}
             finally:
                 child.stop()
-            print(f"  {name} {sets[name]}: {_summary({**result, 'cpu_ms_per_image': costs[name]})}", flush=True)
+            where = f" from {root}" if root is not None else ""
+            by_thread = ", ".join(f"{g} {split[g]:.3f}" for g in THREAD_GROUPS)
+            summary = _summary({**result, "cpu_ms_per_image": costs[name]})
+            print(f"  {name} {sets[name]}{where}: {summary} ({by_thread})", flush=True)
         found.append(costs)
     return found
 
@@ -51,6 +83,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tools.bench.cpu_ab", description=__doc__.splitlines()[0])
     parser.add_argument("--a", action="append", default=[], metavar="KEY=VALUE", help="settings of a (repeatable)")
     parser.add_argument("--b", action="append", default=[], metavar="KEY=VALUE", help="settings of b (repeatable)")
+    parser.add_argument("--a-root", type=Path, help="run a's tier from this tree (default: this one)")
+    parser.add_argument("--b-root", type=Path, help="run b's tier from this tree (default: this one)")
     parser.add_argument("--pairs", type=int, default=3)
     parser.add_argument("--quick", action="store_true", help="4 s runs instead of 12 s")
     parser.add_argument("--large", action="store_true", help="scenario 2's load (1 x 12 MP, c=8) instead")
@@ -62,7 +96,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         backend = start_fakeserving()
         try:
             h = Harness(QUICK if args.quick else FULL, workload, host, backend)
-            pairs = run_pairs(h, {"a": args.a, "b": args.b}, args.pairs, args.large)
+            roots = {"a": args.a_root, "b": args.b_root}
+            pairs = run_pairs(h, {"a": args.a, "b": args.b}, args.pairs, args.large, roots)
         finally:
             backend.stop()
     finally:

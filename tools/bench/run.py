@@ -32,6 +32,7 @@ from tools.bench.detection import scenario_detection
 from tools.bench.encoded import scenario_encoded
 from tools.bench.faces import scenario_faces
 from tools.bench.float32 import scenario_float32
+from tools.bench.floors import own_work_rows
 from tools.bench.imagehost import ImageHost, start_image_host
 from tools.bench.images import Workload, make_workload
 from tools.bench.levers import scenario_levers
@@ -323,6 +324,7 @@ def scenario_throughput(h: Harness) -> None:
         f"{cpu / CPU_PER_SMALL_IMAGE_MS:.2f}x of cap",
         _verdict(cpu <= CPU_PER_SMALL_IMAGE_MS),
     )
+    own_work_rows(h, cpu)  # issue 29 item 4: the uint8 path's target, and the tier's own work beside the floors
 
 
 # Issue 29: a clear lead over the competent peer at every size (issue 18 asked 2x at 640x480 and never had it).

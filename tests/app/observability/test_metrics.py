@@ -12,6 +12,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from tornado.httpclient import AsyncHTTPClient, HTTPResponse
 
+from app.fetch.fetcher import READ_AHEAD_BYTES
 from app.settings import load_settings
 from tests.app.test_admission import HeldSource
 from tests.conftest import Tier, TierFactory
@@ -77,6 +78,8 @@ async def test_a_known_mix_is_counted_exactly(make_tier: TierFactory, fake: Fake
     assert (await send(tier, predict, b'{"instances": [', "application/json")).code == 400
     held = HeldSource(images, "metrics/held.jpg")
     holding = await held.occupy(tier)  # one image in flight of 2
+    while_held, _ = await scrape(tier)
+    assert value(while_held, "imagegate_memory_held_bytes") >= READ_AHEAD_BYTES  # its download's reservation
     refused = await send(tier, predict, json.dumps([images.url("coffee.jpg")] * 2).encode(), "application/json")
     assert refused.code == 503
     held.release.set()
@@ -104,6 +107,8 @@ async def test_a_known_mix_is_counted_exactly(make_tier: TierFactory, fake: Fake
     )
     assert value(samples, "imagegate_images_in_flight_limit") == 2
     assert value(samples, "imagegate_images_in_flight") == 0
+    assert value(samples, "imagegate_memory_held_bytes") == 0  # every request gave back what it held
+    assert value(samples, "imagegate_memory_budget_bytes") > 0
     assert value(samples, "imagegate_model_available", model="tiny", version="1") == 1
     assert value(samples, "imagegate_build_info", version="0.1.0") == 1
     assert "no-such-model" not in text and "gone.jpg" not in text  # client strings never become labels
