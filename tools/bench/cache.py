@@ -12,8 +12,6 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tools.bench import procs
-
 if TYPE_CHECKING:
     from tools.bench.run import Harness
 
@@ -44,7 +42,7 @@ def upload_bodies(h: Harness) -> Path:
 
 
 def scenario_cache(h: Harness) -> None:
-    from tools.bench.run import _cpu_per_image, _summary, _verdict
+    from tools.bench.run import _summary, _verdict
 
     bodies = upload_bodies(h)
     config = h.tier_config("cache", h.tiny(), h.backend_address)
@@ -53,9 +51,7 @@ def scenario_cache(h: Harness) -> None:
         for name, sets in (("uncached", ()), ("cached", (f"cache.max_bytes={CACHE_BYTES}",))):
             child, url = h.start_tier(config, sets=sets)
             try:
-                cpu = procs.cpu_seconds(child.pid)
-                result = h.load(url, bodies, concurrency=16, content_type=CONTENT_TYPE)
-                result["cpu_ms_per_image"] = _cpu_per_image(procs.cpu_seconds(child.pid) - cpu, result)
+                result = h.load_measured(child.pid, url, bodies, concurrency=16, content_type=CONTENT_TYPE)
             finally:
                 child.stop()
             print(f"    {name}: {_summary(result)}", flush=True)

@@ -36,7 +36,7 @@ def models(labels: str, backend: str) -> dict[str, dict[str, Any]]:
 
 
 def scenario_encoded(h: Harness) -> None:
-    from tools.bench.run import MODELS, _cpu_per_image, _summary, _verdict
+    from tools.bench.run import MODELS, _summary, _verdict
 
     labels = str(MODELS / "mobilenet_v2" / "labels.txt")
     bodies = h.bodies("small4", h.workload.small, per_request=4)
@@ -47,9 +47,7 @@ def scenario_encoded(h: Harness) -> None:
         for _round in range(h.timing.rounds):
             child, url = h.start_tier(config, model=MODEL)
             try:
-                cpu = procs.cpu_seconds(child.pid)
-                result = h.load(url, bodies, concurrency=16)
-                result["cpu_ms_per_image"] = _cpu_per_image(procs.cpu_seconds(child.pid) - cpu, result)
+                result = h.load_measured(child.pid, url, bodies, concurrency=16)
             finally:
                 child.stop()
             print(f"    {MODEL} on the fake: {_summary(result)}", flush=True)

@@ -34,7 +34,6 @@ from app.backend.tensors import encode_predict_request
 from app.backend.types import ModelRef
 from app.settings import DecodeSettings
 from processing.image import DecodeLimits, PreprocessSpec, _convert_color, _resize, decode_image, preprocess
-from tools.bench import procs
 from tools.bench.levers import Lever, start
 
 if TYPE_CHECKING:
@@ -77,7 +76,7 @@ def contenders(h: Harness) -> list[tuple[str, Lever, Path]]:
 
 
 def scenario_float32(h: Harness) -> None:
-    from tools.bench.run import _cpu_per_image, _summary, _verdict
+    from tools.bench.run import _summary, _verdict
 
     bodies = h.bodies("small4", h.workload.small, per_request=4)
     runs: dict[str, list[dict[str, Any]]] = {}
@@ -85,9 +84,7 @@ def scenario_float32(h: Harness) -> None:
         for name, lever, config in contenders(h):
             child, url = start(h, lever, config)
             try:
-                cpu = procs.cpu_seconds(child.pid)
-                result = h.load(url, bodies, concurrency=16)
-                result["cpu_ms_per_image"] = _cpu_per_image(procs.cpu_seconds(child.pid) - cpu, result)
+                result = h.load_measured(child.pid, url, bodies, concurrency=16)
             finally:
                 child.stop()
             print(f"    {name}: {_summary(result)}", flush=True)

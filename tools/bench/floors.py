@@ -26,7 +26,6 @@ from typing import TYPE_CHECKING
 
 from app.settings import DecodeSettings
 from processing.image import DecodeLimits, PreprocessSpec, image_to_tensor
-from tools.bench import procs
 from tools.process import start_child
 from tools.tier import READY as TIER_READY
 
@@ -50,8 +49,8 @@ class Floors:
         return self.decode_resize_ms + self.http_ms + self.download_ms + self.predict_quarter_ms
 
 
-def decode_resize_cpu_ms(h: Harness, repeat: int = 20) -> float:
-    """CPU per image of ``image_to_tensor`` for the scenario's 640x480 images, as the tier's tiny model does it."""
+def tiny_spec_and_limits() -> tuple[PreprocessSpec, DecodeLimits]:
+    """The preprocessing the bench's tier does for its tiny model (uint8, 224x224 stretch), and the default limits."""
     spec = PreprocessSpec(
         height=224,
         width=224,
@@ -66,7 +65,12 @@ def decode_resize_cpu_ms(h: Harness, repeat: int = 20) -> float:
         pad_value=0,
     )
     decode = DecodeSettings()
-    limits = DecodeLimits(decode.max_pixels, decode.max_side)
+    return spec, DecodeLimits(decode.max_pixels, decode.max_side)
+
+
+def decode_resize_cpu_ms(h: Harness, repeat: int = 20) -> float:
+    """CPU per image of ``image_to_tensor`` for the scenario's 640x480 images, as the tier's tiny model does it."""
+    spec, limits = tiny_spec_and_limits()
     images = [(h.workload.directory / name).read_bytes() for name in h.workload.small]
     for data in images:
         image_to_tensor(data, spec, limits)
@@ -79,15 +83,13 @@ def decode_resize_cpu_ms(h: Harness, repeat: int = 20) -> float:
 
 def http_floor_ms(h: Harness) -> float:
     """Tornado's HTTP server alone under scenario 1's load: its process's CPU per image answered."""
-    from tools.bench.run import _cpu_per_image
 
     bodies = h.bodies("small4", h.workload.small, per_request=4)
     args = [sys.executable, "-m", "tools.bench.tornado_floor", "--port", "0"]
     child = start_child("tornado-floor", args, TIER_READY)
     try:
-        cpu = procs.cpu_seconds(child.pid)
-        result = h.load(f"{child.match.group(1)}/v1/models/tiny:predict", bodies, concurrency=16)
-        return _cpu_per_image(procs.cpu_seconds(child.pid) - cpu, result)
+        result = h.load_measured(child.pid, f"{child.match.group(1)}/v1/models/tiny:predict", bodies, concurrency=16)
+        return float(result["cpu_ms_per_image"])
     finally:
         child.stop()
 

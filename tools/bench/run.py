@@ -24,15 +24,14 @@ from typing import Any
 
 import numpy as np
 
-from app.settings import DecodeSettings
-from processing.image import DecodeLimits, PreprocessSpec, image_to_tensor
+from processing.image import image_to_tensor
 from tools.bench import procs
 from tools.bench.cache import scenario_cache
 from tools.bench.detection import scenario_detection
 from tools.bench.encoded import scenario_encoded
 from tools.bench.faces import scenario_faces
 from tools.bench.float32 import scenario_float32
-from tools.bench.floors import own_work_rows
+from tools.bench.floors import own_work_rows, tiny_spec_and_limits
 from tools.bench.imagehost import ImageHost, start_image_host
 from tools.bench.images import Workload, make_workload
 from tools.bench.levers import scenario_levers
@@ -142,6 +141,15 @@ class Harness:
         path = bodies.with_name(f"{bodies.stem}_v1{bodies.suffix}")
         path.write_text("".join(json.dumps(line) + "\n" for line in wrapped))
         return path
+
+    def load_measured(
+        self, pid: int, url: str, bodies: Path, concurrency: int, content_type: str = "application/json"
+    ) -> dict[str, Any]:
+        """``load``'s summary with ``cpu_ms_per_image``: process ``pid``'s CPU (its own counters) per image answered."""
+        cpu = procs.cpu_seconds(pid)
+        result = self.load(url, bodies, concurrency=concurrency, content_type=content_type)
+        result["cpu_ms_per_image"] = _cpu_per_image(procs.cpu_seconds(pid) - cpu, result)
+        return result
 
     def load(
         self,
@@ -392,21 +400,7 @@ def scenario_large(h: Harness) -> None:
 
 def decode_resize_ms(h: Harness, repeat: int = 30) -> float:
     """Median in-process ``image_to_tensor`` time for the scenario's images, as the tier's tiny model does it."""
-    spec = PreprocessSpec(
-        height=224,
-        width=224,
-        resize="stretch",
-        resize_shorter=None,
-        color="rgb",
-        dtype="uint8",
-        scale=1.0,
-        mean=(0.0,),
-        std=(1.0,),
-        layout="nhwc",
-        pad_value=0,
-    )
-    decode = DecodeSettings()
-    limits = DecodeLimits(decode.max_pixels, decode.max_side)
+    spec, limits = tiny_spec_and_limits()
     times = []
     for name in h.workload.small:
         data = (h.workload.directory / name).read_bytes()
@@ -606,9 +600,8 @@ def scenario_cost(h: Harness) -> None:
         for name in ("on", "off") if pair % 2 == 0 else ("off", "on"):
             child, url = h.start_tier(config, METRICS[name])
             try:
-                cpu = procs.cpu_seconds(child.pid)
-                result = h.load(url, bodies, concurrency=16)
-                costs[name] = _cpu_per_image(procs.cpu_seconds(child.pid) - cpu, result)
+                result = h.load_measured(child.pid, url, bodies, concurrency=16)
+                costs[name] = result["cpu_ms_per_image"]
             finally:
                 child.stop()
             print(f"    metrics {name}: {_summary({**result, 'cpu_ms_per_image': costs[name]})}", flush=True)
