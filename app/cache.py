@@ -32,6 +32,7 @@ from app.routing.routed import Answered, Route
 from processing.errors import ItemError
 from processing.geometry import ImageGeometry
 from processing.kinds.base import ItemAnswer, ModelOutputs
+from processing.prediction import PredictCall
 from processing.sniff import ImageBytes
 
 # What an entry costs beyond its arrays: the key's bytes and tuple, the dict's slot, the row's objects.
@@ -80,15 +81,16 @@ class Found:
             return range(len(self.rows))
         return [i for i, row in enumerate(self.rows) if row is None]
 
-    def answers(self, failures: Sequence[ItemError | None], top_k: int | None) -> list[ItemAnswer | ItemError | None]:
-        """Per arrived image: a hit's answer (postprocessed now, with this request's ``top_k``), a miss's failure,
-        or None for a miss the Predict answers (its rows come in this order)."""
+    def answers(self, failures: Sequence[ItemError | None], call: PredictCall) -> list[ItemAnswer | ItemError | None]:
+        """Per arrived image: a hit's answer (postprocessed now, with this request's ``top_k`` and detection
+        settings), a miss's failure, or None for a miss the Predict answers (its rows come in this order)."""
         if not self.hits:
             return list(failures)
         hits = [row for row in self.rows if row is not None]
         names = self.model.output_names
         tensors = {name: np.stack([row.outputs[name] for row in hits]) for name in names}
-        outputs = ModelOutputs(tensors, names, self.model.postprocess, top_k, [row.geometry for row in hits])
+        geometries = [row.geometry for row in hits]
+        outputs = ModelOutputs(tensors, names, self.model.postprocess, call.top_k, geometries, call.detection)
         answered = iter(self.model.output_kind.postprocess(outputs))
         missed = iter(failures)
         return [next(answered) if row is not None else next(missed) for row in self.rows]

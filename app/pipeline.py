@@ -70,7 +70,7 @@ class Pipeline:
             batch, geometries, failures = await self._decode_all(model, found.missed(arrived), context, hold, found)
             answered = await self.predictor.predict(model, route, batch, geometries, context)
             self.cache.keep(found, failures, geometries, answered)
-            return _prediction(model.name, call, found.answers(failures, call.top_k), answered, found, context)
+            return _prediction(model.name, call, found.answers(failures, call), answered, found, context)
         finally:
             if own:
                 hold.release()

@@ -301,6 +301,10 @@ async def test_a_detection_hit_maps_its_boxes_to_its_own_image_as_a_predict_does
     (box,) = answers[0]["predictions"][0]["detections"]
     assert box["label"] == "red"
     assert [round(box["box"][k]) for k in ("x", "y", "width", "height")] == [220, 50, 100, 100]
+    # A hit applies this request's detection settings, as top_k: the red square scores 0.9.
+    above = await predict_json(tier, {"instances": [b64(png.tobytes())], "score_threshold": 0.95}, model="squares")
+    assert above["predictions"][0]["detections"] == []
+    assert await predicts(tier, "squares") == 1 and await lookups(tier, "hit", "squares") == 2
 
 
 @pytest.mark.gen_test(timeout=180)
