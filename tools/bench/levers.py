@@ -68,6 +68,18 @@ def checkout(commit: str) -> Path:
     return path
 
 
+def former_keys(models: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """``models`` in the keys every lever's commit reads: they predate ``postprocess.activation`` (issue 26), and
+    the tier still reads the former ``softmax: true`` as ``activation: softmax`` (app/model_settings.py)."""
+    former = {}
+    for name, model in models.items():
+        post = dict(model.get("postprocess", {}))
+        if post.pop("activation", None) == "softmax":
+            post["softmax"] = True
+        former[name] = {**model, "postprocess": post}
+    return former
+
+
 def start(h: Harness, lever: Lever, config: Path) -> tuple[Child, str]:
     cwd = checkout(lever.commit) if lever.commit is not None else ROOT
     args = [sys.executable, "-m", lever.module, "--config", str(config), "--port", "0", "--log-level", "WARNING"]
@@ -79,7 +91,7 @@ def scenario_levers(h: Harness, levers: Sequence[Lever] = LEVERS) -> None:
     from tools.bench.run import _cpu_per_image, _summary
 
     bodies = h.bodies("small4", h.workload.small, per_request=4)
-    config = h.tier_config("tiny", h.tiny(), h.backend_address)
+    config = h.tier_config("tiny_levers", former_keys(h.tiny()), h.backend_address)
     runs: dict[str, list[dict[str, Any]]] = {lever.name: [] for lever in levers}
     for _round in range(h.timing.rounds + 1):
         for lever in levers:
