@@ -13,7 +13,7 @@ PEER_REQUIREMENTS := tools/bench/baselines/kserve-requirements.txt
 
 venv: $(STAMP)
 
-$(STAMP): setup.cfg pyproject.toml
+$(STAMP): setup.cfg pyproject.toml Makefile  # the Makefile: its pip lines install packages too
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[dev,models,bench]'
