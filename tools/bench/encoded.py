@@ -13,7 +13,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from tools.bench import procs
 from tools.fakeserving import start_fakeserving
 from tools.localserving.launcher import start_local_backend
 
@@ -74,7 +73,7 @@ def scenario_encoded(h: Harness) -> None:
 
 def backend_cpu(h: Harness, labels: str) -> dict[str, dict[str, float]]:
     """Tier and backend CPU per image, bytes model against the decoded one, on the real local backend."""
-    from tools.bench.run import MODELS, _cpu_per_image, _summary
+    from tools.bench.run import MODELS, _summary
 
     base = MODELS / "mobilenet_v2"
     local = start_local_backend(extra_args=["--model_name", "mobilenet_v2", "--model_base_path", str(base)])
@@ -84,14 +83,12 @@ def backend_cpu(h: Harness, labels: str) -> dict[str, dict[str, float]]:
         for model in (MODEL, "mobilenet_v2"):
             child, url = h.start_tier(config, model=model)
             try:
-                tier, backend = procs.cpu_seconds(child.pid), procs.cpu_seconds(local.proc.pid)
-                result = h.load(url, h.bodies("small4", h.workload.small, per_request=4), BACKEND_CONCURRENCY)
-                tier = procs.cpu_seconds(child.pid) - tier
-                backend = procs.cpu_seconds(local.proc.pid) - backend
+                bodies = h.bodies("small4", h.workload.small, per_request=4)
+                result = h.load_measured(child.pid, url, bodies, BACKEND_CONCURRENCY, backend_pid=local.proc.pid)
             finally:
                 child.stop()
             print(f"    {model} on the local backend: {_summary(result)}", flush=True)
-            found[model] = {"tier_ms": _cpu_per_image(tier, result), "backend_ms": _cpu_per_image(backend, result)}
+            found[model] = {"tier_ms": result["cpu_ms_per_image"], "backend_ms": result["backend_cpu_ms_per_image"]}
             found[model]["images_per_s"] = float(result["images_per_s"])
     finally:
         local.stop()

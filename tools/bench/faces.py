@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from tools.bench import procs
 from tools.localserving.launcher import start_local_backend
 
 if TYPE_CHECKING:
@@ -29,7 +28,7 @@ def models(labels: str) -> dict[str, dict[str, Any]]:
 
 
 def scenario_faces(h: Harness) -> None:
-    from tools.bench.run import MODELS, _cpu_per_image, _summary
+    from tools.bench.run import MODELS, _summary
 
     base = MODELS / MODEL
     local = start_local_backend(model_name=MODEL, model_base_path=base)
@@ -40,10 +39,7 @@ def scenario_faces(h: Harness) -> None:
         for _round in range(h.timing.rounds):
             child, url = h.start_tier(config, model=MODEL)
             try:
-                tier, backend = procs.cpu_seconds(child.pid), procs.cpu_seconds(local.proc.pid)
-                result = h.load(url, bodies, CONCURRENCY)
-                result["cpu_ms_per_image"] = _cpu_per_image(procs.cpu_seconds(child.pid) - tier, result)
-                result["backend_cpu_ms_per_image"] = _cpu_per_image(procs.cpu_seconds(local.proc.pid) - backend, result)
+                result = h.load_measured(child.pid, url, bodies, CONCURRENCY, backend_pid=local.proc.pid)
             finally:
                 child.stop()
             print(f"    {MODEL} on the local backend: {_summary(result)}", flush=True)

@@ -143,12 +143,21 @@ class Harness:
         return path
 
     def load_measured(
-        self, pid: int, url: str, bodies: Path, concurrency: int, content_type: str = "application/json"
+        self,
+        pid: int,
+        url: str,
+        bodies: Path,
+        concurrency: int,
+        content_type: str = "application/json",
+        backend_pid: int | None = None,
     ) -> dict[str, Any]:
-        """``load``'s summary with ``cpu_ms_per_image``: process ``pid``'s CPU (its own counters) per image answered."""
-        cpu = procs.cpu_seconds(pid)
+        """``load``'s summary with ``cpu_ms_per_image``: process ``pid``'s CPU (its own counters) per image answered;
+        with ``backend_pid``, that process's too, as ``backend_cpu_ms_per_image``."""
+        pids = {"cpu_ms_per_image": pid} | ({"backend_cpu_ms_per_image": backend_pid} if backend_pid else {})
+        before = {key: procs.cpu_seconds(p) for key, p in pids.items()}
         result = self.load(url, bodies, concurrency=concurrency, content_type=content_type)
-        result["cpu_ms_per_image"] = _cpu_per_image(procs.cpu_seconds(pid) - cpu, result)
+        for key, p in pids.items():
+            result[key] = _cpu_per_image(procs.cpu_seconds(p) - before[key], result)
         return result
 
     def load(
