@@ -126,21 +126,27 @@ def json_depth(body: ImageBytes) -> int:
 
 def parse_top_k(value: Any) -> int | None:
     """``top_k`` from JSON or a query argument: an integer from 1 to 1000 (ASCII digits in text), or absent."""
+    return _count("top_k", value)
+
+
+def _count(name: str, value: Any) -> int | None:
+    """Parameter ``name``, a count from JSON, a form field or a query argument: an integer from 1 to 1000 (ASCII
+    digits in text), or absent."""
     if value is None:
         return None
     if isinstance(value, str):
         text = value.strip()
         value = int(text) if text.isascii() and text.isdigit() and len(text) <= len(str(MAX_TOP_K)) else None
-    k = json_integer(value)
-    if k is None or not 1 <= k <= MAX_TOP_K:
-        raise InvalidRequest(f"'top_k' must be an integer from 1 to {MAX_TOP_K}")
-    return k
+    count = json_integer(value)
+    if count is None or not 1 <= count <= MAX_TOP_K:
+        raise InvalidRequest(f"'{name}' must be an integer from 1 to {MAX_TOP_K}")
+    return count
 
 
 def parse_detection_params(values: Mapping[str, Any]) -> DetectionParams:
     """``score_threshold`` and ``max_detections`` from JSON, form fields or query arguments (text), where given."""
     return DetectionParams(
-        _score_threshold(values.get("score_threshold")), _max_detections(values.get("max_detections"))
+        _score_threshold(values.get("score_threshold")), _count("max_detections", values.get("max_detections"))
     )
 
 
@@ -158,18 +164,6 @@ def _decimal(text: str) -> float | None:
     """``text`` as a number if it is one in JSON's grammar (``0.5``, ``5e-1``; no ``inf``, ``nan`` or ``1_0``)."""
     text = text.strip()
     return float(text) if len(text) <= 32 and _JSON_NUMBER.fullmatch(text) else None
-
-
-def _max_detections(value: Any) -> int | None:
-    if value is None:
-        return None
-    if isinstance(value, str):
-        text = value.strip()
-        value = int(text) if text.isascii() and text.isdigit() and len(text) <= len(str(MAX_TOP_K)) else None
-    count = json_integer(value)
-    if count is None or not 1 <= count <= MAX_TOP_K:
-        raise InvalidRequest(f"'max_detections' must be an integer from 1 to {MAX_TOP_K}")
-    return count
 
 
 def parse_encoding(value: Any) -> VectorEncoding | None:
