@@ -16,10 +16,12 @@ Contenders:
   ``call_backend``;
 - ``aio+OPTION``: the aio contender with one more channel argument (see ``OPTION_SETS``);
 - ``aio fresh-bytes``: the aio contender with the request joined anew for every call, as the tier does (a fresh
-  2.4 MB buffer may be faulted in per call).
+  2.4 MB buffer may be faulted in per call);
+- ``TFServingClient.predict``: the tier's whole Predict, from the input arrays (encoded per call) to the answer's
+  arrays.
 
 The process runs with the tier's malloc tuning (``app/serving/allocator.py``), so big buffers come from the heap
-as they do in the tier.
+as they do in the tier (``--no-malloc-tuning``: glibc's defaults).
 
     python -m tools.bench.grpc_calls --rounds 3 --calls 400
 """
@@ -41,7 +43,7 @@ import numpy as np
 from app.backend.protos import predict_pb2
 from app.backend.rpc_errors import BackendFailures, call_backend
 from app.backend.tensors import encode_predict_request, predict_request_parts
-from app.backend.tfserving import MAX_MESSAGE_BYTES, PREDICT_METHOD
+from app.backend.tfserving import MAX_MESSAGE_BYTES, PREDICT_METHOD, TFServingClient
 from app.backend.types import ModelRef
 from app.serving.allocator import tune_malloc
 from app.settings import ServerSettings
@@ -66,13 +68,19 @@ OPTION_SETS: dict[str, list[tuple[str, Any]]] = {  # channel arguments of grpc c
         ("grpc.experimental.tcp_tx_zerocopy_enabled", 1),
         ("grpc.experimental.tcp_tx_zerocopy_send_bytes_threshold", 64 << 10),
     ],
+    "preferred_frame_size": [("grpc.experimental.http2.enable_preferred_frame_size", 1)],
     "optimize throughput": [("grpc.optimization_target", "throughput")],
     "minimal_stack": [("grpc.minimal_stack", 1)],
+    "throughput+max_frame 16M": [
+        ("grpc.optimization_target", "throughput"),
+        ("grpc.http2.max_frame_size", (16 << 20) - 1),
+    ],
 }
 TIMEOUT_S = 10.0
 METADATA = (("x-request-id", "bench-grpc-calls"),)
 MODEL = ModelRef("tiny")
 Call = Callable[[bytes], Awaitable[Any]]
+Made = tuple[Call, Callable[[], Awaitable[None]]]  # a contender's call and how to close its channel
 
 
 @dataclass
@@ -90,13 +98,15 @@ class Sample:
 @dataclass
 class Contender:
     name: str
-    make: Callable[[str], tuple[Call, Callable[[], Awaitable[None]]]]
+    make: Callable[[str], Made] | None  # None: ``TFServingClient.predict``
     fresh_bytes: bool = False
     samples: dict[str, list[Sample]] = field(default_factory=dict)
 
 
-def aio_contender(options: Sequence[tuple[str, Any]] = ()) -> Callable[[str], tuple[Call, Callable[[], Awaitable[None]]]]:
-    def make(address: str) -> tuple[Call, Callable[[], Awaitable[None]]]:
+def aio_contender(
+    options: Sequence[tuple[str, Any]] = (),
+) -> Callable[[str], Made]:
+    def make(address: str) -> Made:
         channel = grpc.aio.insecure_channel(address, options=[*TIER_OPTIONS, *options])
         method = channel.unary_unary(PREDICT_METHOD, response_deserializer=predict_pb2.PredictResponse.FromString)
         failures = BackendFailures(1)
@@ -135,7 +145,7 @@ def future_bridged(method: grpc.UnaryUnaryMultiCallable) -> Callable[..., Awaita
     return call
 
 
-def sync_contender(address: str) -> tuple[Call, Callable[[], Awaitable[None]]]:
+def sync_contender(address: str) -> Made:
     channel = grpc.insecure_channel(address, options=TIER_OPTIONS)
     method = channel.unary_unary(PREDICT_METHOD, response_deserializer=predict_pb2.PredictResponse.FromString)
     bridged = future_bridged(method)
@@ -155,6 +165,7 @@ def contenders(names: Sequence[str] | None) -> list[Contender]:
         Contender("aio", aio_contender()),
         Contender("sync-future", sync_contender),
         Contender("aio fresh-bytes", aio_contender(), fresh_bytes=True),
+        Contender("TFServingClient.predict", None),
     ]
     found += [Contender(f"aio+{name}", aio_contender(options)) for name, options in OPTION_SETS.items()]
     return [c for c in found if names is None or c.name in names]
@@ -171,16 +182,39 @@ def request_inputs(dtype: str) -> tuple[predict_pb2.PredictRequest, dict[str, np
 async def measure(call: Call, dtype: str, fresh: bool, calls: int, concurrency: int) -> Sample:
     head, inputs = request_inputs(dtype)
     encoded = encode_predict_request(head, inputs)
+
+    async def one() -> None:
+        await call(b"".join(predict_request_parts(head, inputs)) if fresh else encoded)
+
+    return await measure_calls(one, calls, concurrency)
+
+
+async def measure_client(address: str, dtype: str, calls: int, concurrency: int) -> Sample:
+    """The tier's whole Predict: ``TFServingClient.predict`` from the arrays to the answer's arrays."""
+    _head, inputs = request_inputs(dtype)
+    model = ModelRef("tiny", signature="serving_uint8" if dtype == "uint8" else "serving_default")
+    client = TFServingClient("pick_first", 1)
+
+    async def one() -> None:
+        await client.predict(address, model, inputs, ("logits",), TIMEOUT_S, METADATA)
+
+    try:
+        return await measure_calls(one, calls, concurrency)
+    finally:
+        await client.close()
+
+
+async def measure_calls(one: Callable[[], Awaitable[None]], calls: int, concurrency: int) -> Sample:
+    """This process's counters around ``calls`` calls of ``one``, ``concurrency`` at a time, after a warm-up."""
     for _ in range(concurrency):  # connect, warm the channel and the allocator
-        await call(encoded)
+        await one()
     remaining = calls
 
     async def worker() -> None:
         nonlocal remaining
         while remaining > 0:
             remaining -= 1
-            request = b"".join(predict_request_parts(head, inputs)) if fresh else encoded
-            await call(request)
+            await one()
 
     before, loop_before = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_THREAD)
     await asyncio.gather(*(worker() for _ in range(concurrency)))
@@ -199,6 +233,11 @@ async def run(address: str, found: list[Contender], rounds: int, calls: int, con
     for r in range(rounds):
         order = found[r % len(found) :] + found[: r % len(found)]
         for contender in order:
+            if contender.make is None:
+                for dtype in ("uint8", "float32"):
+                    sample = await measure_client(address, dtype, calls, concurrency)
+                    contender.samples.setdefault(dtype, []).append(sample)
+                continue
             call, close = contender.make(address)
             try:
                 for dtype in ("uint8", "float32"):
@@ -219,7 +258,8 @@ def report(found: list[Contender]) -> None:
             low = min(samples, key=lambda s: s.cpu_ms)
             cells.append(
                 f"{dtype} {low.user_ms:.3f}/{low.system_ms:.3f} (loop {low.loop_ms:.3f}) {low.faults:.0f} flt "
-                f"[{', '.join(f'{s.cpu_ms:.3f}' for s in samples)}; median {statistics.median(s.cpu_ms for s in samples):.3f}] "
+                f"[{', '.join(f'{s.cpu_ms:.3f}' for s in samples)}; "
+                f"median {statistics.median(s.cpu_ms for s in samples):.3f}] "
                 f"{low.cpu_ms - base[dtype]:+.3f} vs {found[0].name}"
             )
         print(f"  {contender.name:22s} " + " | ".join(cells))
@@ -231,9 +271,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--calls", type=int, default=400, help="4-image Predicts per contender, dtype and round")
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--only", action="append", help="a contender's name (repeatable); default: all")
+    parser.add_argument("--no-malloc-tuning", action="store_true", help="glibc's malloc defaults, not the tier's")
     args = parser.parse_args(argv)
-    server = ServerSettings()
-    tune_malloc(server.malloc_mmap_threshold, server.malloc_trim_threshold)
+    if not args.no_malloc_tuning:
+        server = ServerSettings()
+        tune_malloc(server.malloc_mmap_threshold, server.malloc_trim_threshold)
     found = contenders(args.only)
     backend = start_fakeserving()
     try:
