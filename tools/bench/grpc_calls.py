@@ -163,6 +163,7 @@ def sync_contender(address: str) -> Made:
 def contenders(names: Sequence[str] | None) -> list[Contender]:
     found = [
         Contender("aio", aio_contender()),
+        Contender("aio (again)", aio_contender()),  # a control: the spread between two identical contenders
         Contender("sync-future", sync_contender),
         Contender("aio fresh-bytes", aio_contender(), fresh_bytes=True),
         Contender("TFServingClient.predict", None),
