@@ -35,7 +35,7 @@ import statistics
 import threading
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import grpc
 import numpy as np
@@ -119,7 +119,13 @@ def aio_contender(
     return make
 
 
-def future_bridged(method: grpc.UnaryUnaryMultiCallable) -> Callable[..., Awaitable[Any]]:
+class FutureMethod(Protocol):
+    """What the bridge needs of a sync multicallable."""
+
+    def future(self, request: bytes, timeout: float, metadata: Any = None) -> grpc.Future: ...
+
+
+def future_bridged(method: FutureMethod) -> Callable[..., Awaitable[Any]]:
     """``method`` called with ``.future()``, its outcome handed to the running loop from gRPC's thread."""
 
     async def call(request: bytes, timeout: float, metadata: Any = None) -> Any:
