@@ -65,18 +65,36 @@ def run_pairs(
             child, url = h.start_tier(config, sets[name]) if root is None else start_tier_from(root, config, sets[name])
             try:
                 cpu, threads = procs.cpu_seconds(child.pid), procs.thread_cpu_seconds(child.pid)
+                counters = procs.thread_counters(child.pid)
                 result = h.load(url, bodies, concurrency=concurrency)
                 costs[name] = _cpu_per_image(procs.cpu_seconds(child.pid) - cpu, result)
                 after = procs.thread_cpu_seconds(child.pid)
                 split = {g: _cpu_per_image(after[g] - threads[g], result) for g in THREAD_GROUPS}
+                counted = _per_image(counters, procs.thread_counters(child.pid), result)
             finally:
                 child.stop()
             where = f" from {root}" if root is not None else ""
             by_thread = ", ".join(f"{g} {split[g]:.3f}" for g in THREAD_GROUPS)
             summary = _summary({**result, "cpu_ms_per_image": costs[name]})
             print(f"  {name} {sets[name]}{where}: {summary} ({by_thread})", flush=True)
+            print(f"    per image: {counted}", flush=True)
         found.append(costs)
     return found
+
+
+def _per_image(
+    before: dict[str, dict[str, float]], after: dict[str, dict[str, float]], result: dict[str, float]
+) -> str:
+    """Each thread group's user and system ms, minor faults and context switches (voluntary/involuntary) per image."""
+    images = max(float(result["images_per_s"]) * float(result["seconds"] + result["warmup_s"]), 1.0)
+    parts = []
+    for group in ("loop", "python"):
+        d = {k: (after[group][k] - before[group][k]) / images for k in procs.COUNTERS}
+        parts.append(
+            f"{group} user {d['user'] * 1e3:.3f} sys {d['sys'] * 1e3:.3f} ms, minflt {d['minflt']:.2f}, "
+            f"csw {d['vcsw']:.2f}/{d['ivcsw']:.2f}"
+        )
+    return "; ".join(parts)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

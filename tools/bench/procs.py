@@ -105,6 +105,31 @@ def thread_cpu_seconds(pid: int) -> dict[str, float]:
     return {group: value / ticks for group, value in groups.items()}
 
 
+COUNTERS = ("user", "sys", "minflt", "vcsw", "ivcsw")  # thread_counters' fields
+
+
+def thread_counters(pid: int) -> dict[str, dict[str, float]]:
+    """Per thread group (as ``thread_cpu_seconds``): user and system CPU seconds, minor page faults and voluntary
+    and involuntary context switches, summed over the group's threads."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    main_name = Path(f"/proc/{pid}/comm").read_text().strip()
+    groups = {group: dict.fromkeys(COUNTERS, 0.0) for group in ("loop", "python", "other")}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            name = (task / "comm").read_text().strip()
+            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+            status = dict(line.split(":", 1) for line in (task / "status").read_text().splitlines() if ":" in line)
+        except OSError:
+            continue
+        found = groups["loop" if task.name == str(pid) else "python" if name == main_name else "other"]
+        found["user"] += int(fields[11]) / ticks
+        found["sys"] += int(fields[12]) / ticks
+        found["minflt"] += int(fields[7])
+        found["vcsw"] += int(status["voluntary_ctxt_switches"])
+        found["ivcsw"] += int(status["nonvoluntary_ctxt_switches"])
+    return groups
+
+
 def peak_process_hwm(pid: int) -> int:
     """The largest VmHWM among ``pid`` and its children."""
     return max(memory(p)[1] for p in process_tree(pid))

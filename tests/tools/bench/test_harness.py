@@ -115,6 +115,20 @@ def test_the_memory_probes_read_this_process() -> None:
     assert procs.cpu_seconds(os.getpid()) > 0
 
 
+def test_the_thread_counters_see_this_threads_page_faults() -> None:
+    import os
+
+    import numpy as np
+
+    before = procs.thread_counters(os.getpid())
+    touched = np.ones(32 * procs.MIB, dtype=np.uint8)  # fresh pages, each faulted in (16 if huge pages back them)
+    after = procs.thread_counters(os.getpid())
+    assert int(touched.sum()) == 32 * procs.MIB
+    assert after["loop"]["minflt"] - before["loop"]["minflt"] >= 16
+    assert after["loop"]["user"] + after["loop"]["sys"] > 0
+    assert set(after) == {"loop", "python", "other"} and set(after["python"]) == set(procs.COUNTERS)
+
+
 def test_profile_folding_and_the_table() -> None:
     raw = ["main (app/cli.py:10);decode (processing/image.py:5) 3", "main (app/cli.py:10) 1"]
     folded = fold(raw)
