@@ -1,15 +1,14 @@
 """Answers to repeated images: the model's output row for an image, kept by a hash of its bytes (off by default).
 
-An entry is found by the image's bytes (BLAKE3: a cryptographic hash, so no client can craft bytes that collide
-with someone else's image and plant its own answer under that image; it hashes an 80 KB JPEG in 0.012 ms, where
-SHA-256 with the CPU's SHA instructions took 0.041 and BLAKE2b 0.075: the hash was a quarter of a hit's CPU in
-py-spy's samples), the model (its public name, served name, signature and frozen pre/postprocess settings,
-hashed once when the services are built), what answers (the route
-target the routing step chose and its router's generation, or the call's version or label: ``Route.key``) and the
-version that target last answered with. A router's generation moves on a reset, promote, rollback or a change
-the status poller sees (``app/routing/router.py``), a model without routes' when the poller sees its AVAILABLE
-versions change (``ServedVersions``); a reload empties the cache; a Predict that answers with another version than
-the target's last one makes the target's older entries unreachable.
+An entry is found by the image's bytes (BLAKE3: a cryptographic hash, so no client can craft bytes that collide with
+someone else's image and plant its own answer under that image; it hashes an 80 KB JPEG in 0.012 ms, where SHA-256
+with the CPU's SHA instructions took 0.041 and BLAKE2b 0.075: the hash was a quarter of a hit's CPU in py-spy's
+samples), the model (its public name, served name, signature and frozen pre/postprocess settings, hashed once when
+the services are built), what answers (the route target the routing step chose and its router's generation, or the
+call's version or label: ``Route.key``) and the version that target last answered with. A router's generation moves
+on a reset, promote, rollback or a change the status poller sees (``app/routing/router.py``), a model without
+routes' when the poller sees its AVAILABLE versions change (``ServedVersions``); a reload empties the cache; a
+Predict that answers with another version than the target's last one makes the target's older entries unreachable.
 
 An entry holds every output's row for the image (the full score vector), its geometry and the version that
 answered: ``top_k`` and the rest of postprocessing run on every answer, a hit's as a Predict's. Only rows the
