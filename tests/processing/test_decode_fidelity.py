@@ -9,8 +9,6 @@ TensorFlow runs in a subprocess (tests/support/direct_predict.py): this process 
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -19,8 +17,8 @@ import simplejpeg
 
 from processing.image import PreprocessSpec, decode_image, decode_with_opencv, preprocess
 from processing.sniff import read_header
+from tests.support.direct_predict import mobilenet_probabilities
 from tests.support.specs import decode_limits, preprocess_spec
-from tests.support.tier import ROOT
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "images"
 PHOTOS = sorted(FIXTURES.glob("*.jpg"))
@@ -47,13 +45,8 @@ def scores(models_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[s
     runners = {"before": decoded_before, "now": decoded_now, "coarse": coarse_decode}
     photos = [p.read_bytes() for p in PHOTOS]
     batch = np.stack([runners[name](data, MOBILENET) for name in runners for data in photos])
-    work = tmp_path_factory.mktemp("fidelity")
-    np.save(work / "in.npy", batch)
-    command = [sys.executable, "-m", "tests.support.direct_predict", str(models_dir / "mobilenet_v2" / "1")]
-    command += ["serving_uint8", "images", str(work / "in.npy"), str(work / "out.npz")]
-    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=240, check=False)
-    assert done.returncode == 0, done.stderr[-4000:]
-    probabilities = np.load(work / "out.npz")["probabilities"].reshape(len(runners), len(photos), -1)
+    probabilities = mobilenet_probabilities(models_dir, batch, tmp_path_factory.mktemp("fidelity"))
+    probabilities = probabilities.reshape(len(runners), len(photos), -1)
     return dict(zip(runners, probabilities, strict=True))
 
 

@@ -13,8 +13,6 @@ TensorFlow runs in a subprocess (tests/support/direct_predict.py): this process 
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -25,8 +23,8 @@ import pytest
 
 from processing.image import decode_image, preprocess
 from tests.processing.test_decode_fidelity import PHOTOS, fidelity_failures
+from tests.support.direct_predict import mobilenet_probabilities
 from tests.support.specs import decode_limits, preprocess_spec
-from tests.support.tier import ROOT
 from tools.bench.images import photo_like
 
 TWELVE_MP = (4000, 3000)
@@ -90,13 +88,8 @@ def scores(
     """Each resize's mobilenet_v2 probabilities for the 12 MP photos, shape (photos, 1000)."""
     resizers: dict[str, Resizer] = {"before": area_before, "now": resize_now, "bilinear": bilinear, "blurred": blurred}
     batch = np.stack([resize(rgb) for resize in resizers.values() for rgb in decoded])
-    work = tmp_path_factory.mktemp("resize_fidelity")
-    np.save(work / "in.npy", batch)
-    command = [sys.executable, "-m", "tests.support.direct_predict", str(models_dir / "mobilenet_v2" / "1")]
-    command += ["serving_uint8", "images", str(work / "in.npy"), str(work / "out.npz")]
-    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=240, check=False)
-    assert done.returncode == 0, done.stderr[-4000:]
-    probabilities = np.load(work / "out.npz")["probabilities"].reshape(len(resizers), len(decoded), -1)
+    probabilities = mobilenet_probabilities(models_dir, batch, tmp_path_factory.mktemp("resize_fidelity"))
+    probabilities = probabilities.reshape(len(resizers), len(decoded), -1)
     return dict(zip(resizers, probabilities, strict=True))
 
 
