@@ -247,6 +247,29 @@ def routed(address: str, tmp_path: Path, targets: list[dict[str, Any]], *overrid
     return load_settings(tier_file, {}, [f"backend.address={address}", "server.port=0", ON, *overrides])
 
 
+async def cached_until_the_poller_sees(
+    make_tier: TierFactory, tmp_path: Path, targets: list[dict[str, Any]], before: str, labels_after: dict[str, int]
+) -> None:
+    """On a backend of its own serving ``before``, a repeat is a hit on version 1; once the backend serves versions
+    1 and 2 (``labels_after``) and the poller has looked, the same image is predicted again, by version 2."""
+    config = tmp_path / "models.config"
+    config.write_text(before)
+    own = start_local_backend(model_config_file=config)
+    try:
+        tier = await make_tier(settings=routed(own.address, tmp_path, targets, "models.digits.routes.poll_s=0"))
+        assert [(await predict(tier))["model"]["version"] for _ in range(2)] == [1, 1]
+        assert await predicts(tier) == 1
+
+        after = backend_config("versions: 1 versions: 2", labels_after)
+        await asyncio.to_thread(reload_config, own.address, after)
+        assert tier.services.poller is not None
+        await tier.services.poller.poll()
+        assert [(await predict(tier))["model"]["version"] for _ in range(2)] == [2, 2]
+        assert await predicts(tier) == 2
+    finally:
+        own.stop()
+
+
 @pytest.mark.gen_test(timeout=120)
 async def test_a_promote_and_a_reset_leave_the_old_entries_unreachable(
     make_tier: TierFactory, backend: LocalBackend, tmp_path: Path
@@ -269,22 +292,9 @@ async def test_a_promote_and_a_reset_leave_the_old_entries_unreachable(
 async def test_a_label_the_poller_sees_move_leaves_the_old_entries_unreachable(
     make_tier: TierFactory, tmp_path: Path
 ) -> None:
-    config = tmp_path / "models.config"
-    config.write_text(backend_config("versions: 1 versions: 2", {"stable": 1}))
-    own = start_local_backend(model_config_file=config)
-    try:
-        stable = [{"name": "stable", "label": "stable", "weight": 100}]
-        tier = await make_tier(settings=routed(own.address, tmp_path, stable, "models.digits.routes.poll_s=0"))
-        assert [(await predict(tier))["model"]["version"] for _ in range(2)] == [1, 1]
-        assert await predicts(tier) == 1
-
-        await asyncio.to_thread(reload_config, own.address, backend_config("versions: 1 versions: 2", {"stable": 2}))
-        assert tier.services.poller is not None
-        await tier.services.poller.poll()
-        assert [(await predict(tier))["model"]["version"] for _ in range(2)] == [2, 2]
-        assert await predicts(tier) == 2
-    finally:
-        own.stop()
+    stable = [{"name": "stable", "label": "stable", "weight": 100}]
+    before = backend_config("versions: 1 versions: 2", {"stable": 1})
+    await cached_until_the_poller_sees(make_tier, tmp_path, stable, before, {"stable": 2})
 
 
 @pytest.mark.gen_test(timeout=60)
@@ -312,21 +322,7 @@ async def test_a_version_the_poller_sees_loaded_leaves_the_default_versions_entr
     make_tier: TierFactory, tmp_path: Path
 ) -> None:
     """A model without routes answers a request that names no version from its latest: the poller watches it."""
-    config = tmp_path / "models.config"
-    config.write_text(backend_config("versions: 1", {}))
-    own = start_local_backend(model_config_file=config)
-    try:
-        tier = await make_tier(settings=routed(own.address, tmp_path, [], "models.digits.routes.poll_s=0"))
-        assert [(await predict(tier))["model"]["version"] for _ in range(2)] == [1, 1]
-        assert await predicts(tier) == 1
-
-        await asyncio.to_thread(reload_config, own.address, backend_config("versions: 1 versions: 2", {}))
-        assert tier.services.poller is not None
-        await tier.services.poller.poll()
-        assert [(await predict(tier))["model"]["version"] for _ in range(2)] == [2, 2]
-        assert await predicts(tier) == 2
-    finally:
-        own.stop()
+    await cached_until_the_poller_sees(make_tier, tmp_path, [], backend_config("versions: 1", {}), {})
 
 
 @pytest.mark.gen_test(timeout=60)
