@@ -64,13 +64,13 @@ def run_pairs(
             root = (roots or {}).get(name)
             child, url = h.start_tier(config, sets[name]) if root is None else start_tier_from(root, config, sets[name])
             try:
-                cpu, threads = procs.cpu_seconds(child.pid), procs.thread_cpu_seconds(child.pid)
-                counters = procs.thread_counters(child.pid)
+                cpu, counters = procs.cpu_seconds(child.pid), procs.thread_counters(child.pid)
                 result = h.load(url, bodies, concurrency=concurrency)
                 costs[name] = _cpu_per_image(procs.cpu_seconds(child.pid) - cpu, result)
-                after = procs.thread_cpu_seconds(child.pid)
-                split = {g: _cpu_per_image(after[g] - threads[g], result) for g in THREAD_GROUPS}
-                counted = _per_image(counters, procs.thread_counters(child.pid), result)
+                after = procs.thread_counters(child.pid)
+                start, end = procs.group_cpu_seconds(counters), procs.group_cpu_seconds(after)
+                split = {g: _cpu_per_image(end[g] - start[g], result) for g in THREAD_GROUPS}
+                counted = _per_image(counters, after, result)
             finally:
                 child.stop()
             where = f" from {root}" if root is not None else ""

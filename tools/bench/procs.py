@@ -91,18 +91,12 @@ def thread_cpu_seconds(pid: int) -> dict[str, float]:
     thread, where the event loop runs), ``python`` (the other threads Python started, which keep the
     process's name: the decode pool, and asyncio's resolver pool when a host name is looked up) and
     ``other`` (threads that name themselves: gRPC's core)."""
-    ticks = os.sysconf("SC_CLK_TCK")
-    main_name = Path(f"/proc/{pid}/comm").read_text().strip()
-    groups = {"loop": 0, "python": 0, "other": 0}
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        try:
-            name = (task / "comm").read_text().strip()
-            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        group = "loop" if task.name == str(pid) else "python" if name == main_name else "other"
-        groups[group] += int(fields[11]) + int(fields[12])
-    return {group: value / ticks for group, value in groups.items()}
+    return group_cpu_seconds(thread_counters(pid))
+
+
+def group_cpu_seconds(counters: dict[str, dict[str, float]]) -> dict[str, float]:
+    """User + system seconds per thread group, from ``thread_counters``' reading."""
+    return {group: found["user"] + found["sys"] for group, found in counters.items()}
 
 
 COUNTERS = ("user", "sys", "minflt", "vcsw", "ivcsw")  # thread_counters' fields
