@@ -116,14 +116,20 @@ def test_the_memory_probes_read_this_process() -> None:
 
 
 def test_the_thread_counters_see_this_threads_page_faults() -> None:
+    import mmap
     import os
 
     import numpy as np
 
-    before = procs.thread_counters(os.getpid())
-    touched = np.ones(32 * procs.MIB, dtype=np.uint8)  # fresh pages, each faulted in (16 if huge pages back them)
-    after = procs.thread_counters(os.getpid())
-    assert int(touched.sum()) == 32 * procs.MIB
+    # A mapping of its own, not malloc's: after other tests tuned the allocator (the tier's mallopt), a 32 MiB
+    # array could come back from memory already faulted in, and this test would read no fault at all.
+    with mmap.mmap(-1, 32 * procs.MIB) as fresh:
+        before = procs.thread_counters(os.getpid())
+        touched = np.frombuffer(fresh, dtype=np.uint8)
+        touched[:] = 1  # every page faulted in (16 faults if huge pages back them)
+        after = procs.thread_counters(os.getpid())
+        assert int(touched.sum()) == 32 * procs.MIB
+        del touched  # the mapping cannot close while an array still exports it
     assert after["loop"]["minflt"] - before["loop"]["minflt"] >= 16
     assert after["loop"]["user"] + after["loop"]["sys"] > 0
     assert set(after) == {"loop", "python", "other"} and set(after["python"]) == set(procs.COUNTERS)
